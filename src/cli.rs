@@ -1,0 +1,199 @@
+//! The command line: argument parsing in one place, one function per
+//! subcommand, stable exit codes (0 pass, 1 a criterion or invariant failed,
+//! 2 bad usage or scenario, 3 the harness could not run).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::check::{self, kpi};
+use crate::history::History;
+use crate::report::{self, RunFacts, RunReport};
+use crate::scenario::Scenario;
+use crate::sim::{self, SimOptions, SimOutcome};
+use crate::stack::{BugSet, StackBug};
+
+pub const EXIT_PASS: u8 = 0;
+pub const EXIT_FAIL: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_HARNESS: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "posim", version, about = "Rehearse the POS canary rollout: simulate, break, check.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate a scenario on the embedded reference stack and judge it.
+    Run(RunArgs),
+    /// Run a scenario over many seeds; report every seed that fails.
+    Swarm(SwarmArgs),
+}
+
+#[derive(Args)]
+struct StackArgs {
+    /// Turn on a bug switch of the reference stack (repeatable).
+    #[arg(long = "stack-bug", value_name = "NAME")]
+    stack_bugs: Vec<StackBug>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    /// The seed; defaults to the scenario's.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where to write the report (default: a new folder under reports/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Do not write trace.jsonl (large runs).
+    #[arg(long)]
+    no_trace: bool,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Args)]
+struct SwarmArgs {
+    scenario: PathBuf,
+    /// How many seeds to run.
+    #[arg(long, default_value_t = 50)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+/// A judged simulation: the report and the history it was made from.
+pub struct Judged {
+    pub report: RunReport,
+    pub history: History,
+    pub outcome_requests: u64,
+    pub simulated: crate::time::Millis,
+}
+
+/// Simulates `scenario` with `seed` and `bugs`, then checks and judges it.
+pub fn simulate(scenario: &Scenario, seed: u64, bugs: &[StackBug]) -> Judged {
+    let SimOutcome { history, stack_requests, simulated, purchases, .. } =
+        sim::run(scenario, SimOptions { seed, bugs: BugSet::new(bugs) });
+    let violations = check::check(&history);
+    let windows = kpi::windows(&history, &violations, simulated, &scenario.criteria);
+    let report = report::build(RunFacts {
+        scenario,
+        seed,
+        stack_bugs: bugs.iter().map(|bug| bug.name().to_string()).collect(),
+        history: &history,
+        violations: &violations,
+        windows,
+        simulated,
+        stack_requests,
+        purchases,
+    });
+    Judged { report, history, outcome_requests: stack_requests, simulated }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Swarm(args) => swarm(args),
+    };
+    ExitCode::from(code)
+}
+
+fn load(path: &Path) -> Result<Scenario, u8> {
+    Scenario::load(path).map_err(|error| {
+        eprintln!("error: {error}");
+        EXIT_USAGE
+    })
+}
+
+fn run(args: RunArgs) -> u8 {
+    let scenario = match load(&args.scenario) {
+        Ok(scenario) => scenario,
+        Err(code) => return code,
+    };
+    let seed = args.seed.unwrap_or(scenario.seed);
+    let bugs = &args.stack.stack_bugs;
+    let label =
+        if bugs.is_empty() { "none".to_string() } else { bugs.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ") };
+    println!(
+        "posim run · scenario {} ({}) · seed {seed} · stack bugs: {label}",
+        scenario.name,
+        args.scenario.display()
+    );
+    let started = Instant::now();
+    let judged = simulate(&scenario, seed, bugs);
+    let wall = started.elapsed().as_secs_f64();
+    print!("{}", report::console(&judged.report));
+    println!("{}", speed_line(judged.outcome_requests, judged.simulated, wall));
+    let dir = args.out.unwrap_or_else(|| default_dir(&scenario.name, seed));
+    if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {
+        eprintln!("error: cannot write the report to {}: {error}", dir.display());
+        return EXIT_HARNESS;
+    }
+    println!("report: {}", dir.display());
+    if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
+}
+
+fn speed_line(requests: u64, simulated: crate::time::Millis, wall: f64) -> String {
+    let wall = wall.max(1e-9);
+    format!(
+        "speed: {requests} stack requests in {wall:.3} s wall = {:.0} requests/s; {} simulated = {:.0}× real time",
+        requests as f64 / wall,
+        crate::time::human(simulated),
+        simulated as f64 / 1000.0 / wall
+    )
+}
+
+fn default_dir(scenario: &str, seed: u64) -> PathBuf {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stamp: String = stamp.chars().filter(char::is_ascii_alphanumeric).collect();
+    PathBuf::from("reports").join(format!("{scenario}-seed{seed}-{stamp}"))
+}
+
+fn swarm(args: SwarmArgs) -> u8 {
+    let scenario = match load(&args.scenario) {
+        Ok(scenario) => scenario,
+        Err(code) => return code,
+    };
+    if args.seeds == 0 {
+        eprintln!("error: --seeds must be at least 1");
+        return EXIT_USAGE;
+    }
+    let mut failed = Vec::new();
+    for seed in args.first..args.first.saturating_add(args.seeds) {
+        let judged = simulate(&scenario, seed, &args.stack.stack_bugs);
+        let report = &judged.report;
+        let codes: Vec<String> = report.violation_counts.iter().map(|(c, n)| format!("{c}×{n}")).collect();
+        let broken = report.failed_criteria.len();
+        println!(
+            "seed {seed}: {} {} {}",
+            report.verdict,
+            report.trace_hash,
+            codes.join(" ") + &if broken > 0 { format!(" criteria×{broken}") } else { String::new() }
+        );
+        if !report.passed() {
+            failed.push(seed);
+        }
+    }
+    println!(
+        "{} of {} seeds failed{}",
+        failed.len(),
+        args.seeds,
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(": {failed:?} (replay one with `posim run {} --seed N`)", args.scenario.display())
+        }
+    );
+    if failed.is_empty() { EXIT_PASS } else { EXIT_FAIL }
+}

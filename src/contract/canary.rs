@@ -1,0 +1,219 @@
+//! The operator's side of the contract: the deploy-time environment of the
+//! stack, above all the canary gate. A payments stack fails closed: any
+//! invalid value stops it at start-up with a message naming the variable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::validate;
+use crate::time::{Millis, SECOND};
+
+pub const MODE_VAR: &str = "PAYMENTS_POS_CANARY_MODE";
+pub const ALLOWLIST_VAR: &str = "PAYMENTS_POS_CANARY_ALLOWLIST";
+pub const BLOCKLIST_VAR: &str = "PAYMENTS_POS_CANARY_BLOCKLIST";
+pub const TTL_VAR: &str = "PAYMENTS_CYCLE_TTL_SECONDS";
+pub const IOT_TIMEOUT_VAR: &str = "PAYMENTS_IOT_TIMEOUT_MS";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryMode {
+    Off,
+    Allowlist,
+    Blocklist,
+}
+
+impl CanaryMode {
+    pub fn parse(text: &str) -> Option<CanaryMode> {
+        match text {
+            "off" => Some(CanaryMode::Off),
+            "allowlist" => Some(CanaryMode::Allowlist),
+            "blocklist" => Some(CanaryMode::Blocklist),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CanaryMode::Off => "off",
+            CanaryMode::Allowlist => "allowlist",
+            CanaryMode::Blocklist => "blocklist",
+        }
+    }
+}
+
+/// The canary gate a replica applies. Lists are kept sorted and unique.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CanaryConfig {
+    pub mode: CanaryMode,
+    pub allowlist: Vec<Uuid>,
+    pub blocklist: Vec<Uuid>,
+}
+
+impl CanaryConfig {
+    pub fn new(mode: CanaryMode, mut allowlist: Vec<Uuid>, mut blocklist: Vec<Uuid>) -> Self {
+        allowlist.sort_unstable();
+        allowlist.dedup();
+        blocklist.sort_unstable();
+        blocklist.dedup();
+        CanaryConfig { mode, allowlist, blocklist }
+    }
+
+    pub fn off() -> Self {
+        CanaryConfig::new(CanaryMode::Off, Vec::new(), Vec::new())
+    }
+
+    /// May `condominio` authorize a new payment under this gate?
+    pub fn admits(&self, condominio: Uuid) -> bool {
+        match self.mode {
+            CanaryMode::Off => true,
+            CanaryMode::Allowlist => self.allowlist.binary_search(&condominio).is_ok(),
+            CanaryMode::Blocklist => self.blocklist.binary_search(&condominio).is_err(),
+        }
+    }
+
+    /// The env lines that deploy this gate, as the runbook writes them.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let join = |list: &[Uuid]| list.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+        vec![
+            (MODE_VAR, self.mode.as_str().to_string()),
+            (ALLOWLIST_VAR, join(&self.allowlist)),
+            (BLOCKLIST_VAR, join(&self.blocklist)),
+        ]
+    }
+
+    /// Parses the gate from the environment (`lookup` returns a variable's value).
+    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mode_text = lookup(MODE_VAR).unwrap_or_else(|| "off".to_string());
+        let mode = CanaryMode::parse(mode_text.trim()).ok_or_else(|| ConfigError {
+            variable: MODE_VAR,
+            value: mode_text.clone(),
+            reason: "expected one of `off`, `allowlist`, `blocklist`".to_string(),
+        })?;
+        let allowlist = parse_uuid_list(ALLOWLIST_VAR, lookup(ALLOWLIST_VAR).as_deref())?;
+        let blocklist = parse_uuid_list(BLOCKLIST_VAR, lookup(BLOCKLIST_VAR).as_deref())?;
+        Ok(CanaryConfig::new(mode, allowlist, blocklist))
+    }
+
+    /// A one-line description: `allowlist [3]`, `off`, `blocklist [1]`.
+    pub fn summary(&self) -> String {
+        match self.mode {
+            CanaryMode::Off => "off".to_string(),
+            CanaryMode::Allowlist => format!("allowlist [{}]", self.allowlist.len()),
+            CanaryMode::Blocklist => format!("blocklist [{}]", self.blocklist.len()),
+        }
+    }
+}
+
+/// Parses a comma-separated list of UUIDs, blanks trimmed; empty is allowed.
+fn parse_uuid_list(variable: &'static str, text: Option<&str>) -> Result<Vec<Uuid>, ConfigError> {
+    let text = text.unwrap_or("");
+    let items = text.split(',').map(str::trim).filter(|item| !item.is_empty());
+    items
+        .map(|item| {
+            validate::uuid("entry", item).map_err(|reason| ConfigError { variable, value: text.to_string(), reason })
+        })
+        .collect()
+}
+
+/// The stack's timing settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StackSettings {
+    pub cycle_ttl: Millis,
+    pub iot_timeout: Millis,
+}
+
+impl Default for StackSettings {
+    fn default() -> Self {
+        StackSettings { cycle_ttl: 900 * SECOND, iot_timeout: 5 * SECOND }
+    }
+}
+
+impl StackSettings {
+    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = StackSettings::default();
+        let cycle_ttl = parse_positive(TTL_VAR, lookup(TTL_VAR))?.map_or(defaults.cycle_ttl, |s| s * SECOND);
+        let iot_timeout = parse_positive(IOT_TIMEOUT_VAR, lookup(IOT_TIMEOUT_VAR))?.unwrap_or(defaults.iot_timeout);
+        Ok(StackSettings { cycle_ttl, iot_timeout })
+    }
+}
+
+fn parse_positive(variable: &'static str, text: Option<String>) -> Result<Option<u64>, ConfigError> {
+    let Some(text) = text else { return Ok(None) };
+    match text.trim().parse::<u64>() {
+        Ok(value) if value > 0 => Ok(Some(value)),
+        _ => Err(ConfigError { variable, value: text, reason: "expected a positive whole number".to_string() }),
+    }
+}
+
+/// Everything a deploy applies: the gate and the timings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployConfig {
+    pub canary: CanaryConfig,
+    pub settings: StackSettings,
+}
+
+impl DeployConfig {
+    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(DeployConfig { canary: CanaryConfig::from_env(lookup)?, settings: StackSettings::from_env(lookup)? })
+    }
+
+    /// Reads from a map, as tests and the launcher build environments.
+    pub fn from_map(env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        DeployConfig::from_env(&|name| env.get(name).cloned())
+    }
+}
+
+/// A refused deploy-time value, naming the variable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}=`{}` is refused: {}", self.variable, self.value, self.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "6f1c2a7e-0d4b-4c8e-9a51-3b2f7d9e8c01";
+    const B: &str = "0b8e5d3c-6a2f-4e19-8c7d-5f4a3b2c1d0e";
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_gate_follows_the_mode() {
+        let a = Uuid::parse_str(A).unwrap();
+        let b = Uuid::parse_str(B).unwrap();
+        let allow = DeployConfig::from_map(&env(&[(MODE_VAR, "allowlist"), (ALLOWLIST_VAR, &format!(" {A} ,"))]));
+        let allow = allow.expect("valid allowlist").canary;
+        assert!(allow.admits(a) && !allow.admits(b));
+        let block = CanaryConfig::new(CanaryMode::Blocklist, vec![], vec![a]);
+        assert!(!block.admits(a) && block.admits(b));
+        assert!(CanaryConfig::off().admits(a));
+        let empty = CanaryConfig::new(CanaryMode::Allowlist, vec![], vec![]);
+        assert!(!empty.admits(a), "an empty allowlist admits none");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let error = DeployConfig::from_map(&env(&[(MODE_VAR, "canary")])).unwrap_err();
+        assert_eq!(error.variable, MODE_VAR);
+        let typo = format!("{A},{}", &B[..35]);
+        let error = DeployConfig::from_map(&env(&[(MODE_VAR, "allowlist"), (ALLOWLIST_VAR, &typo)])).unwrap_err();
+        assert_eq!(error.variable, ALLOWLIST_VAR);
+        assert!(error.to_string().contains(ALLOWLIST_VAR));
+        let error = DeployConfig::from_map(&env(&[(TTL_VAR, "15m")])).unwrap_err();
+        assert_eq!(error.variable, TTL_VAR);
+    }
+}

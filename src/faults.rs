@@ -1,0 +1,216 @@
+//! Faults on every boundary, as a scenario plans them: each with a
+//! probability, a time window and a scope (phases, condominiums, endpoints).
+//! A decision is a keyed roll (see [`crate::seed::KeyedRoll`]): the same
+//! seed and the same stable ids give the same fault, whatever else happens.
+//! Faults on one boundary share one roll, split by their probabilities in
+//! plan order, so adding a fault at the end leaves the earlier ones alone.
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::Endpoint;
+use crate::seed::KeyedRoll;
+use crate::time::Millis;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Terminal → stack: the request never arrives.
+    RequestLost,
+    /// Stack → terminal: the stack acted, the response is lost.
+    ResponseLost,
+    /// Terminal → stack: the request is sent twice (double tap, concurrent retry).
+    DuplicateRequest,
+    /// Stack → PSP: no answer before the stack's PSP timeout.
+    PspTimeout,
+    /// Stack → PSP: a 5xx.
+    PspError,
+    /// Stack → gateway: the command never reaches the machine; no answer.
+    IotCommandLost,
+    /// Gateway → stack: the machine started, the answer is lost.
+    IotAckLost,
+    /// The gateway answers 504 after the machine started.
+    #[serde(rename = "gateway_504")]
+    Gateway504,
+    /// The machine goes offline for `duration`.
+    MachineOffline,
+    /// A replica crashes between two effects and is down for `duration`.
+    ReplicaCrash,
+    /// The customer walks away after a failed attempt.
+    CustomerWalksAway,
+}
+
+/// Where a fault is rolled: each boundary crossing rolls once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Boundary {
+    TerminalToStack,
+    StackToTerminal,
+    StackToPsp,
+    StackToIot,
+    /// Between two effects inside a replica.
+    Replica,
+    Customer,
+}
+
+impl FaultKind {
+    pub fn boundary(self) -> Boundary {
+        match self {
+            FaultKind::RequestLost | FaultKind::DuplicateRequest => Boundary::TerminalToStack,
+            FaultKind::ResponseLost => Boundary::StackToTerminal,
+            FaultKind::PspTimeout | FaultKind::PspError => Boundary::StackToPsp,
+            FaultKind::IotCommandLost | FaultKind::IotAckLost | FaultKind::Gateway504 | FaultKind::MachineOffline => {
+                Boundary::StackToIot
+            }
+            FaultKind::ReplicaCrash => Boundary::Replica,
+            FaultKind::CustomerWalksAway => Boundary::Customer,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::RequestLost => "request_lost",
+            FaultKind::ResponseLost => "response_lost",
+            FaultKind::DuplicateRequest => "duplicate_request",
+            FaultKind::PspTimeout => "psp_timeout",
+            FaultKind::PspError => "psp_error",
+            FaultKind::IotCommandLost => "iot_command_lost",
+            FaultKind::IotAckLost => "iot_ack_lost",
+            FaultKind::Gateway504 => "gateway_504",
+            FaultKind::MachineOffline => "machine_offline",
+            FaultKind::ReplicaCrash => "replica_crash",
+            FaultKind::CustomerWalksAway => "customer_walks_away",
+        }
+    }
+}
+
+/// One planned fault, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultSpec {
+    pub kind: FaultKind,
+    pub probability: f64,
+    /// Active in `[from, until)` of run time.
+    pub from: Millis,
+    pub until: Millis,
+    /// Phase indices; empty means every phase.
+    pub phases: Vec<u16>,
+    /// Condominium indices; empty means all.
+    pub condominiums: Vec<u32>,
+    /// Endpoints (terminal boundaries only); empty means all.
+    pub endpoints: Vec<Endpoint>,
+    /// How long an offline machine or a crashed replica stays down.
+    pub duration: Millis,
+}
+
+/// Where and when a boundary is crossed, to match a fault's scope.
+#[derive(Clone, Copy, Debug)]
+pub struct Crossing {
+    pub now: Millis,
+    pub phase: u16,
+    pub condominium: Option<u32>,
+    pub endpoint: Option<Endpoint>,
+}
+
+/// The faults of a run, ready to roll.
+#[derive(Clone, Debug)]
+pub struct FaultPlan {
+    faults: Vec<FaultSpec>,
+    rolls: Vec<KeyedRoll>,
+}
+
+impl FaultPlan {
+    pub fn new(seed: u64, faults: Vec<FaultSpec>) -> Self {
+        let rolls = [
+            Boundary::TerminalToStack,
+            Boundary::StackToTerminal,
+            Boundary::StackToPsp,
+            Boundary::StackToIot,
+            Boundary::Replica,
+            Boundary::Customer,
+        ]
+        .iter()
+        .map(|boundary| KeyedRoll::new(seed, &format!("faults:{boundary:?}")))
+        .collect();
+        FaultPlan { faults, rolls }
+    }
+
+    pub fn faults(&self) -> &[FaultSpec] {
+        &self.faults
+    }
+
+    /// Rolls the boundary once for the crossing named by `ids`; returns the
+    /// index and spec of the fault that fires, if any.
+    pub fn roll(&self, boundary: Boundary, crossing: &Crossing, ids: [u64; 3]) -> Option<(u16, &FaultSpec)> {
+        let mut candidates = self
+            .faults
+            .iter()
+            .enumerate()
+            .filter(|(_, fault)| fault.kind.boundary() == boundary && in_scope(fault, crossing))
+            .peekable();
+        candidates.peek()?;
+        let roll = self.rolls[boundary as usize].unit(ids);
+        let mut threshold = 0.0;
+        for (index, fault) in candidates {
+            threshold += fault.probability;
+            if roll < threshold {
+                return Some((index as u16, fault));
+            }
+        }
+        None
+    }
+}
+
+fn in_scope(fault: &FaultSpec, crossing: &Crossing) -> bool {
+    let in_window = fault.from <= crossing.now && crossing.now < fault.until;
+    let in_phase = fault.phases.is_empty() || fault.phases.contains(&crossing.phase);
+    let in_condominium = fault.condominiums.is_empty()
+        || crossing.condominium.is_some_and(|condominium| fault.condominiums.contains(&condominium));
+    let on_endpoint =
+        fault.endpoints.is_empty() || crossing.endpoint.is_some_and(|endpoint| fault.endpoints.contains(&endpoint));
+    in_window && in_phase && in_condominium && on_endpoint
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(kind: FaultKind, probability: f64) -> FaultSpec {
+        FaultSpec {
+            kind,
+            probability,
+            from: 0,
+            until: Millis::MAX,
+            phases: vec![],
+            condominiums: vec![],
+            endpoints: vec![],
+            duration: 0,
+        }
+    }
+
+    fn crossing(now: Millis) -> Crossing {
+        Crossing { now, phase: 0, condominium: Some(3), endpoint: Some(Endpoint::Confirm) }
+    }
+
+    #[test]
+    fn rolls_follow_probabilities_and_scope() {
+        let mut scoped = fault(FaultKind::ResponseLost, 0.5);
+        scoped.endpoints = vec![Endpoint::Authorize];
+        let plan = FaultPlan::new(1, vec![fault(FaultKind::RequestLost, 0.2), scoped]);
+        let hits =
+            (0..10_000u64).filter(|n| plan.roll(Boundary::TerminalToStack, &crossing(0), [*n, 0, 0]).is_some()).count();
+        assert!((1_700..2_300).contains(&hits), "{hits}");
+        let none = (0..1_000u64).all(|n| plan.roll(Boundary::StackToTerminal, &crossing(0), [n, 0, 0]).is_none());
+        assert!(none, "a fault scoped to authorize never fires on confirm");
+    }
+
+    #[test]
+    fn adding_a_fault_keeps_earlier_decisions() {
+        let one = FaultPlan::new(9, vec![fault(FaultKind::PspTimeout, 0.1)]);
+        let two = FaultPlan::new(9, vec![fault(FaultKind::PspTimeout, 0.1), fault(FaultKind::PspError, 0.1)]);
+        for n in 0..2_000u64 {
+            let first = one.roll(Boundary::StackToPsp, &crossing(0), [n, 1, 2]).map(|(i, _)| i);
+            let second = two.roll(Boundary::StackToPsp, &crossing(0), [n, 1, 2]).map(|(i, _)| i);
+            if first.is_some() {
+                assert_eq!(first, second);
+            }
+        }
+    }
+}

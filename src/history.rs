@@ -1,0 +1,206 @@
+//! The history of a run: what each party sent and saw, with times. Both
+//! engines record it; the checkers and the KPI windows read only this. Its
+//! trace hash (xxh3-128 over every record) is how determinism is shown.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+
+use serde::Serialize;
+use uuid::Uuid;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::contract::{CanaryConfig, Endpoint, ErrorCode, PaymentStatus, Text};
+use crate::faults::FaultKind;
+use crate::time::{self, Millis};
+use crate::world::PurchaseOutcome;
+
+/// Purchase number of requests that no terminal sent (the sweep's cron).
+pub const NO_PURCHASE: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownCause {
+    Deploy,
+    Crash,
+}
+
+/// One thing that happened. Ids are indices into the run's fleet, requests
+/// and purchases; payment ids are the stack's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    PhaseStarted {
+        phase: u16,
+    },
+    ReplicaUp {
+        replica: u16,
+        config: u16,
+    },
+    ReplicaDown {
+        replica: u16,
+        cause: DownCause,
+    },
+    /// A customer starts a purchase at a terminal.
+    Arrived {
+        purchase: u32,
+        condominium: u32,
+        machine: u32,
+    },
+    Sent {
+        request: u32,
+        purchase: u32,
+        endpoint: Endpoint,
+        attempt: u8,
+        twin: bool,
+    },
+    /// The stack took the request on `replica`, which applied deploy `config`.
+    Received {
+        request: u32,
+        replica: u16,
+        config: u16,
+    },
+    /// The stack answered (whether or not the answer arrives).
+    Answered {
+        request: u32,
+        status: u16,
+        error: Option<ErrorCode>,
+    },
+    /// What the terminal heard: a status, or nothing before its timeout.
+    Heard {
+        request: u32,
+        status: Option<u16>,
+        error: Option<ErrorCode>,
+    },
+    /// A status a terminal was told for a payment.
+    Told {
+        purchase: u32,
+        payment: Uuid,
+        status: PaymentStatus,
+    },
+    /// The PSP charged a card (ground truth).
+    Charged {
+        purchase: u32,
+        payment: Uuid,
+        provider_ref: Text,
+        captured: bool,
+    },
+    /// The PSP refunded a charge (ground truth).
+    Refunded {
+        payment: Uuid,
+        provider_ref: Text,
+    },
+    /// A machine started a cycle (ground truth).
+    CycleStarted {
+        machine: u32,
+        payment: Uuid,
+        execute_key: Text,
+        cycle: Text,
+    },
+    /// A planned fault fired; `subject` is the request, or the operation serial.
+    Fault {
+        fault: u16,
+        kind: FaultKind,
+        subject: u64,
+    },
+    Swept {
+        expired: u32,
+        compensated: u32,
+        backlog: u32,
+    },
+    Ended {
+        purchase: u32,
+        outcome: PurchaseOutcome,
+    },
+    /// The final audit: `GET /api/payments/{id}` (None: not found).
+    Audited {
+        payment: Uuid,
+        status: Option<PaymentStatus>,
+    },
+    /// The final audit by provider_ref (§4C): the payments the stack returned.
+    AuditedCharge {
+        provider_ref: Text,
+        payments: Vec<Uuid>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Record {
+    pub at: Millis,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The recorded history and what is needed to read it.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub records: Vec<Record>,
+    /// Deploy configs by index (the phase that deployed them).
+    pub configs: Vec<CanaryConfig>,
+    pub phase_names: Vec<String>,
+    pub condominiums: Vec<Uuid>,
+    pub machine_ids: Vec<Text>,
+}
+
+impl History {
+    pub fn push(&mut self, at: Millis, event: Event) {
+        debug_assert!(self.records.last().is_none_or(|last| last.at <= at), "history goes forward in time");
+        self.records.push(Record { at, event });
+    }
+
+    /// xxh3-128 over every record, in order, as hex.
+    pub fn trace_hash(&self) -> String {
+        let mut hasher = TraceHasher(Xxh3::new());
+        self.records.hash(&mut hasher);
+        format!("{:032x}", hasher.0.digest128())
+    }
+
+    /// Writes the trace as JSON lines.
+    pub fn write_jsonl(&self, out: &mut impl Write) -> std::io::Result<()> {
+        for record in &self.records {
+            serde_json::to_writer(&mut *out, record)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// A one-line account of a record for witnesses, in the runbook's words.
+    pub fn describe(&self, index: usize) -> String {
+        let record = &self.records[index];
+        format!("#{index} {} {}", time::clock(record.at), self.describe_event(&record.event))
+    }
+
+    fn describe_event(&self, event: &Event) -> String {
+        match event {
+            Event::Arrived { purchase, condominium, machine } => format!(
+                "purchase {purchase} starts at condominium {} on machine {}",
+                self.condominiums[*condominium as usize], self.machine_ids[*machine as usize]
+            ),
+            Event::Received { request, replica, config } => {
+                let config = self.configs.get(*config as usize).map_or("?".to_string(), CanaryConfig::summary);
+                format!("request {request} reaches replica {replica} (canary {config})")
+            }
+            Event::CycleStarted { machine, payment, execute_key, cycle } => format!(
+                "machine {} starts cycle {cycle} for payment {payment} (execute_key {execute_key})",
+                self.machine_ids[*machine as usize]
+            ),
+            Event::Charged { purchase, payment, provider_ref, captured } => {
+                let what = if *captured { "captures" } else { "declines" };
+                format!("PSP {what} charge {provider_ref} for payment {payment} (purchase {purchase})")
+            }
+            other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
+        }
+    }
+}
+
+/// Feeds `Hash` into xxh3 (derived `Hash` gives a stable, field-by-field encoding).
+struct TraceHasher(Xxh3);
+
+impl Hasher for TraceHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.digest()
+    }
+}

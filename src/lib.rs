@@ -1,0 +1,28 @@
+//! posim rehearses the Meta-Lav POS rollout of the runbook before it happens
+//! for real: it plays the world around a payments stack (terminals, the card
+//! acquirer, the IoT gateway and the laundry machines), drives the stack
+//! through the runbook's canary phases, injects faults, and checks the
+//! invariants D1–D8 on the recorded history.
+//!
+//! The modules follow the architecture of `DESIGN.md`:
+//! - [`contract`]: the wire contract (requests, replies, errors, canary config);
+//! - [`stack`]: the reference stack, a sans-IO core over a [`stack::store`];
+//! - [`world`]: the fleet, the PSP ledger, the machines and the terminals;
+//! - [`scenario`], [`faults`], [`rollout`]: what a run is asked to do;
+//! - [`sim`]: the deterministic engine on a virtual clock;
+//! - [`history`], [`check`], [`report`]: what happened, what it proves, and
+//!   how it is shown.
+
+pub mod check;
+pub mod cli;
+pub mod contract;
+pub mod faults;
+pub mod history;
+pub mod report;
+pub mod rollout;
+pub mod scenario;
+pub mod seed;
+pub mod sim;
+pub mod stack;
+pub mod time;
+pub mod world;

@@ -1,0 +1,266 @@
+//! What a run shows: the console summary, `summary.json` (machine-readable,
+//! versioned), `summary.md` (fit for a CI job page) and `trace.jsonl` (the
+//! event trace). Violations come with their witnesses spelled out.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufWriter, Write as _};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::check::Violation;
+use crate::check::kpi::{Judgement, Window};
+use crate::history::History;
+use crate::scenario::Scenario;
+use crate::time::{self, Millis};
+
+pub const SCHEMA_VERSION: u32 = 1;
+/// Violations listed per code (all are counted).
+const LISTED_PER_CODE: usize = 20;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WitnessLine {
+    pub record: usize,
+    pub at_ms: Millis,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ViolationReport {
+    pub code: &'static str,
+    pub title: &'static str,
+    pub summary: String,
+    pub payment: Option<uuid::Uuid>,
+    pub purchase: Option<u32>,
+    pub witness: Vec<WitnessLine>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub scenario: String,
+    pub scenario_file: String,
+    pub seed: u64,
+    pub stack_bugs: Vec<String>,
+    pub trace_hash: String,
+    pub verdict: &'static str,
+    pub simulated_ms: Millis,
+    pub stack_requests: u64,
+    pub purchases: u64,
+    pub phases: Vec<Window>,
+    pub violation_counts: BTreeMap<&'static str, usize>,
+    pub violations: Vec<ViolationReport>,
+    pub failed_criteria: Vec<String>,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+}
+
+/// The inputs a report is made from.
+pub struct RunFacts<'a> {
+    pub scenario: &'a Scenario,
+    pub seed: u64,
+    pub stack_bugs: Vec<String>,
+    pub history: &'a History,
+    pub violations: &'a [Violation],
+    pub windows: Vec<Window>,
+    pub simulated: Millis,
+    pub stack_requests: u64,
+    pub purchases: u64,
+}
+
+pub fn build(facts: RunFacts<'_>) -> RunReport {
+    let mut violation_counts = BTreeMap::new();
+    let mut listed = Vec::new();
+    for violation in facts.violations {
+        let count = violation_counts.entry(violation.code).or_insert(0);
+        *count += 1;
+        if *count <= LISTED_PER_CODE {
+            listed.push(witnessed(facts.history, violation));
+        }
+    }
+    let failed_criteria: Vec<String> = facts
+        .windows
+        .iter()
+        .flat_map(|window| {
+            window
+                .criteria
+                .iter()
+                .filter(|c| c.judgement == Judgement::Fail)
+                .map(move |c| format!("{}: {} ({})", window.name, c.name, c.detail))
+        })
+        .collect();
+    let passed = facts.violations.is_empty() && failed_criteria.is_empty();
+    RunReport {
+        schema_version: SCHEMA_VERSION,
+        scenario: facts.scenario.name.clone(),
+        scenario_file: facts.scenario.source.display().to_string(),
+        seed: facts.seed,
+        stack_bugs: facts.stack_bugs,
+        trace_hash: facts.history.trace_hash(),
+        verdict: if passed { "pass" } else { "fail" },
+        simulated_ms: facts.simulated,
+        stack_requests: facts.stack_requests,
+        purchases: facts.purchases,
+        phases: facts.windows,
+        violation_counts,
+        violations: listed,
+        failed_criteria,
+    }
+}
+
+fn witnessed(history: &History, violation: &Violation) -> ViolationReport {
+    let mut records = violation.witness.clone();
+    records.sort_unstable();
+    records.dedup();
+    let witness = records
+        .into_iter()
+        .map(|record| WitnessLine { record, at_ms: history.records[record].at, text: history.describe(record) })
+        .collect();
+    ViolationReport {
+        code: violation.code,
+        title: violation.title,
+        summary: violation.summary.clone(),
+        payment: violation.payment,
+        purchase: violation.purchase,
+        witness,
+    }
+}
+
+/// Writes `summary.json`, `summary.md` and (if asked) `trace.jsonl` into `dir`.
+pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("summary.json"), json + "\n")?;
+    std::fs::write(dir.join("summary.md"), markdown(report))?;
+    if with_trace {
+        let mut out = BufWriter::new(std::fs::File::create(dir.join("trace.jsonl"))?);
+        history.write_jsonl(&mut out)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn percent(rate: f64) -> String {
+    format!("{:.2}%", 100.0 * rate)
+}
+
+fn judgement(window: &Window) -> &'static str {
+    if window.breached() {
+        "FAIL"
+    } else if window.criteria.iter().any(|c| c.judgement == Judgement::Inconclusive) {
+        "inconclusive"
+    } else {
+        "pass"
+    }
+}
+
+/// The per-phase table, as the console and the Markdown summary show it.
+fn phase_rows(report: &RunReport) -> Vec<[String; 10]> {
+    report
+        .phases
+        .iter()
+        .map(|w| {
+            [
+                w.name.clone(),
+                w.canary.summary(),
+                format!("{}–{}", time::clock(w.from_ms), time::clock(w.until_ms)),
+                format!("{} ({} washed)", w.purchases, w.washed),
+                format!("{} of {}", percent(w.confirm.failure_rate), w.confirm.attempts),
+                format!("{} of {}", percent(w.execute_cycle.failure_rate), w.execute_cycle.attempts),
+                format!("{} ms", w.confirm.latency_ms_p99.max(w.execute_cycle.latency_ms_p99)),
+                w.duplicates.to_string(),
+                format!("{} (max {})", w.compensated, w.sweep_backlog_max),
+                judgement(w).to_string(),
+            ]
+        })
+        .collect()
+}
+
+const HEADERS: [&str; 10] = [
+    "phase",
+    "canary",
+    "window",
+    "purchases",
+    "confirm fail",
+    "execute fail",
+    "p99",
+    "dup",
+    "compensated (backlog)",
+    "criteria",
+];
+
+pub fn markdown(report: &RunReport) -> String {
+    let mut out = String::new();
+    let verdict = if report.passed() { "✅ PASS" } else { "❌ FAIL" };
+    let _ = writeln!(out, "# posim run: {} — {verdict}\n", report.scenario);
+    let bugs = if report.stack_bugs.is_empty() { "none".to_string() } else { report.stack_bugs.join(", ") };
+    let _ = writeln!(out, "- scenario file: `{}`\n- seed: {}\n- stack bugs: {bugs}", report.scenario_file, report.seed);
+    let _ = writeln!(
+        out,
+        "- simulated: {} · stack requests: {} · purchases: {}",
+        time::human(report.simulated_ms),
+        report.stack_requests,
+        report.purchases
+    );
+    let _ = writeln!(out, "- trace hash: `{}`\n", report.trace_hash);
+    let _ = writeln!(out, "## Phases\n\n| {} |\n|{}", HEADERS.join(" | "), "---|".repeat(HEADERS.len()));
+    for row in phase_rows(report) {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+    if !report.failed_criteria.is_empty() {
+        let _ = writeln!(out, "\n## Broken criteria\n");
+        for line in &report.failed_criteria {
+            let _ = writeln!(out, "- {line}");
+        }
+    }
+    let _ = writeln!(out, "\n## Invariants\n");
+    if report.violation_counts.is_empty() {
+        let _ = writeln!(out, "D1–D8 hold: no violation.");
+    }
+    for (code, count) in &report.violation_counts {
+        let _ = writeln!(out, "- **{code}**: {count}");
+    }
+    for violation in report.violations.iter().take(40) {
+        let _ = writeln!(out, "\n### {} {} — {}\n", violation.code, violation.title, violation.summary);
+        for line in &violation.witness {
+            let _ = writeln!(out, "    {}", line.text);
+        }
+    }
+    out
+}
+
+/// The console summary: per-phase KPIs, the verdict, the trace hash.
+pub fn console(report: &RunReport) -> String {
+    let mut rows = vec![HEADERS.map(str::to_string)];
+    rows.extend(phase_rows(report));
+    let widths: Vec<usize> =
+        (0..HEADERS.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+    }
+    for line in &report.failed_criteria {
+        let _ = writeln!(out, "criterion broken: {line}");
+    }
+    if report.violation_counts.is_empty() {
+        let _ = writeln!(out, "invariants: D1–D8 hold");
+    } else {
+        let counts: Vec<String> = report.violation_counts.iter().map(|(code, n)| format!("{code}×{n}")).collect();
+        let _ = writeln!(out, "invariants broken: {}", counts.join(" "));
+        for violation in report.violations.iter().take(5) {
+            let _ = writeln!(out, "  {} {}: {}", violation.code, violation.title, violation.summary);
+            for line in violation.witness.iter().take(4) {
+                let _ = writeln!(out, "      {}", line.text);
+            }
+        }
+    }
+    let _ = writeln!(out, "verdict: {}", if report.passed() { "PASS" } else { "FAIL" });
+    let _ = writeln!(out, "trace-hash: {}", report.trace_hash);
+    out
+}

@@ -1,0 +1,639 @@
+//! Scenarios: what a run is asked to do, read from TOML. Every mistake is
+//! refused with `file:line:column` and what was expected — an unknown key, a
+//! wrong type, a fraction above 1, a malformed UUID, an unknown fault kind —
+//! before anything runs.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use uuid::Uuid;
+
+use crate::contract::{CanaryMode, Endpoint, StackSettings, validate};
+use crate::faults::{FaultKind, FaultSpec};
+use crate::rollout::{self, Phase, Selection};
+use crate::time::{self, Millis};
+use crate::world::Fleet;
+use crate::world::fleet::{FixtureCondominium, FleetShape};
+
+/// A validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub source: PathBuf,
+    pub seed: u64,
+    pub start_unix_seconds: u64,
+    pub fleet: Fleet,
+    pub traffic: Traffic,
+    pub terminals: TerminalPolicy,
+    pub stack: StackSpec,
+    pub latency: Latency,
+    pub phases: Vec<Phase>,
+    pub faults: Vec<FaultSpec>,
+    pub criteria: Criteria,
+    /// After the last phase: no new purchases, sweeps go on, then the audit.
+    pub drain: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Traffic {
+    pub washes_per_machine_per_day: f64,
+    pub amount_cents: (i64, i64),
+    pub cycle_length: (Millis, Millis),
+    pub decline_rate: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TerminalPolicy {
+    pub request_timeout: Millis,
+    pub max_attempts: u8,
+    pub backoff: Millis,
+    pub duplicate_delay_max: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackSpec {
+    pub replicas: u16,
+    pub settings: StackSettings,
+    pub psp_timeout: Millis,
+    /// How long one replica takes to restart in a rolling deploy.
+    pub restart: Millis,
+    pub sweep_interval: Millis,
+}
+
+/// Round-trip latencies, uniform in `[low, high]` milliseconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Latency {
+    pub terminal_stack: (Millis, Millis),
+    pub stack_psp: (Millis, Millis),
+    pub stack_iot: (Millis, Millis),
+    pub card: (Millis, Millis),
+}
+
+/// The runbook's advance criteria as numbers (per phase window).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Criteria {
+    pub confirm_failure_rate_max: f64,
+    pub execute_failure_rate_max: f64,
+    /// Below this many attempts a rate is not judged (inconclusive).
+    pub min_samples: u64,
+}
+
+/// A refused scenario: where, and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ScenarioError {
+    pub file: String,
+    /// 1-based line and column, when the mistake has a place.
+    pub at: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+// ---- The file as written ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    seed: Option<u64>,
+    start: Option<Spanned<String>>,
+    drain: Option<Spanned<String>>,
+    fleet: Spanned<RawFleet>,
+    #[serde(default)]
+    traffic: RawTraffic,
+    #[serde(default)]
+    terminals: RawTerminals,
+    #[serde(default)]
+    stack: RawStack,
+    #[serde(default)]
+    latency: RawLatency,
+    phases: Spanned<Vec<RawPhase>>,
+    #[serde(default)]
+    faults: Vec<RawFault>,
+    #[serde(default)]
+    criteria: RawCriteria,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    file: Option<Spanned<String>>,
+    seed: Option<u64>,
+    condominiums: Option<Spanned<u32>>,
+    machines_per_condominium: Option<Spanned<u32>>,
+    terminals_per_condominium: Option<Spanned<u32>>,
+    naive_share: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetFile {
+    condominiums: Vec<FixtureCondominium>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTraffic {
+    washes_per_machine_per_day: Spanned<f64>,
+    amount_cents: Spanned<[i64; 2]>,
+    cycle_length: Spanned<[String; 2]>,
+    decline_rate: Spanned<f64>,
+}
+
+impl Default for RawTraffic {
+    fn default() -> Self {
+        RawTraffic {
+            washes_per_machine_per_day: Spanned::new(0..0, 10.0),
+            amount_cents: Spanned::new(0..0, [1200, 2200]),
+            cycle_length: Spanned::new(0..0, ["35m".into(), "50m".into()]),
+            decline_rate: Spanned::new(0..0, 0.02),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTerminals {
+    request_timeout: Spanned<String>,
+    max_attempts: Spanned<u8>,
+    backoff: Spanned<String>,
+    duplicate_delay_max: Spanned<String>,
+}
+
+impl Default for RawTerminals {
+    fn default() -> Self {
+        RawTerminals {
+            request_timeout: Spanned::new(0..0, "10s".into()),
+            max_attempts: Spanned::new(0..0, 4),
+            backoff: Spanned::new(0..0, "2s".into()),
+            duplicate_delay_max: Spanned::new(0..0, "20s".into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStack {
+    replicas: Spanned<u16>,
+    cycle_ttl: Spanned<String>,
+    iot_timeout: Spanned<String>,
+    psp_timeout: Spanned<String>,
+    restart: Spanned<String>,
+    sweep_interval: Spanned<String>,
+}
+
+impl Default for RawStack {
+    fn default() -> Self {
+        RawStack {
+            replicas: Spanned::new(0..0, 3),
+            cycle_ttl: Spanned::new(0..0, "15m".into()),
+            iot_timeout: Spanned::new(0..0, "5s".into()),
+            psp_timeout: Spanned::new(0..0, "3s".into()),
+            restart: Spanned::new(0..0, "20s".into()),
+            sweep_interval: Spanned::new(0..0, "5m".into()),
+        }
+    }
+}
+
+/// Latencies in milliseconds, `[low, high]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLatency {
+    terminal_stack: Spanned<[u64; 2]>,
+    stack_psp: Spanned<[u64; 2]>,
+    stack_iot: Spanned<[u64; 2]>,
+    card: Spanned<[u64; 2]>,
+}
+
+impl Default for RawLatency {
+    fn default() -> Self {
+        RawLatency {
+            terminal_stack: Spanned::new(0..0, [20, 120]),
+            stack_psp: Spanned::new(0..0, [40, 400]),
+            stack_iot: Spanned::new(0..0, [150, 1500]),
+            card: Spanned::new(0..0, [1500, 4000]),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPhase {
+    name: Spanned<String>,
+    mode: CanaryMode,
+    fraction: Option<Spanned<f64>>,
+    allowlist: Option<Vec<Spanned<String>>>,
+    blocklist: Option<Vec<Spanned<String>>>,
+    hold: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    kind: FaultKind,
+    probability: Spanned<f64>,
+    from: Option<Spanned<String>>,
+    until: Option<Spanned<String>>,
+    #[serde(default)]
+    phases: Vec<Spanned<String>>,
+    #[serde(default)]
+    condominiums: Vec<Spanned<String>>,
+    #[serde(default)]
+    endpoints: Vec<Spanned<String>>,
+    duration: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCriteria {
+    confirm_failure_rate_max: Spanned<f64>,
+    execute_failure_rate_max: Spanned<f64>,
+    min_samples: u64,
+}
+
+impl Default for RawCriteria {
+    fn default() -> Self {
+        RawCriteria {
+            confirm_failure_rate_max: Spanned::new(0..0, 0.05),
+            execute_failure_rate_max: Spanned::new(0..0, 0.05),
+            min_samples: 30,
+        }
+    }
+}
+
+// ---- Reading and validating ----
+
+/// Turns byte spans into `file:line:column` errors.
+struct Source<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+        let at = (span != (0..0)).then(|| line_column(self.text, span.start));
+        ScenarioError { file: self.file.clone(), at, message: message.into() }
+    }
+
+    fn duration(&self, value: &Spanned<String>) -> Result<Millis, ScenarioError> {
+        time::parse_duration(value.get_ref()).map_err(|message| self.error(value.span(), message))
+    }
+
+    fn share(&self, value: &Spanned<f64>, what: &str) -> Result<f64, ScenarioError> {
+        let share = *value.get_ref();
+        if (0.0..=1.0).contains(&share) {
+            Ok(share)
+        } else {
+            Err(self.error(value.span(), format!("{what} must be between 0 and 1, got {share}")))
+        }
+    }
+
+    fn uuid(&self, value: &Spanned<String>) -> Result<Uuid, ScenarioError> {
+        validate::uuid("a condominium", value.get_ref()).map_err(|message| self.error(value.span(), message))
+    }
+
+    fn range(&self, value: &Spanned<[u64; 2]>, what: &str) -> Result<(Millis, Millis), ScenarioError> {
+        let [low, high] = *value.get_ref();
+        if low <= high {
+            Ok((low, high))
+        } else {
+            Err(self.error(value.span(), format!("{what} must be [low, high] with low ≤ high")))
+        }
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |tail| tail.chars().count()) + 1;
+    (line, column)
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError {
+            file: file.clone(),
+            at: None,
+            message: format!("cannot read: {error}"),
+        })?;
+        Scenario::parse(&text, &file, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Validates scenario text; `base` is where relative fixture paths start.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Scenario, ScenarioError> {
+        let source = Source { file: file.to_string(), text };
+        let raw: RawScenario = toml::from_str(text)
+            .map_err(|error| source.error(error.span().unwrap_or(0..0), error.message().to_string()))?;
+        let fleet = load_fleet(&source, raw.fleet.get_ref(), raw.fleet.span(), base)?;
+        let stack = stack_spec(&source, &raw.stack)?;
+        let phases = phases(&source, raw.phases, &fleet)?;
+        let faults =
+            raw.faults.iter().map(|fault| fault_spec(&source, fault, &phases, &fleet)).collect::<Result<_, _>>()?;
+        let start = raw.start.as_ref().map_or(Ok(1_796_112_000), |start| {
+            time::parse_instant(start.get_ref()).map_err(|message| source.error(start.span(), message))
+        })?;
+        let drain = match &raw.drain {
+            Some(drain) => source.duration(drain)?,
+            None => stack.settings.cycle_ttl + 3 * stack.sweep_interval,
+        };
+        Ok(Scenario {
+            name: raw.name,
+            description: raw.description,
+            source: PathBuf::from(file),
+            seed: raw.seed.unwrap_or(1),
+            start_unix_seconds: start,
+            traffic: traffic(&source, &raw.traffic)?,
+            terminals: terminals(&source, &raw.terminals)?,
+            latency: latency(&source, &raw.latency)?,
+            criteria: criteria(&source, &raw.criteria)?,
+            fleet,
+            stack,
+            phases,
+            faults,
+            drain,
+        })
+    }
+
+    /// The rollout's end: the sum of the phases' holds.
+    pub fn horizon(&self) -> Millis {
+        rollout::phase_starts(&self.phases).1
+    }
+}
+
+fn load_fleet(source: &Source, raw: &RawFleet, span: Range<usize>, base: &Path) -> Result<Fleet, ScenarioError> {
+    if let Some(file) = &raw.file {
+        let path = base.join(file.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            source.error(file.span(), format!("cannot read fleet file {}: {error}", path.display()))
+        })?;
+        let fixture = Source { file: path.display().to_string(), text: &text };
+        let parsed: FleetFile = toml::from_str(&text)
+            .map_err(|error| fixture.error(error.span().unwrap_or(0..0), error.message().to_string()))?;
+        let mut entries = Vec::new();
+        for entry in parsed.condominiums {
+            let id = fixture.uuid(&entry.id)?;
+            if entries.iter().any(|(seen, _)| *seen == id) {
+                return Err(fixture.error(entry.id.span(), format!("condominium {id} is listed twice")));
+            }
+            entries.push((id, entry));
+        }
+        if entries.is_empty() {
+            return Err(fixture.error(0..0, "a fleet needs at least one condominium"));
+        }
+        return Ok(Fleet::from_fixture(&entries));
+    }
+    let count = |value: &Option<Spanned<u32>>, default: u32, what: &str| match value {
+        Some(value) if *value.get_ref() == 0 => Err(source.error(value.span(), format!("{what} must be at least 1"))),
+        Some(value) => Ok(*value.get_ref()),
+        None => Ok(default),
+    };
+    let shape = FleetShape {
+        seed: raw.seed.unwrap_or(1),
+        condominiums: count(&raw.condominiums, 20, "condominiums")?,
+        machines_per_condominium: count(&raw.machines_per_condominium, 4, "machines_per_condominium")?,
+        terminals_per_condominium: count(&raw.terminals_per_condominium, 2, "terminals_per_condominium")?,
+        naive_share: raw.naive_share.as_ref().map_or(Ok(0.0), |share| source.share(share, "naive_share"))?,
+    };
+    if u64::from(shape.condominiums) * u64::from(shape.machines_per_condominium) > 5_000_000 {
+        return Err(source.error(span, "a fleet of more than 5,000,000 machines is beyond one process"));
+    }
+    Ok(Fleet::generate(&shape))
+}
+
+fn traffic(source: &Source, raw: &RawTraffic) -> Result<Traffic, ScenarioError> {
+    let rate = *raw.washes_per_machine_per_day.get_ref();
+    if !(0.0..=500.0).contains(&rate) {
+        return Err(
+            source.error(raw.washes_per_machine_per_day.span(), "washes_per_machine_per_day must be between 0 and 500")
+        );
+    }
+    let [low, high] = *raw.amount_cents.get_ref();
+    if validate::amount(low).is_err() || validate::amount(high).is_err() || low > high {
+        return Err(source.error(raw.amount_cents.span(), "amount_cents must be [low, high] within 1..=100000000"));
+    }
+    let [shortest, longest] = raw.cycle_length.get_ref();
+    let cycle_length = (
+        time::parse_duration(shortest).map_err(|message| source.error(raw.cycle_length.span(), message))?,
+        time::parse_duration(longest).map_err(|message| source.error(raw.cycle_length.span(), message))?,
+    );
+    if cycle_length.0 > cycle_length.1 || cycle_length.0 == 0 {
+        return Err(source.error(raw.cycle_length.span(), "cycle_length must be [shortest, longest], both above zero"));
+    }
+    Ok(Traffic {
+        washes_per_machine_per_day: rate,
+        amount_cents: (low, high),
+        cycle_length,
+        decline_rate: source.share(&raw.decline_rate, "decline_rate")?,
+    })
+}
+
+fn terminals(source: &Source, raw: &RawTerminals) -> Result<TerminalPolicy, ScenarioError> {
+    let max_attempts = *raw.max_attempts.get_ref();
+    if !(1..=20).contains(&max_attempts) {
+        return Err(source.error(raw.max_attempts.span(), "max_attempts must be between 1 and 20"));
+    }
+    let request_timeout = source.duration(&raw.request_timeout)?;
+    if request_timeout == 0 {
+        return Err(source.error(raw.request_timeout.span(), "request_timeout must be above zero"));
+    }
+    Ok(TerminalPolicy {
+        request_timeout,
+        max_attempts,
+        backoff: source.duration(&raw.backoff)?,
+        duplicate_delay_max: source.duration(&raw.duplicate_delay_max)?,
+    })
+}
+
+fn stack_spec(source: &Source, raw: &RawStack) -> Result<StackSpec, ScenarioError> {
+    let replicas = *raw.replicas.get_ref();
+    if !(1..=64).contains(&replicas) {
+        return Err(source.error(raw.replicas.span(), "replicas must be between 1 and 64"));
+    }
+    let positive = |value: &Spanned<String>| match source.duration(value)? {
+        0 => Err(source.error(value.span(), "must be above zero")),
+        duration => Ok(duration),
+    };
+    let settings = StackSettings { cycle_ttl: positive(&raw.cycle_ttl)?, iot_timeout: positive(&raw.iot_timeout)? };
+    Ok(StackSpec {
+        replicas,
+        settings,
+        psp_timeout: positive(&raw.psp_timeout)?,
+        restart: positive(&raw.restart)?,
+        sweep_interval: positive(&raw.sweep_interval)?,
+    })
+}
+
+fn latency(source: &Source, raw: &RawLatency) -> Result<Latency, ScenarioError> {
+    Ok(Latency {
+        terminal_stack: source.range(&raw.terminal_stack, "terminal_stack")?,
+        stack_psp: source.range(&raw.stack_psp, "stack_psp")?,
+        stack_iot: source.range(&raw.stack_iot, "stack_iot")?,
+        card: source.range(&raw.card, "card")?,
+    })
+}
+
+fn criteria(source: &Source, raw: &RawCriteria) -> Result<Criteria, ScenarioError> {
+    Ok(Criteria {
+        confirm_failure_rate_max: source.share(&raw.confirm_failure_rate_max, "confirm_failure_rate_max")?,
+        execute_failure_rate_max: source.share(&raw.execute_failure_rate_max, "execute_failure_rate_max")?,
+        min_samples: raw.min_samples,
+    })
+}
+
+fn phases(source: &Source, raw: Spanned<Vec<RawPhase>>, fleet: &Fleet) -> Result<Vec<Phase>, ScenarioError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if raw.is_empty() {
+        return Err(source.error(span, "a scenario needs at least one [[phases]] entry"));
+    }
+    let mut phases: Vec<Phase> = Vec::new();
+    for phase in raw {
+        if phases.iter().any(|seen| seen.name == *phase.name.get_ref()) {
+            return Err(source.error(phase.name.span(), format!("phase `{}` is named twice", phase.name.get_ref())));
+        }
+        phases.push(one_phase(source, phase, fleet)?);
+    }
+    Ok(phases)
+}
+
+fn one_phase(source: &Source, raw: RawPhase, fleet: &Fleet) -> Result<Phase, ScenarioError> {
+    let hold = source.duration(&raw.hold)?;
+    if hold == 0 {
+        return Err(source.error(raw.hold.span(), "hold must be above zero"));
+    }
+    let list = match raw.mode {
+        CanaryMode::Allowlist => &raw.allowlist,
+        CanaryMode::Blocklist => &raw.blocklist,
+        CanaryMode::Off => &None,
+    };
+    let wrong_list = match raw.mode {
+        CanaryMode::Allowlist => raw.blocklist.as_ref().map(|_| "blocklist"),
+        CanaryMode::Blocklist => raw.allowlist.as_ref().map(|_| "allowlist"),
+        CanaryMode::Off => raw.allowlist.as_ref().or(raw.blocklist.as_ref()).map(|_| "a list"),
+    };
+    if let Some(wrong) = wrong_list {
+        let message = format!("mode `{}` takes no {wrong}", raw.mode.as_str());
+        return Err(source.error(raw.name.span(), message));
+    }
+    let selection = match (raw.mode, &raw.fraction, list) {
+        (CanaryMode::Off, None, _) => Selection::Everyone,
+        (CanaryMode::Off, Some(fraction), _) => {
+            return Err(source.error(fraction.span(), "mode `off` takes no fraction"));
+        }
+        (_, Some(fraction), None) => Selection::Fraction(source.share(fraction, "fraction")?),
+        (_, None, Some(ids)) => Selection::Listed(known_condominiums(source, ids, fleet)?),
+        (_, Some(fraction), Some(_)) => {
+            return Err(source.error(fraction.span(), "give either a fraction or a list of UUIDs, not both"));
+        }
+        (mode, None, None) => {
+            let message = format!("mode `{}` needs a fraction or a list of UUIDs", mode.as_str());
+            return Err(source.error(raw.name.span(), message));
+        }
+    };
+    let canary = rollout::canary_for(fleet, raw.mode, &selection);
+    Ok(Phase { name: raw.name.into_inner(), mode: raw.mode, selection, hold, canary })
+}
+
+fn known_condominiums(source: &Source, ids: &[Spanned<String>], fleet: &Fleet) -> Result<Vec<Uuid>, ScenarioError> {
+    ids.iter()
+        .map(|id| {
+            let uuid = source.uuid(id)?;
+            match fleet.condominium_index(uuid) {
+                Some(_) => Ok(uuid),
+                None => Err(source.error(id.span(), format!("condominium {uuid} is not in the fleet"))),
+            }
+        })
+        .collect()
+}
+
+fn fault_spec(source: &Source, raw: &RawFault, phases: &[Phase], fleet: &Fleet) -> Result<FaultSpec, ScenarioError> {
+    let probability = source.share(&raw.probability, "probability")?;
+    let from = raw.from.as_ref().map_or(Ok(0), |from| source.duration(from))?;
+    let until = raw.until.as_ref().map_or(Ok(Millis::MAX), |until| source.duration(until))?;
+    if from >= until {
+        let span = raw.until.as_ref().map_or(raw.probability.span(), |until| until.span());
+        return Err(source.error(span, "`until` must come after `from`"));
+    }
+    let phase_indices = raw
+        .phases
+        .iter()
+        .map(|name| match phases.iter().position(|phase| phase.name == *name.get_ref()) {
+            Some(index) => Ok(index as u16),
+            None => Err(source.error(name.span(), format!("no phase is named `{}`", name.get_ref()))),
+        })
+        .collect::<Result<_, _>>()?;
+    let condominiums = known_condominiums(source, &raw.condominiums, fleet)?
+        .into_iter()
+        .filter_map(|id| fleet.condominium_index(id))
+        .collect();
+    let endpoints = raw
+        .endpoints
+        .iter()
+        .map(|name| {
+            Endpoint::parse(name.get_ref()).filter(|e| Endpoint::TERMINAL.contains(e)).ok_or_else(|| {
+                source.error(name.span(), "expected an endpoint: `authorize`, `confirm` or `execute-cycle`")
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let duration = match (&raw.duration, raw.kind) {
+        (Some(duration), _) => source.duration(duration)?,
+        (None, FaultKind::MachineOffline) => 10 * time::MINUTE,
+        (None, _) => 30 * time::SECOND,
+    };
+    Ok(FaultSpec { kind: raw.kind, probability, from, until, phases: phase_indices, condominiums, endpoints, duration })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[fleet]
+condominiums = 4
+[[phases]]
+name = "5%"
+mode = "allowlist"
+fraction = 0.05
+hold = "30m"
+"#;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, "t.toml", Path::new("."))
+    }
+
+    #[test]
+    fn a_minimal_scenario_gets_defaults() {
+        let scenario = parse(MINIMAL).expect("valid");
+        assert_eq!(scenario.phases[0].canary.allowlist.len(), 1);
+        assert_eq!(scenario.horizon(), 30 * time::MINUTE);
+        assert_eq!(scenario.stack.replicas, 3);
+    }
+
+    #[test]
+    fn mistakes_have_a_place() {
+        let error = parse(&MINIMAL.replace("fraction = 0.05", "fraction = 1.5")).unwrap_err();
+        assert_eq!(error.at, Some((8, 12)), "{error}");
+        assert!(error.message.contains("between 0 and 1"));
+        let error = parse(&MINIMAL.replace("[fleet]", "colour = \"blue\"\n[fleet]")).unwrap_err();
+        assert!(error.message.contains("unknown field"), "{error}");
+        assert_eq!(error.at.map(|(line, _)| line), Some(3));
+        let error = parse(&MINIMAL.replace("hold = \"30m\"", "hold = 30")).unwrap_err();
+        assert!(error.to_string().starts_with("t.toml:9:8:"), "{error}");
+    }
+}

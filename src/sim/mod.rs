@@ -1,0 +1,300 @@
+//! The deterministic engine: the world, the fault plan and the reference
+//! stack's core on one virtual clock, in one thread. Same scenario, same
+//! seed, same bug switches: the same history, byte for byte.
+//!
+//! `replicas` is the stack's side (deploys, crashes, effects against the
+//! store, the PSP and the machines); `terminals` is the customers' side
+//! (arrivals, requests, retries, the sweep's cron and the final audit).
+
+mod queue;
+mod replicas;
+mod terminals;
+
+use rustc_hash::FxHashMap as HashMap;
+use std::rc::Rc;
+
+use rand_chacha::ChaCha8Rng;
+use uuid::Uuid;
+
+use crate::contract::{Endpoint, Reply, Request, Text};
+use crate::faults::FaultPlan;
+use crate::history::{Event, History};
+use crate::scenario::Scenario;
+use crate::seed;
+use crate::stack::core::IdSource;
+use crate::stack::store::MemoryStore;
+use crate::stack::{BugSet, Operation, Stack};
+use crate::time::Millis;
+use crate::world::{MachineState, PspLedger, Purchase};
+
+use queue::Agenda;
+
+/// What a run is asked for beyond the scenario.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimOptions {
+    pub seed: u64,
+    pub bugs: BugSet,
+}
+
+/// What a run produced.
+pub struct SimOutcome {
+    pub history: History,
+    /// Requests that reached the stack (terminals' and the sweep's).
+    pub stack_requests: u64,
+    pub events: u64,
+    /// Virtual time covered, drain included.
+    pub simulated: Millis,
+    pub purchases: u64,
+}
+
+/// Runs `scenario` to its end and returns the history.
+pub fn run(scenario: &Scenario, options: SimOptions) -> SimOutcome {
+    let mut sim = Sim::new(scenario, options);
+    sim.start();
+    let end = scenario.horizon() + scenario.drain;
+    while let Some((at, event)) = sim.agenda.pop_until(end) {
+        debug_assert!(at >= sim.now, "time never goes back");
+        sim.now = at;
+        sim.handle(event);
+    }
+    sim.now = end;
+    sim.audit();
+    SimOutcome {
+        stack_requests: sim.stack_requests,
+        events: sim.agenda.scheduled(),
+        simulated: end,
+        purchases: sim.purchases.len() as u64,
+        history: sim.history,
+    }
+}
+
+#[derive(Debug)]
+enum SimEvent {
+    PhaseStart(u16),
+    DeployStep {
+        config: u16,
+        replica: u16,
+    },
+    ReplicaRestarted {
+        config: u16,
+        replica: u16,
+    },
+    ReplicaRecovered {
+        replica: u16,
+        incarnation: u32,
+    },
+    Arrival {
+        condominium: u32,
+    },
+    /// The purchase sends its current step's request (again).
+    SendStep {
+        purchase: u32,
+    },
+    /// A duplicate of a request leaves the terminal.
+    SendTwin {
+        request: u32,
+    },
+    AtStack {
+        request: u32,
+    },
+    /// An effect's outcome is back at the operation.
+    Resume {
+        op: u32,
+        serial: u64,
+    },
+    /// A start command reaches its machine.
+    AtMachine {
+        command: u32,
+    },
+    AtTerminal {
+        request: u32,
+    },
+    Timeout {
+        request: u32,
+    },
+    CardCharged {
+        purchase: u32,
+    },
+    Sweep,
+}
+
+/// A request as the terminal (or the cron) sent it.
+struct RequestSlot {
+    purchase: u32,
+    endpoint: Endpoint,
+    attempt: u8,
+    twin: bool,
+    /// The terminal has heard an answer or given up waiting.
+    settled: bool,
+    /// Boxed: most slots are settled and empty, and a run keeps them all.
+    request: Option<Box<Request>>,
+    reply: Option<Box<Reply>>,
+}
+
+/// Who started an operation.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    Terminal(u32),
+    Cron(u32),
+}
+
+/// An operation in progress on a replica.
+struct OpSlot {
+    operation: Operation,
+    stack: Rc<Stack>,
+    replica: u16,
+    incarnation: u32,
+    origin: Origin,
+    condominium: Option<u32>,
+    serial: u64,
+    /// Effects resolved so far (names crash points).
+    step: u32,
+    pending: Option<crate::stack::Input>,
+}
+
+struct Replica {
+    stack: Rc<Stack>,
+    config: u16,
+    serving: bool,
+    incarnation: u32,
+}
+
+/// A start command on its way to a machine.
+struct InFlightCommand {
+    command: crate::contract::StartCycleCommand,
+    machine: u32,
+    fault: Option<crate::faults::FaultKind>,
+    op: u32,
+    serial: u64,
+    sent_at: Millis,
+    round_trip: Millis,
+}
+
+/// Seeded UUIDs for the stack's ids.
+struct SeededIds(ChaCha8Rng);
+
+impl IdSource for SeededIds {
+    fn next_uuid(&mut self) -> Uuid {
+        uuid::Builder::from_random_bytes(rand::RngExt::random(&mut self.0)).into_uuid()
+    }
+}
+
+struct Sim<'s> {
+    scenario: &'s Scenario,
+    bugs: BugSet,
+    now: Millis,
+    agenda: Agenda<SimEvent>,
+    faults: FaultPlan,
+    latency_rng: ChaCha8Rng,
+    traffic_rng: ChaCha8Rng,
+    ids: SeededIds,
+    store: MemoryStore,
+    stacks: Vec<Rc<Stack>>,
+    replicas: Vec<Replica>,
+    ops: Vec<Option<OpSlot>>,
+    free_ops: Vec<u32>,
+    op_serial: u64,
+    requests: Vec<RequestSlot>,
+    commands: Vec<InFlightCommand>,
+    purchases: Vec<Purchase>,
+    /// The purchase holding each machine (a customer stands at it).
+    reserved: Vec<Option<u32>>,
+    machine_index: HashMap<Text, u32>,
+    psp: PspLedger,
+    machines: Vec<MachineState>,
+    history: History,
+    phase: u16,
+    horizon: Millis,
+    lb_cursor: usize,
+    stack_requests: u64,
+}
+
+impl<'s> Sim<'s> {
+    fn new(scenario: &'s Scenario, options: SimOptions) -> Self {
+        let fleet = &scenario.fleet;
+        let stacks: Vec<Rc<Stack>> = scenario
+            .phases
+            .iter()
+            .map(|phase| Rc::new(Stack::new(phase.canary.clone(), scenario.stack.settings, options.bugs)))
+            .collect();
+        let replicas = (0..scenario.stack.replicas)
+            .map(|_| Replica { stack: stacks[0].clone(), config: 0, serving: false, incarnation: 0 })
+            .collect();
+        let history = History {
+            records: Vec::new(),
+            configs: scenario.phases.iter().map(|phase| phase.canary.clone()).collect(),
+            phase_names: scenario.phases.iter().map(|phase| phase.name.clone()).collect(),
+            condominiums: fleet.condominiums.iter().map(|c| c.id).collect(),
+            machine_ids: fleet.machines.iter().map(|m| m.id.clone()).collect(),
+        };
+        let machines =
+            fleet.machines.iter().enumerate().map(|(i, m)| MachineState::new(i as u32, m.firmware)).collect();
+        Sim {
+            scenario,
+            bugs: options.bugs,
+            now: 0,
+            agenda: Agenda::new(),
+            faults: FaultPlan::new(options.seed, scenario.faults.clone()),
+            latency_rng: seed::stream(options.seed, "latency"),
+            traffic_rng: seed::stream(options.seed, "traffic"),
+            ids: SeededIds(seed::stream(options.seed, "stack-ids")),
+            store: MemoryStore::default(),
+            stacks,
+            replicas,
+            ops: Vec::new(),
+            free_ops: Vec::new(),
+            op_serial: 0,
+            requests: Vec::new(),
+            commands: Vec::new(),
+            purchases: Vec::new(),
+            reserved: vec![None; fleet.machines.len()],
+            machine_index: fleet.machines.iter().enumerate().map(|(i, m)| (m.id.clone(), i as u32)).collect(),
+            psp: PspLedger::default(),
+            machines,
+            history,
+            phase: 0,
+            horizon: scenario.horizon(),
+            lb_cursor: 0,
+            stack_requests: 0,
+        }
+    }
+
+    fn start(&mut self) {
+        let (starts, _) = crate::rollout::phase_starts(&self.scenario.phases);
+        for (index, at) in starts.into_iter().enumerate() {
+            self.agenda.schedule(at, SimEvent::PhaseStart(index as u16));
+        }
+        for condominium in 0..self.scenario.fleet.condominiums.len() as u32 {
+            self.schedule_arrival(condominium);
+        }
+        self.agenda.schedule(self.scenario.stack.sweep_interval, SimEvent::Sweep);
+    }
+
+    fn handle(&mut self, event: SimEvent) {
+        match event {
+            SimEvent::PhaseStart(phase) => self.phase_start(phase),
+            SimEvent::DeployStep { config, replica } => self.deploy_step(config, replica),
+            SimEvent::ReplicaRestarted { config, replica } => self.replica_restarted(config, replica),
+            SimEvent::ReplicaRecovered { replica, incarnation } => self.replica_recovered(replica, incarnation),
+            SimEvent::Arrival { condominium } => self.arrival(condominium),
+            SimEvent::SendStep { purchase } => self.send_step(purchase),
+            SimEvent::SendTwin { request } => self.send_twin(request),
+            SimEvent::AtStack { request } => self.at_stack(request),
+            SimEvent::Resume { op, serial } => self.resume(op, serial),
+            SimEvent::AtMachine { command } => self.at_machine(command),
+            SimEvent::AtTerminal { request } => self.at_terminal(request),
+            SimEvent::Timeout { request } => self.timeout(request),
+            SimEvent::CardCharged { purchase } => self.card_charged(purchase),
+            SimEvent::Sweep => self.sweep(),
+        }
+    }
+
+    fn record(&mut self, event: Event) {
+        self.history.push(self.now, event);
+    }
+
+    /// A uniform draw in `[low, high]` from the latency stream.
+    fn latency(&mut self, (low, high): (Millis, Millis)) -> Millis {
+        rand::RngExt::random_range(&mut self.latency_rng, low..=high)
+    }
+}

@@ -1,0 +1,311 @@
+//! The customers' side of the simulation: arrivals at each condominium, the
+//! purchase flow at the terminals with its timeouts and retries, the network
+//! between terminals and the stack (lost requests, lost responses, double
+//! taps), the card charge, the sweep's cron and the final audit.
+
+use std::rc::Rc;
+
+use rand::RngExt;
+
+use super::{Origin, RequestSlot, Sim, SimEvent};
+use crate::contract::{Endpoint, Reply, Request};
+use crate::faults::{Boundary, Crossing, FaultKind};
+use crate::history::{Event, NO_PURCHASE};
+use crate::stack::Stack;
+use crate::stack::core::{Effect, Input};
+use crate::stack::store::Store as _;
+use crate::time::{DAY, Millis};
+use crate::world::terminal::{Heard, Next};
+use crate::world::{Purchase, PurchaseStep};
+
+impl Sim<'_> {
+    /// Schedules the condominium's next customer (a Poisson process).
+    pub(super) fn schedule_arrival(&mut self, condominium: u32) {
+        let machines = self.scenario.fleet.condominiums[condominium as usize].machines.len() as f64;
+        let per_ms = machines * self.scenario.traffic.washes_per_machine_per_day / DAY as f64;
+        if per_ms <= 0.0 {
+            return;
+        }
+        let uniform: f64 = self.traffic_rng.random();
+        let gap = (-(1.0 - uniform).ln() / per_ms).ceil() as Millis;
+        let at = self.now.saturating_add(gap.max(1));
+        if at < self.horizon {
+            self.agenda.schedule(at, SimEvent::Arrival { condominium });
+        }
+    }
+
+    /// A customer picks a free machine and a terminal and starts a purchase.
+    pub(super) fn arrival(&mut self, condominium: u32) {
+        self.schedule_arrival(condominium);
+        let fleet = &self.scenario.fleet;
+        let site = &fleet.condominiums[condominium as usize];
+        let free: Vec<u32> = site
+            .machines
+            .iter()
+            .copied()
+            .filter(|&m| self.reserved[m as usize].is_none() && self.machines[m as usize].is_idle(self.now))
+            .collect();
+        if free.is_empty() {
+            return; // every machine is taken: the customer comes back another time
+        }
+        let machine = free[self.traffic_rng.random_range(0..free.len())];
+        let terminal = site.terminals[self.traffic_rng.random_range(0..site.terminals.len())];
+        let (low, high) = self.scenario.traffic.amount_cents;
+        let amount = self.traffic_rng.random_range(low..=high);
+        let serial = self.purchases.len() as u32;
+        let purchase = Purchase::new(
+            condominium,
+            site.id,
+            machine,
+            fleet.machines[machine as usize].id.clone(),
+            fleet.terminals[terminal as usize].id.clone(),
+            amount,
+            serial,
+        );
+        self.purchases.push(purchase);
+        self.reserved[machine as usize] = Some(serial);
+        self.record(Event::Arrived { purchase: serial, condominium, machine });
+        self.send_step(serial);
+    }
+
+    fn terminal_crossing(&self, purchase: u32, endpoint: Endpoint) -> Crossing {
+        let condominium = Some(self.purchases[purchase as usize].condominium);
+        Crossing { now: self.now, phase: self.phase, condominium, endpoint: Some(endpoint) }
+    }
+
+    /// Sends the purchase's current request, rolling the terminal → stack faults.
+    pub(super) fn send_step(&mut self, purchase: u32) {
+        let state = &self.purchases[purchase as usize];
+        let Some(endpoint) = state.endpoint() else { return };
+        let (attempt, request) = (state.attempt, state.request());
+        let id = self.new_request(purchase, endpoint, attempt, false, Some(Box::new(request)));
+        self.record(Event::Sent { request: id, purchase, endpoint, attempt, twin: false });
+        self.agenda.schedule(self.now + self.scenario.terminals.request_timeout, SimEvent::Timeout { request: id });
+        let crossing = self.terminal_crossing(purchase, endpoint);
+        let ids = [u64::from(purchase), (endpoint as u64) << 8 | u64::from(attempt), 0];
+        match self.faults.roll(Boundary::TerminalToStack, &crossing, ids) {
+            Some((fault, spec)) if spec.kind == FaultKind::RequestLost => {
+                self.record(Event::Fault { fault, kind: spec.kind, subject: u64::from(id) });
+            }
+            Some((fault, spec)) => {
+                self.record(Event::Fault { fault, kind: spec.kind, subject: u64::from(id) });
+                let request = self.requests[id as usize].request.clone();
+                let twin = self.new_request(purchase, endpoint, attempt, true, request);
+                let delay = self.traffic_rng.random_range(0..=self.scenario.terminals.duplicate_delay_max);
+                self.agenda.schedule(self.now + delay, SimEvent::SendTwin { request: twin });
+                self.travel_to_stack(id);
+            }
+            None => self.travel_to_stack(id),
+        }
+    }
+
+    fn new_request(
+        &mut self,
+        purchase: u32,
+        endpoint: Endpoint,
+        attempt: u8,
+        twin: bool,
+        request: Option<Box<Request>>,
+    ) -> u32 {
+        let slot = RequestSlot { purchase, endpoint, attempt, twin, settled: false, request, reply: None };
+        self.requests.push(slot);
+        (self.requests.len() - 1) as u32
+    }
+
+    fn travel_to_stack(&mut self, request: u32) {
+        let one_way = self.latency(self.scenario.latency.terminal_stack) / 2;
+        self.agenda.schedule(self.now + one_way, SimEvent::AtStack { request });
+    }
+
+    pub(super) fn send_twin(&mut self, request: u32) {
+        let slot = &self.requests[request as usize];
+        let (purchase, endpoint, attempt) = (slot.purchase, slot.endpoint, slot.attempt);
+        self.record(Event::Sent { request, purchase, endpoint, attempt, twin: true });
+        self.travel_to_stack(request);
+    }
+
+    pub(super) fn at_stack(&mut self, request: u32) {
+        let slot = &mut self.requests[request as usize];
+        let body = slot.request.take().expect("a request is sent once");
+        let condominium = Some(self.purchases[slot.purchase as usize].condominium);
+        self.start_operation(*body, Origin::Terminal(request), condominium);
+    }
+
+    /// The stack's answer leaves: to the terminal (unless lost) or to the cron.
+    pub(super) fn answer(&mut self, origin: Origin, reply: Reply) {
+        let (Origin::Terminal(request) | Origin::Cron(request)) = origin;
+        let (status, error) = (reply.http_status(), reply.error_code());
+        self.record(Event::Answered { request, status, error });
+        if let Origin::Cron(_) = origin {
+            if let Reply::Sweep(report) = reply {
+                let (expired, compensated, backlog) = (report.expired, report.compensated, report.backlog);
+                self.record(Event::Swept { expired, compensated, backlog });
+            }
+            return;
+        }
+        let slot = &self.requests[request as usize];
+        let (purchase, endpoint, attempt, twin) = (slot.purchase, slot.endpoint, slot.attempt, slot.twin);
+        let crossing = self.terminal_crossing(purchase, endpoint);
+        let ids = [u64::from(purchase), (endpoint as u64) << 8 | u64::from(attempt), 1 + u64::from(twin)];
+        if let Some((fault, spec)) = self.faults.roll(Boundary::StackToTerminal, &crossing, ids) {
+            return self.record(Event::Fault { fault, kind: spec.kind, subject: u64::from(request) });
+        }
+        self.requests[request as usize].reply = Some(Box::new(reply));
+        let one_way = self.latency(self.scenario.latency.terminal_stack) / 2;
+        self.agenda.schedule(self.now + one_way, SimEvent::AtTerminal { request });
+    }
+
+    pub(super) fn at_terminal(&mut self, request: u32) {
+        let slot = &mut self.requests[request as usize];
+        let reply = slot.reply.take().expect("a delivered reply");
+        if slot.settled {
+            return; // too late: the terminal already gave up on it
+        }
+        let (purchase, twin) = (slot.purchase, slot.twin);
+        slot.settled = !twin;
+        self.record(Event::Heard { request, status: Some(reply.http_status()), error: reply.error_code() });
+        if let Some((payment, status)) = Purchase::told(&reply) {
+            self.record(Event::Told { purchase, payment, status });
+        }
+        let next = if twin {
+            self.purchases[purchase as usize].on_extra_confirmation(&reply)
+        } else {
+            let walks_away = reply.error_code().is_some() && self.walks_away(purchase);
+            let max_attempts = self.scenario.terminals.max_attempts;
+            Some(self.purchases[purchase as usize].on_heard(Heard::Reply(&reply), max_attempts, walks_away))
+        };
+        if let Some(next) = next {
+            self.follow(purchase, next);
+        }
+    }
+
+    pub(super) fn timeout(&mut self, request: u32) {
+        let slot = &mut self.requests[request as usize];
+        if slot.settled {
+            return;
+        }
+        slot.settled = true;
+        let purchase = slot.purchase;
+        self.record(Event::Heard { request, status: None, error: None });
+        let walks_away = self.walks_away(purchase);
+        let next = self.purchases[purchase as usize].on_heard(
+            Heard::Nothing,
+            self.scenario.terminals.max_attempts,
+            walks_away,
+        );
+        self.follow(purchase, next);
+    }
+
+    fn walks_away(&mut self, purchase: u32) -> bool {
+        let state = &self.purchases[purchase as usize];
+        let Some(endpoint) = state.endpoint() else { return false };
+        let crossing = self.terminal_crossing(purchase, endpoint);
+        let ids = [u64::from(purchase), (endpoint as u64) << 8 | u64::from(state.attempt), 3];
+        match self.faults.roll(Boundary::Customer, &crossing, ids) {
+            Some((fault, spec)) => {
+                self.record(Event::Fault { fault, kind: spec.kind, subject: u64::from(purchase) });
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn follow(&mut self, purchase: u32, next: Next) {
+        match next {
+            Next::Send => self.send_step(purchase),
+            Next::Retry => {
+                let attempt = u32::from(self.purchases[purchase as usize].attempt);
+                let backoff = self.scenario.terminals.backoff << (attempt.saturating_sub(2)).min(6);
+                self.agenda.schedule(self.now + backoff, SimEvent::SendStep { purchase });
+            }
+            Next::Charge => {
+                let delay = self.latency(self.scenario.latency.card);
+                self.agenda.schedule(self.now + delay, SimEvent::CardCharged { purchase });
+            }
+            Next::Finished(outcome) => {
+                let machine = self.purchases[purchase as usize].machine;
+                if self.reserved[machine as usize] == Some(purchase) {
+                    self.reserved[machine as usize] = None;
+                }
+                self.record(Event::Ended { purchase, outcome });
+            }
+        }
+    }
+
+    /// The card is charged at the PSP (the terminal talks to it directly).
+    pub(super) fn card_charged(&mut self, purchase: u32) {
+        let declined = self.traffic_rng.random_bool(self.scenario.traffic.decline_rate);
+        let state = &self.purchases[purchase as usize];
+        assert_eq!(state.step, PurchaseStep::Charge);
+        let payment = state.payment_id.expect("authorized before the charge");
+        let key = format!("card-{}", state.idempotency_key).into();
+        let (charge, _) = self.psp.charge(payment, state.amount_cents, key, declined);
+        let captured = charge.status == crate::contract::ChargeStatus::Captured;
+        let provider_ref = charge.provider_ref.clone();
+        self.record(Event::Charged { purchase, payment, provider_ref: provider_ref.clone(), captured });
+        let next = self.purchases[purchase as usize].on_charged(provider_ref, captured);
+        self.follow(purchase, next);
+    }
+
+    /// The cron calls the compensation sweep.
+    pub(super) fn sweep(&mut self) {
+        let next = self.now + self.scenario.stack.sweep_interval;
+        self.agenda.schedule(next, SimEvent::Sweep);
+        let id = self.new_request(NO_PURCHASE, Endpoint::CompensationAlert, 1, false, None);
+        self.record(Event::Sent {
+            request: id,
+            purchase: NO_PURCHASE,
+            endpoint: Endpoint::CompensationAlert,
+            attempt: 1,
+            twin: false,
+        });
+        self.start_operation(Request::CompensationSweep, Origin::Cron(id), None);
+    }
+
+    /// After the drain: read every payment a terminal or the PSP knows of,
+    /// straight from the store, and record what the stack says.
+    pub(super) fn audit(&mut self) {
+        let stack = Rc::new(Stack::new(crate::contract::CanaryConfig::off(), self.scenario.stack.settings, self.bugs));
+        let mut payments: Vec<uuid::Uuid> = self.purchases.iter().filter_map(|p| p.payment_id).collect();
+        payments.sort_unstable();
+        payments.dedup();
+        for payment in payments {
+            let status = match self.read_direct(&stack, Request::GetPayment(payment.to_string())) {
+                Reply::Payment(view) => Some(view.status),
+                _ => None,
+            };
+            self.record(Event::Audited { payment, status });
+        }
+        let charges: Vec<_> = self
+            .history
+            .records
+            .iter()
+            .filter_map(|record| match &record.event {
+                Event::Charged { provider_ref, captured: true, .. } => Some(provider_ref.clone()),
+                _ => None,
+            })
+            .collect();
+        for provider_ref in charges {
+            let payments = match self.read_direct(&stack, Request::AuditByProviderRef(provider_ref.clone())) {
+                Reply::Payments(views) => views.iter().map(|view| view.payment_id).collect(),
+                _ => Vec::new(),
+            };
+            self.record(Event::AuditedCharge { provider_ref, payments });
+        }
+    }
+
+    /// Runs a read-only request against the store, without network or faults.
+    fn read_direct(&mut self, stack: &Stack, request: Request) -> Reply {
+        let (mut operation, mut effect) = stack.start(request, self.now, &mut self.ids);
+        loop {
+            match effect {
+                Effect::Store(op) => {
+                    let result = self.store.apply(op, self.now);
+                    effect = stack.resume(&mut operation, Input::Store(result), self.now, &mut self.ids);
+                }
+                Effect::Reply(reply) => return reply,
+                other => panic!("a read asked for {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,714 @@
+//! The reference stack's domain logic, sans-IO (in the manner of quinn-proto):
+//! a request and the current time go in, and the core answers with one
+//! [`Effect`] at a time — a store operation, a PSP call, an IoT command, or the
+//! reply. The driver resolves the effect and feeds the outcome back with
+//! [`Stack::resume`]. No sockets, no clocks, no threads: the simulator and the
+//! HTTP server run this same code, and a crash is simply a driver that stops
+//! resolving effects.
+
+use std::collections::VecDeque;
+
+use uuid::Uuid;
+
+use super::store::{PaymentRecord, PaymentState, StoreOp, StoreResult};
+use super::{BugSet, StackBug};
+use crate::contract::validate;
+use crate::contract::{
+    AuthorizeRequest, CanaryConfig, CanaryMode, Charge, ChargeStatus, ConfirmRequest, CycleRecord, ErrorCode,
+    ExecuteRequest, PaymentId, Reply, Request, StackSettings, StartCycleCommand, SweepReport, Text,
+};
+use crate::time::Millis;
+
+/// How many overdue payments one sweep handles at most (a bound on the loop).
+pub const SWEEP_BATCH_MAX: usize = 500;
+
+/// A call to the acquirer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PspCall {
+    GetCharge(Text),
+    ChargesForPayment(PaymentId),
+    Refund { provider_ref: Text, idempotency_key: Text },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PspOutcome {
+    Charge(Option<Charge>),
+    Charges(Vec<Charge>),
+    Refunded,
+    AlreadyRefunded,
+    /// Timeout, 5xx or no connection.
+    Unavailable,
+}
+
+/// A call to the IoT gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IotCall {
+    StartCycle(StartCycleCommand),
+    FindCycles { machine_id: Text, execute_key: Text },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IotOutcome {
+    Started(Text),
+    AlreadyStarted(Text),
+    Busy,
+    Offline,
+    /// The gateway's 504: the machine may or may not have started.
+    GatewayTimeout,
+    /// No answer within `PAYMENTS_IOT_TIMEOUT_MS`, or no connection: as ambiguous as a 504.
+    NoAnswer,
+    Cycles(Vec<CycleRecord>),
+}
+
+/// What the core wants done next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Store(StoreOp),
+    Psp(PspCall),
+    Iot(IotCall),
+    Reply(Reply),
+}
+
+/// The outcome of the last effect, fed back to the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Store(StoreResult),
+    Psp(PspOutcome),
+    Iot(IotOutcome),
+}
+
+/// Where fresh identifiers come from (seeded in the simulator, random live).
+pub trait IdSource {
+    fn next_uuid(&mut self) -> Uuid;
+}
+
+/// One replica's view of the stack: its deployed config and bug switches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stack {
+    pub canary: CanaryConfig,
+    pub settings: StackSettings,
+    pub bugs: BugSet,
+}
+
+/// A request in progress inside the stack.
+#[derive(Debug)]
+pub struct Operation {
+    step: Step,
+}
+
+#[derive(Debug)]
+enum Step {
+    Authorize(AuthorizeRequest),
+    Lookup,
+    Audit,
+    Confirm(ConfirmRequest, ConfirmStep),
+    Execute(Text, ExecuteStep),
+    Sweep(Box<Sweep>),
+    Done,
+}
+
+#[derive(Debug)]
+enum ConfirmStep {
+    Load,
+    CheckCharge(Box<PaymentRecord>),
+    Write,
+}
+
+#[derive(Debug)]
+enum ExecuteStep {
+    Load,
+    Claim,
+    /// Asking the machine before a (re)send, or after an ambiguous answer.
+    Probe {
+        payment: Box<PaymentRecord>,
+        then_send: bool,
+    },
+    Send {
+        payment: Box<PaymentRecord>,
+        resent: bool,
+    },
+    Record(Text),
+    Release(Reply),
+}
+
+/// The compensation sweep: a bounded queue of overdue payments, one at a time.
+#[derive(Debug)]
+struct Sweep {
+    queue: VecDeque<PaymentRecord>,
+    current: Option<(PaymentRecord, SweepStep)>,
+    report: SweepReport,
+}
+
+#[derive(Debug)]
+enum SweepStep {
+    LookupCharges,
+    ProbeMachine,
+    RecordFound,
+    Claim,
+    Refund,
+    Finish,
+}
+
+impl Stack {
+    pub fn new(canary: CanaryConfig, settings: StackSettings, bugs: BugSet) -> Self {
+        Stack { canary, settings, bugs }
+    }
+
+    /// The gate as this replica applies it (bug switches included).
+    fn admits(&self, condominio: Uuid) -> bool {
+        if self.bugs.has(StackBug::InvertedAllowlist) && self.canary.mode == CanaryMode::Allowlist {
+            return self.canary.allowlist.binary_search(&condominio).is_err();
+        }
+        self.canary.admits(condominio)
+    }
+
+    /// Starts `request`; returns the operation and its first effect.
+    pub fn start(&self, request: Request, now: Millis, ids: &mut dyn IdSource) -> (Operation, Effect) {
+        let mut operation = Operation { step: Step::Done };
+        let effect = match request {
+            Request::Authorize(request) => self.authorize(&mut operation, request, now, ids),
+            Request::Confirm(request) => match validate_confirm(&request) {
+                Ok(id) => {
+                    operation.step = Step::Confirm(request, ConfirmStep::Load);
+                    Effect::Store(StoreOp::Get(id))
+                }
+                Err(message) => invalid(message),
+            },
+            Request::ExecuteCycle(request) => match validate_execute(&request) {
+                Ok(id) => {
+                    operation.step = Step::Execute(request.execute_key, ExecuteStep::Load);
+                    Effect::Store(StoreOp::Get(id))
+                }
+                Err(message) => invalid(message),
+            },
+            Request::GetPayment(id) => match validate::uuid("payment_id", &id) {
+                Ok(id) => {
+                    operation.step = Step::Lookup;
+                    Effect::Store(StoreOp::Get(id))
+                }
+                Err(message) => invalid(message),
+            },
+            Request::AuditByProviderRef(key) => {
+                self.audit(&mut operation, "provider_ref", key, StoreOp::FindByProviderRef)
+            }
+            Request::AuditByIdempotencyKey(key) => {
+                self.audit(&mut operation, "idempotency_key", key, StoreOp::FindByIdempotencyKey)
+            }
+            Request::CompensationSweep => {
+                let cutoff = now.saturating_sub(self.settings.cycle_ttl);
+                let sweep = Sweep { queue: VecDeque::new(), current: None, report: SweepReport::default() };
+                operation.step = Step::Sweep(Box::new(sweep));
+                Effect::Store(StoreOp::ListOverdue { created_before: cutoff, limit: SWEEP_BATCH_MAX })
+            }
+        };
+        (operation, effect)
+    }
+
+    /// Feeds the outcome of the last effect; returns the next effect.
+    pub fn resume(&self, operation: &mut Operation, input: Input, now: Millis, ids: &mut dyn IdSource) -> Effect {
+        let step = std::mem::replace(&mut operation.step, Step::Done);
+        match (step, input) {
+            (Step::Authorize(request), Input::Store(result)) => authorized(&request, result),
+            (Step::Lookup, Input::Store(result)) => match result {
+                StoreResult::Done(payment) => Effect::Reply(Reply::Payment(payment.view())),
+                _ => Effect::Reply(Reply::error(ErrorCode::NotFound, "no such payment")),
+            },
+            (Step::Audit, Input::Store(StoreResult::Found(rows))) => {
+                Effect::Reply(Reply::Payments(rows.iter().map(PaymentRecord::view).collect()))
+            }
+            (Step::Confirm(request, step), input) => self.confirm(operation, request, step, input, ids),
+            (Step::Execute(key, step), input) => self.execute(operation, key, step, input, now, ids),
+            (Step::Sweep(mut sweep), input) => {
+                let effect = self.sweep(&mut sweep, input, now);
+                if !matches!(effect, Effect::Reply(_)) {
+                    operation.step = Step::Sweep(sweep);
+                }
+                effect
+            }
+            (step, input) => panic!("driver fed {input:?} to an operation at {step:?}"),
+        }
+    }
+
+    fn authorize(
+        &self,
+        operation: &mut Operation,
+        request: AuthorizeRequest,
+        now: Millis,
+        ids: &mut dyn IdSource,
+    ) -> Effect {
+        let condominio = match validate_authorize(&request) {
+            Ok(condominio) => condominio,
+            Err(message) => return invalid(message),
+        };
+        // The gate comes first: a denied condominium gets no payment, replay or not.
+        if !self.admits(condominio) {
+            return Effect::Reply(Reply::error(ErrorCode::CanaryNotAllowed, "condominium not in the POS canary"));
+        }
+        let record = PaymentRecord {
+            id: ids.next_uuid(),
+            condominio_id: condominio,
+            machine_id: request.machine_id.clone(),
+            terminal_id: request.terminal_id.clone(),
+            amount_cents: request.amount_cents,
+            idempotency_key: request.idempotency_key.clone(),
+            provider_ref: None,
+            execute_key: None,
+            cycle_id: None,
+            state: PaymentState::Authorized,
+            execute_attempts: 0,
+            lease_until: None,
+            created_at: now,
+            updated_at: now,
+        };
+        operation.step = Step::Authorize(request);
+        Effect::Store(StoreOp::Insert(Box::new(record)))
+    }
+
+    fn audit(&self, operation: &mut Operation, field: &str, key: Text, op: fn(Text) -> StoreOp) -> Effect {
+        if let Err(message) = validate::key(field, &key) {
+            return invalid(message);
+        }
+        operation.step = Step::Audit;
+        Effect::Store(op(key))
+    }
+
+    fn confirm(
+        &self,
+        operation: &mut Operation,
+        request: ConfirmRequest,
+        step: ConfirmStep,
+        input: Input,
+        ids: &mut dyn IdSource,
+    ) -> Effect {
+        match (step, input) {
+            (ConfirmStep::Load, Input::Store(StoreResult::Done(payment))) => {
+                if payment.idempotency_key != request.idempotency_key {
+                    return invalid("idempotency_key does not match the payment's authorize");
+                }
+                if self.bugs.has(StackBug::GateBlocksInflight) && !self.admits(payment.condominio_id) {
+                    return Effect::Reply(Reply::error(
+                        ErrorCode::CanaryNotAllowed,
+                        "condominium not in the POS canary",
+                    ));
+                }
+                match payment.state {
+                    PaymentState::Authorized => {
+                        let call = PspCall::GetCharge(request.provider_ref.clone());
+                        operation.step = Step::Confirm(request, ConfirmStep::CheckCharge(payment));
+                        Effect::Psp(call)
+                    }
+                    PaymentState::Confirmed | PaymentState::Executed
+                        if self.bugs.has(StackBug::NonidempotentConfirm)
+                            && payment.provider_ref.as_ref() == Some(&request.provider_ref) =>
+                    {
+                        operation.step = Step::Confirm(request.clone(), ConfirmStep::Write);
+                        Effect::Store(confirm_op(payment.id, &request, ids, true))
+                    }
+                    _ => confirm_replay(&payment, &request),
+                }
+            }
+            (ConfirmStep::Load, Input::Store(_)) => Effect::Reply(Reply::error(ErrorCode::NotFound, "no such payment")),
+            (ConfirmStep::CheckCharge(payment), Input::Psp(outcome)) => {
+                if let Err((code, message)) = check_charge(&payment, outcome) {
+                    return reply_error(code, message);
+                }
+                let op = confirm_op(payment.id, &request, ids, false);
+                operation.step = Step::Confirm(request, ConfirmStep::Write);
+                Effect::Store(op)
+            }
+            (ConfirmStep::Write, Input::Store(result)) => match result {
+                StoreResult::Done(payment) => Effect::Reply(confirmed(&payment)),
+                StoreResult::Conflict(payment) => confirm_replay(&payment, &request),
+                StoreResult::ProviderRefTaken => Effect::Reply(Reply::error(
+                    ErrorCode::ProviderRefConflict,
+                    "the charge is already tied to another payment",
+                )),
+                _ => Effect::Reply(Reply::error(ErrorCode::NotFound, "no such payment")),
+            },
+            (step, input) => panic!("confirm at {step:?} fed {input:?}"),
+        }
+    }
+
+    fn execute(
+        &self,
+        operation: &mut Operation,
+        key: Text,
+        step: ExecuteStep,
+        input: Input,
+        now: Millis,
+        ids: &mut dyn IdSource,
+    ) -> Effect {
+        let (next, effect) = match (step, input) {
+            (ExecuteStep::Load, Input::Store(StoreResult::Done(payment))) => self.execute_loaded(&payment, &key, now),
+            (ExecuteStep::Load, Input::Store(_)) => (None, reply_error(ErrorCode::NotFound, "no such payment")),
+            (ExecuteStep::Claim, Input::Store(result)) => self.execute_claimed(result, &key, ids),
+            (ExecuteStep::Probe { payment, then_send }, Input::Iot(outcome)) => {
+                probe_answered(payment, then_send, outcome, ids)
+            }
+            (ExecuteStep::Send { payment, resent }, Input::Iot(outcome)) => {
+                self.send_answered(payment, resent, outcome, ids)
+            }
+            (ExecuteStep::Record(cycle_id), Input::Store(result)) => match result {
+                StoreResult::Done(payment) => (None, executed(&payment, cycle_id)),
+                // The machine started: say so, whatever the row says (checkers judge the rest).
+                StoreResult::Conflict(payment) => (None, executed(&payment, cycle_id)),
+                _ => (None, reply_error(ErrorCode::NotFound, "no such payment")),
+            },
+            (ExecuteStep::Release(reply), Input::Store(_)) => (None, Effect::Reply(reply)),
+            (step, input) => panic!("execute-cycle at {step:?} fed {input:?}"),
+        };
+        if let Some(next) = next {
+            operation.step = Step::Execute(key, next);
+        }
+        effect
+    }
+
+    fn execute_loaded(&self, payment: &PaymentRecord, key: &Text, now: Millis) -> (Option<ExecuteStep>, Effect) {
+        if self.bugs.has(StackBug::GateBlocksInflight) && !self.admits(payment.condominio_id) {
+            return (None, reply_error(ErrorCode::CanaryNotAllowed, "condominium not in the POS canary"));
+        }
+        if payment.execute_key.as_ref() != Some(key) {
+            return (None, reply_error(ErrorCode::InvalidState, "execute_key does not match a confirmed payment"));
+        }
+        match payment.state {
+            PaymentState::Executed => {
+                let cycle_id = payment.cycle_id.clone().expect("an executed payment has a cycle");
+                (None, executed(payment, cycle_id))
+            }
+            PaymentState::Confirmed => {
+                let lease_until = now + 2 * self.settings.iot_timeout;
+                (Some(ExecuteStep::Claim), Effect::Store(StoreOp::ClaimExecution { id: payment.id, lease_until }))
+            }
+            _ => (None, reply_error(ErrorCode::InvalidState, "payment is not confirmed")),
+        }
+    }
+
+    fn execute_claimed(
+        &self,
+        result: StoreResult,
+        key: &Text,
+        ids: &mut dyn IdSource,
+    ) -> (Option<ExecuteStep>, Effect) {
+        match result {
+            StoreResult::Done(payment) => {
+                // A previous attempt may have reached the machine: ask before sending.
+                let ask_first = payment.execute_attempts > 1 && !self.bugs.has(StackBug::ResendAfterTimeout);
+                if ask_first {
+                    let call = find_cycles(&payment);
+                    (Some(ExecuteStep::Probe { payment, then_send: true }), call)
+                } else {
+                    send(payment, false, ids)
+                }
+            }
+            StoreResult::LeaseHeld(_) => {
+                (None, reply_error(ErrorCode::IotFailed, "an execution is in progress; retry"))
+            }
+            StoreResult::Conflict(payment)
+                if payment.state == PaymentState::Executed && payment.execute_key.as_ref() == Some(key) =>
+            {
+                let cycle_id = payment.cycle_id.clone().expect("an executed payment has a cycle");
+                (None, executed(&payment, cycle_id))
+            }
+            StoreResult::Conflict(_) => (None, reply_error(ErrorCode::InvalidState, "payment is not confirmed")),
+            _ => (None, reply_error(ErrorCode::NotFound, "no such payment")),
+        }
+    }
+
+    fn send_answered(
+        &self,
+        payment: Box<PaymentRecord>,
+        resent: bool,
+        outcome: IotOutcome,
+        ids: &mut dyn IdSource,
+    ) -> (Option<ExecuteStep>, Effect) {
+        match outcome {
+            IotOutcome::Started(cycle_id) | IotOutcome::AlreadyStarted(cycle_id) => record(&payment, cycle_id),
+            IotOutcome::GatewayTimeout | IotOutcome::NoAnswer => {
+                if self.bugs.has(StackBug::ResendAfterTimeout) && !resent {
+                    return send(payment, true, ids);
+                }
+                // Ambiguous: the machine may have started. Find out before anything else.
+                let call = find_cycles(&payment);
+                (Some(ExecuteStep::Probe { payment, then_send: false }), call)
+            }
+            IotOutcome::Busy | IotOutcome::Offline => release(&payment, "the machine did not start; retry"),
+            IotOutcome::Cycles(_) => panic!("a start command answered with a cycle list"),
+        }
+    }
+
+    fn sweep(&self, sweep: &mut Sweep, input: Input, now: Millis) -> Effect {
+        match sweep.current.take() {
+            None => {
+                let StoreResult::Found(rows) = unwrap_store(input) else { panic!("sweep listing fed a non-list") };
+                sweep.queue = rows.into();
+            }
+            Some((payment, step)) => {
+                if let Some(effect) = self.sweep_step(sweep, payment, step, input) {
+                    return effect;
+                }
+            }
+        }
+        self.sweep_next(sweep, now)
+    }
+
+    /// Starts on the next overdue payment, or replies when the queue is empty.
+    fn sweep_next(&self, sweep: &mut Sweep, now: Millis) -> Effect {
+        while let Some(payment) = sweep.queue.pop_front() {
+            let first = match payment.state {
+                PaymentState::Authorized => {
+                    Some((SweepStep::LookupCharges, Effect::Psp(PspCall::ChargesForPayment(payment.id))))
+                }
+                PaymentState::Confirmed => self.sweep_confirmed(&payment, now),
+                PaymentState::Compensating => Some((SweepStep::Refund, refund_call(&payment))),
+                _ => None,
+            };
+            match first {
+                Some((step, effect)) => {
+                    sweep.current = Some((payment, step));
+                    return effect;
+                }
+                None => sweep.report.backlog += u32::from(!payment.state.is_final()),
+            }
+        }
+        let report = &mut sweep.report;
+        report.alert = report.backlog > 0 || report.compensated > 0;
+        Effect::Reply(Reply::Sweep(std::mem::take(report)))
+    }
+
+    /// A confirmed payment past the TTL: refund it, unless a cycle may have started.
+    fn sweep_confirmed(&self, payment: &PaymentRecord, now: Millis) -> Option<(SweepStep, Effect)> {
+        let careless = self.bugs.has(StackBug::RefundRacesCycle);
+        if careless {
+            return Some((SweepStep::Claim, claim_compensation(payment, false, None)));
+        }
+        if payment.lease_live(now) {
+            return None; // an execution is in flight; leave it to its owner
+        }
+        if payment.execute_attempts > 0 {
+            return Some((SweepStep::ProbeMachine, find_cycles(payment)));
+        }
+        Some((SweepStep::Claim, claim_compensation(payment, true, None)))
+    }
+
+    /// Advances the sweep on the current payment. `None` means: move on.
+    fn sweep_step(&self, sweep: &mut Sweep, payment: PaymentRecord, step: SweepStep, input: Input) -> Option<Effect> {
+        let honour_lease = !self.bugs.has(StackBug::RefundRacesCycle);
+        let (next, effect) = match (step, input) {
+            (SweepStep::LookupCharges, Input::Psp(PspOutcome::Charges(charges))) => {
+                match charges.iter().find(|charge| charge.status == ChargeStatus::Captured) {
+                    Some(charge) => (
+                        SweepStep::Claim,
+                        claim_compensation(&payment, honour_lease, Some(charge.provider_ref.clone())),
+                    ),
+                    // No captured charge (none, declined or already refunded): nothing was paid.
+                    None => (
+                        SweepStep::Finish,
+                        Effect::Store(StoreOp::Finish { id: payment.id, to: PaymentState::Expired }),
+                    ),
+                }
+            }
+            (SweepStep::ProbeMachine, Input::Iot(IotOutcome::Cycles(cycles))) => match cycles.first() {
+                Some(cycle) => (
+                    SweepStep::RecordFound,
+                    Effect::Store(StoreOp::RecordCycle { id: payment.id, cycle_id: cycle.cycle_id.clone() }),
+                ),
+                None => (SweepStep::Claim, claim_compensation(&payment, true, None)),
+            },
+            (SweepStep::RecordFound, Input::Store(_)) => return None,
+            (SweepStep::Claim, Input::Store(StoreResult::Done(claimed))) => (SweepStep::Refund, refund_call(&claimed)),
+            (SweepStep::Refund, Input::Psp(PspOutcome::Refunded | PspOutcome::AlreadyRefunded)) => {
+                (SweepStep::Finish, Effect::Store(StoreOp::Finish { id: payment.id, to: PaymentState::Compensated }))
+            }
+            (SweepStep::Finish, Input::Store(StoreResult::Done(finished))) => {
+                match finished.state {
+                    PaymentState::Compensated => sweep.report.compensated += 1,
+                    PaymentState::Expired => sweep.report.expired += 1,
+                    _ => {}
+                }
+                sweep.report.payment_ids.push(finished.id);
+                return None;
+            }
+            // Unavailable PSP or gateway, a lost race, a missing row: still waiting.
+            (_, input) => {
+                sweep.report.backlog += u32::from(still_open(&input, &payment));
+                return None;
+            }
+        };
+        sweep.current = Some((payment, next));
+        Some(effect)
+    }
+}
+
+// ---- Small pieces the operations share ----
+
+fn invalid(message: impl Into<String>) -> Effect {
+    reply_error(ErrorCode::InvalidRequest, message)
+}
+
+fn reply_error(code: ErrorCode, message: impl Into<String>) -> Effect {
+    Effect::Reply(Reply::error(code, message))
+}
+
+fn unwrap_store(input: Input) -> StoreResult {
+    match input {
+        Input::Store(result) => result,
+        other => panic!("expected a store result, got {other:?}"),
+    }
+}
+
+fn validate_authorize(request: &AuthorizeRequest) -> Result<Uuid, String> {
+    let condominio = validate::uuid("condominio_id", &request.condominio_id)?;
+    validate::name_id("machine_id", &request.machine_id)?;
+    validate::name_id("terminal_id", &request.terminal_id)?;
+    validate::amount(request.amount_cents)?;
+    validate::key("idempotency_key", &request.idempotency_key)?;
+    Ok(condominio)
+}
+
+fn validate_confirm(request: &ConfirmRequest) -> Result<PaymentId, String> {
+    let id = validate::uuid("payment_id", &request.payment_id)?;
+    validate::key("provider_ref", &request.provider_ref)?;
+    validate::key("idempotency_key", &request.idempotency_key)?;
+    Ok(id)
+}
+
+fn validate_execute(request: &ExecuteRequest) -> Result<PaymentId, String> {
+    let id = validate::uuid("payment_id", &request.payment_id)?;
+    validate::key("execute_key", &request.execute_key)?;
+    Ok(id)
+}
+
+fn authorized(request: &AuthorizeRequest, result: StoreResult) -> Effect {
+    match result {
+        StoreResult::Done(payment) => Effect::Reply(Reply::Authorized { payment: payment.view(), created: true }),
+        StoreResult::Existing(payment) => {
+            let same = payment.machine_id == request.machine_id
+                && payment.terminal_id == request.terminal_id
+                && payment.amount_cents == request.amount_cents
+                && Some(payment.condominio_id) == Uuid::try_parse(&request.condominio_id).ok();
+            if same {
+                Effect::Reply(Reply::Authorized { payment: payment.view(), created: false })
+            } else {
+                reply_error(ErrorCode::IdempotencyKeyConflict, "idempotency_key reused with a different request")
+            }
+        }
+        other => panic!("authorize insert answered {other:?}"),
+    }
+}
+
+/// Mints an execute_key: once per payment, unless the bug reissues it.
+fn confirm_op(id: PaymentId, request: &ConfirmRequest, ids: &mut dyn IdSource, reissue: bool) -> StoreOp {
+    let execute_key: Text = format!("exk-{}", ids.next_uuid().simple()).into();
+    StoreOp::Confirm { id, provider_ref: request.provider_ref.clone(), execute_key, reissue }
+}
+
+/// The charge must be captured, belong to this payment and have its amount.
+fn check_charge(payment: &PaymentRecord, outcome: PspOutcome) -> Result<(), (ErrorCode, &'static str)> {
+    let charge = match outcome {
+        PspOutcome::Charge(Some(charge)) => charge,
+        PspOutcome::Charge(None) => return Err((ErrorCode::PaymentNotCaptured, "the PSP knows no such charge")),
+        _ => return Err((ErrorCode::ProviderUnavailable, "the PSP did not answer")),
+    };
+    if charge.payment_id != payment.id {
+        return Err((ErrorCode::ProviderRefConflict, "the charge belongs to another payment"));
+    }
+    if charge.status != ChargeStatus::Captured || charge.amount_cents != payment.amount_cents {
+        return Err((ErrorCode::PaymentNotCaptured, "the charge is not captured for this amount"));
+    }
+    Ok(())
+}
+
+fn confirmed(payment: &PaymentRecord) -> Reply {
+    Reply::Confirmed {
+        payment_id: payment.id,
+        provider_ref: payment.provider_ref.clone().expect("a confirmed payment has a provider_ref"),
+        execute_key: payment.execute_key.clone().expect("a confirmed payment has an execute_key"),
+    }
+}
+
+/// A confirm for a payment past `authorized`: a replay, or a refusal.
+fn confirm_replay(payment: &PaymentRecord, request: &ConfirmRequest) -> Effect {
+    let confirmed_state = matches!(payment.state, PaymentState::Confirmed | PaymentState::Executed);
+    if confirmed_state && payment.provider_ref.as_ref() == Some(&request.provider_ref) {
+        return Effect::Reply(confirmed(payment));
+    }
+    if confirmed_state {
+        return reply_error(ErrorCode::InvalidState, "payment already confirmed with another provider_ref");
+    }
+    reply_error(ErrorCode::InvalidState, "payment was compensated or expired")
+}
+
+fn executed(payment: &PaymentRecord, cycle_id: Text) -> Effect {
+    Effect::Reply(Reply::Executed { payment_id: payment.id, cycle_id })
+}
+
+fn find_cycles(payment: &PaymentRecord) -> Effect {
+    Effect::Iot(IotCall::FindCycles {
+        machine_id: payment.machine_id.clone(),
+        execute_key: payment.execute_key.clone().expect("only confirmed payments reach the machine"),
+    })
+}
+
+fn send(payment: Box<PaymentRecord>, resent: bool, ids: &mut dyn IdSource) -> (Option<ExecuteStep>, Effect) {
+    let command = StartCycleCommand {
+        machine_id: payment.machine_id.clone(),
+        command_id: ids.next_uuid(),
+        payment_id: payment.id,
+        execute_key: payment.execute_key.clone().expect("only confirmed payments reach the machine"),
+    };
+    (Some(ExecuteStep::Send { payment, resent }), Effect::Iot(IotCall::StartCycle(command)))
+}
+
+fn record(payment: &PaymentRecord, cycle_id: Text) -> (Option<ExecuteStep>, Effect) {
+    let op = StoreOp::RecordCycle { id: payment.id, cycle_id: cycle_id.clone() };
+    (Some(ExecuteStep::Record(cycle_id)), Effect::Store(op))
+}
+
+fn release(payment: &PaymentRecord, message: &str) -> (Option<ExecuteStep>, Effect) {
+    let reply = Reply::error(ErrorCode::IotFailed, message);
+    (Some(ExecuteStep::Release(reply)), Effect::Store(StoreOp::ReleaseExecution { id: payment.id }))
+}
+
+/// The machine's log answered: record a cycle it ran, or (re)send, or give up for now.
+fn probe_answered(
+    payment: Box<PaymentRecord>,
+    then_send: bool,
+    outcome: IotOutcome,
+    ids: &mut dyn IdSource,
+) -> (Option<ExecuteStep>, Effect) {
+    match outcome {
+        IotOutcome::Cycles(cycles) if !cycles.is_empty() => record(&payment, cycles[0].cycle_id.clone()),
+        IotOutcome::Cycles(_) if then_send => send(payment, false, ids),
+        IotOutcome::Cycles(_) => release(&payment, "the machine did not start; retry"),
+        _ => release(&payment, "the gateway did not answer; retry"),
+    }
+}
+
+fn claim_compensation(payment: &PaymentRecord, honour_lease: bool, provider_ref: Option<Text>) -> Effect {
+    Effect::Store(StoreOp::ClaimCompensation {
+        id: payment.id,
+        from: payment.state,
+        seen_attempts: payment.execute_attempts,
+        honour_lease,
+        provider_ref,
+    })
+}
+
+fn refund_call(payment: &PaymentRecord) -> Effect {
+    match &payment.provider_ref {
+        Some(provider_ref) => Effect::Psp(PspCall::Refund {
+            provider_ref: provider_ref.clone(),
+            idempotency_key: format!("refund-{}", payment.id).into(),
+        }),
+        None => panic!("payment {} is compensating without a charge", payment.id),
+    }
+}
+
+/// Is a payment the sweep could not settle still waiting past the TTL?
+fn still_open(input: &Input, payment: &PaymentRecord) -> bool {
+    match input {
+        Input::Store(StoreResult::Conflict(row) | StoreResult::Done(row)) => !row.state.is_final(),
+        Input::Store(StoreResult::Missing) => false,
+        _ => !payment.state.is_final(),
+    }
+}

@@ -1,0 +1,99 @@
+//! The card acquirer (PSP) as posim plays it: a ledger of charges and refunds
+//! with the contract's idempotency rules. It is ground truth for D1, D3, D4.
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::contract::{Charge, ChargeStatus, PaymentId, Text};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// A new refund (`true`) or a replay of the same key (`false`).
+    Refunded(bool),
+    /// A second refund under another key: `409 already_refunded`.
+    AlreadyRefunded,
+    NotFound,
+    /// A declined charge cannot be refunded.
+    NotCaptured,
+}
+
+#[derive(Default)]
+pub struct PspLedger {
+    charges: Vec<Charge>,
+    refund_keys: Vec<Option<Text>>,
+    by_provider_ref: HashMap<Text, usize>,
+    by_idempotency_key: HashMap<Text, usize>,
+    by_payment: HashMap<PaymentId, Vec<usize>>,
+}
+
+impl PspLedger {
+    /// `POST /v1/charges`: a replay of the key returns the same charge.
+    pub fn charge(
+        &mut self,
+        payment_id: PaymentId,
+        amount_cents: i64,
+        idempotency_key: Text,
+        declined: bool,
+    ) -> (Charge, bool) {
+        if let Some(&index) = self.by_idempotency_key.get(&idempotency_key) {
+            return (self.charges[index].clone(), false);
+        }
+        let index = self.charges.len();
+        let provider_ref: Text = format!("ch_{:08}", index + 1).into();
+        let status = if declined { ChargeStatus::Declined } else { ChargeStatus::Captured };
+        let charge = Charge { provider_ref: provider_ref.clone(), payment_id, amount_cents, status };
+        self.charges.push(charge.clone());
+        self.refund_keys.push(None);
+        self.by_provider_ref.insert(provider_ref, index);
+        self.by_idempotency_key.insert(idempotency_key, index);
+        self.by_payment.entry(payment_id).or_default().push(index);
+        (charge, true)
+    }
+
+    /// `GET /v1/charges/{provider_ref}`.
+    pub fn get(&self, provider_ref: &str) -> Option<Charge> {
+        self.by_provider_ref.get(provider_ref).map(|&index| self.charges[index].clone())
+    }
+
+    /// `GET /v1/charges?payment_id=P`.
+    pub fn for_payment(&self, payment_id: PaymentId) -> Vec<Charge> {
+        let indices = self.by_payment.get(&payment_id).map(Vec::as_slice).unwrap_or(&[]);
+        indices.iter().map(|&index| self.charges[index].clone()).collect()
+    }
+
+    /// `POST /v1/charges/{provider_ref}/refund` with an `Idempotency-Key`.
+    pub fn refund(&mut self, provider_ref: &str, idempotency_key: &Text) -> RefundOutcome {
+        let Some(&index) = self.by_provider_ref.get(provider_ref) else { return RefundOutcome::NotFound };
+        match (&self.refund_keys[index], self.charges[index].status) {
+            (Some(key), _) if key == idempotency_key => RefundOutcome::Refunded(false),
+            (Some(_), _) => RefundOutcome::AlreadyRefunded,
+            (None, ChargeStatus::Captured) => {
+                self.charges[index].status = ChargeStatus::Refunded;
+                self.refund_keys[index] = Some(idempotency_key.clone());
+                RefundOutcome::Refunded(true)
+            }
+            (None, _) => RefundOutcome::NotCaptured,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn charges_and_refunds_are_idempotent() {
+        let mut psp = PspLedger::default();
+        let payment = Uuid::from_u128(1);
+        let (first, new) = psp.charge(payment, 1500, "k".into(), false);
+        assert!(new && first.status == ChargeStatus::Captured);
+        let (again, new) = psp.charge(payment, 1500, "k".into(), false);
+        assert!(!new && again == first);
+        assert_eq!(psp.refund(&first.provider_ref, &"r1".into()), RefundOutcome::Refunded(true));
+        assert_eq!(psp.refund(&first.provider_ref, &"r1".into()), RefundOutcome::Refunded(false));
+        assert_eq!(psp.refund(&first.provider_ref, &"r2".into()), RefundOutcome::AlreadyRefunded);
+        assert_eq!(psp.get(&first.provider_ref).map(|c| c.status), Some(ChargeStatus::Refunded));
+        assert_eq!(psp.for_payment(payment).len(), 1);
+        assert_eq!(psp.refund("nope", &"r".into()), RefundOutcome::NotFound);
+    }
+}

@@ -1,0 +1,56 @@
+//! A bad scenario is refused before anything runs: exit 2, `file:line:column`
+//! and what was expected, never a panic.
+
+use std::process::Command;
+
+/// (file, where, what the message must say)
+const CASES: &[(&str, &str, &str)] = &[
+    ("unknown-key.toml", ":11:1:", "unknown field `colour`"),
+    ("wrong-type.toml", ":9:12:", "expected f64"),
+    ("fraction-above-one.toml", ":9:12:", "fraction must be between 0 and 1, got 1.5"),
+    ("malformed-uuid.toml", ":9:54:", "must be a UUID in canonical form"),
+    ("unknown-fault-kind.toml", ":13:8:", "unknown variant `meteor_strike`, expected one of"),
+    ("unknown-mode.toml", ":8:8:", "expected one of `off`, `allowlist`, `blocklist`"),
+    ("bad-duration.toml", ":10:8:", "is not a duration"),
+    ("unknown-phase-in-fault.toml", ":15:11:", "no phase is named `50%`"),
+    ("broken-toml.toml", ":2:7:", "expected `]`"),
+    ("no-phases.toml", ": ", "missing field `phases`"),
+];
+
+#[test]
+fn every_bad_scenario_is_refused_with_its_place() {
+    let out = tempfile::tempdir().expect("a temp dir");
+    for (file, place, message) in CASES {
+        let path = format!("fixtures/bad-scenarios/{file}");
+        let output = Command::new(env!("CARGO_BIN_EXE_posim"))
+            .args(["run", &path, "--out"])
+            .arg(out.path().join(file))
+            .output()
+            .expect("posim runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{file}: {stderr}");
+        assert!(stderr.contains(&format!("{path}{place}")), "{file}: no `{place}` in: {stderr}");
+        assert!(stderr.contains(message), "{file}: no `{message}` in: {stderr}");
+        assert!(!stderr.contains("panicked"), "{file} panicked: {stderr}");
+        assert!(!out.path().join(file).exists(), "{file}: nothing is written for a refused scenario");
+    }
+}
+
+#[test]
+fn an_unknown_bug_switch_is_a_usage_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_posim"))
+        .args(["run", "scenarios/rollout.toml", "--stack-bug", "gremlins"])
+        .output()
+        .expect("posim runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown stack bug `gremlins`"), "{stderr}");
+}
+
+#[test]
+fn a_missing_scenario_file_is_a_usage_error() {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_posim")).args(["run", "scenarios/nope.toml"]).output().expect("posim runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("scenarios/nope.toml: cannot read"));
+}
