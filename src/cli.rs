@@ -82,8 +82,12 @@ pub struct Judged {
 
 /// Simulates `scenario` with `seed` and `bugs`, then checks and judges it.
 pub fn simulate(scenario: &Scenario, seed: u64, bugs: &[StackBug]) -> Judged {
-    let SimOutcome { history, stack_requests, simulated, purchases, .. } =
-        sim::run(scenario, SimOptions { seed, bugs: BugSet::new(bugs) });
+    judge(scenario, seed, bugs, sim::run(scenario, SimOptions { seed, bugs: BugSet::new(bugs) }))
+}
+
+/// Checks a simulated history and builds its report.
+pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], outcome: SimOutcome) -> Judged {
+    let SimOutcome { history, stack_requests, simulated, purchases, .. } = outcome;
     let violations = check::check(&history);
     let windows = kpi::windows(&history, &violations, simulated, &scenario.criteria);
     let report = report::build(RunFacts {
@@ -131,10 +135,15 @@ fn run(args: RunArgs) -> u8 {
         args.scenario.display()
     );
     let started = Instant::now();
-    let judged = simulate(&scenario, seed, bugs);
+    let bar = progress_bar(scenario.horizon() + scenario.drain);
+    let options = SimOptions { seed, bugs: BugSet::new(bugs) };
+    let outcome = sim::run_observed(&scenario, options, &mut |now| bar.set_position(now / 1000));
+    bar.finish_and_clear();
+    let simulation_wall = started.elapsed().as_secs_f64();
+    let judged = judge(&scenario, seed, bugs, outcome);
     let wall = started.elapsed().as_secs_f64();
     print!("{}", report::console(&judged.report));
-    println!("{}", speed_line(judged.outcome_requests, judged.simulated, wall));
+    println!("{}", speed_line(judged.outcome_requests, judged.simulated, simulation_wall, wall));
     let dir = args.out.unwrap_or_else(|| default_dir(&scenario.name, seed));
     if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {
         eprintln!("error: cannot write the report to {}: {error}", dir.display());
@@ -144,13 +153,26 @@ fn run(args: RunArgs) -> u8 {
     if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
 }
 
-fn speed_line(requests: u64, simulated: crate::time::Millis, wall: f64) -> String {
-    let wall = wall.max(1e-9);
+/// A bar over simulated seconds on stderr; invisible when stderr is not a terminal.
+fn progress_bar(end: crate::time::Millis) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(end / 1000);
+    let style = indicatif::ProgressStyle::with_template("simulating {bar:40} {percent}% of the run ({elapsed})");
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// How fast the simulator ran: the simulation alone, and with the checks.
+fn speed_line(requests: u64, simulated: crate::time::Millis, simulation_wall: f64, wall: f64) -> String {
+    let (simulation_wall, wall) = (simulation_wall.max(1e-9), wall.max(1e-9));
     format!(
-        "speed: {requests} stack requests in {wall:.3} s wall = {:.0} requests/s; {} simulated = {:.0}× real time",
-        requests as f64 / wall,
+        "speed: {requests} stack requests, {} simulated; simulation {simulation_wall:.3} s = {:.0} requests/s, \
+         {:.0}× real time; with checks and report {wall:.3} s = {:.0} requests/s",
         crate::time::human(simulated),
-        simulated as f64 / 1000.0 / wall
+        requests as f64 / simulation_wall,
+        simulated as f64 / 1000.0 / simulation_wall,
+        requests as f64 / wall,
     )
 }
 

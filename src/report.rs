@@ -135,14 +135,22 @@ fn witnessed(history: &History, violation: &Violation) -> ViolationReport {
 pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("summary.json"), json + "\n")?;
-    std::fs::write(dir.join("summary.md"), markdown(report))?;
+    write_whole(&dir.join("summary.json"), &(json + "\n"))?;
+    write_whole(&dir.join("summary.md"), &markdown(report))?;
     if with_trace {
         let mut out = BufWriter::new(std::fs::File::create(dir.join("trace.jsonl"))?);
         history.write_jsonl(&mut out)?;
         out.flush()?;
     }
     Ok(())
+}
+
+/// Writes a file whole or not at all (a temporary file renamed into place),
+/// so a crash never leaves a half summary for CI to read.
+fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, path)
 }
 
 fn percent(rate: f64) -> String {

@@ -5,8 +5,6 @@
 
 pub mod kpi;
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap;
 
 use serde::Serialize;
@@ -37,14 +35,14 @@ struct Facts {
     /// Per purchase: its condominium.
     purchase_condominium: Vec<u32>,
     /// Captured charges per purchase and per payment: (provider_ref, record).
-    charges_by_purchase: BTreeMap<u32, Vec<(Text, usize)>>,
-    charges_by_payment: BTreeMap<Uuid, Vec<(Text, usize)>>,
+    charges_by_purchase: FxHashMap<u32, Vec<(Text, usize)>>,
+    charges_by_payment: FxHashMap<Uuid, Vec<(Text, usize)>>,
     refunded: FxHashMap<Text, usize>,
     /// Which payment each captured charge belongs to: (payment, record).
     charge_owner: FxHashMap<Text, (Uuid, usize)>,
-    cycles: BTreeMap<Uuid, Vec<usize>>,
-    told: BTreeMap<Uuid, (PaymentStatus, usize)>,
-    audited: BTreeMap<Uuid, (Option<PaymentStatus>, usize)>,
+    cycles: FxHashMap<Uuid, Vec<usize>>,
+    told: FxHashMap<Uuid, (PaymentStatus, usize)>,
+    audited: FxHashMap<Uuid, (Option<PaymentStatus>, usize)>,
     audited_charges: Vec<(Text, Vec<Uuid>, usize)>,
 }
 
@@ -117,7 +115,8 @@ fn status_rank(status: PaymentStatus) -> u8 {
     }
 }
 
-/// Runs every checker; violations come in code order, then history order.
+/// Runs every checker; violations come in code order, then history order
+/// (maps are hashed for speed, so the order is imposed here).
 pub fn check(history: &History) -> Vec<Violation> {
     let facts = Facts::gather(history);
     let mut violations = Vec::new();
@@ -129,6 +128,9 @@ pub fn check(history: &History) -> Vec<Violation> {
     lost_payments(&facts, &mut violations);
     stuck_payments(&facts, &mut violations);
     stranded_by_rollback(history, &facts, &mut violations);
+    violations.sort_by(|a, b| {
+        (a.code, a.witness.iter().min(), &a.summary).cmp(&(b.code, b.witness.iter().min(), &b.summary))
+    });
     violations
 }
 
@@ -264,5 +266,127 @@ fn stranded_by_rollback(history: &History, facts: &Facts, out: &mut Vec<Violatio
                 format!("purchase {purchase} was refused {} by the canary gate after it authorized", endpoint.name());
             out.push(violation("D8", "stranded by rollback", summary, None, Some(*purchase), witness));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Hand-made histories: each checker must fire on its anomaly and stay
+    //! quiet on the healthy story next to it.
+
+    use super::*;
+    use crate::contract::CanaryConfig;
+    use crate::time::Millis;
+
+    fn payment(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn history(events: Vec<(Millis, Event)>) -> History {
+        let mut history = History {
+            configs: vec![CanaryConfig::off()],
+            phase_names: vec!["100%".into()],
+            condominiums: vec![Uuid::from_u128(77)],
+            machine_ids: vec!["m-0".into()],
+            ..History::default()
+        };
+        for (at, event) in events {
+            history.push(at, event);
+        }
+        history
+    }
+
+    fn charged(purchase: u32, n: u128, provider_ref: &str) -> Event {
+        Event::Charged { purchase, payment: payment(n), provider_ref: provider_ref.into(), captured: true }
+    }
+
+    fn cycle(n: u128, key: &str) -> Event {
+        Event::CycleStarted {
+            machine: 0,
+            payment: payment(n),
+            execute_key: key.into(),
+            cycle: format!("c-{key}").into(),
+        }
+    }
+
+    fn audited(n: u128, status: Option<PaymentStatus>) -> Event {
+        Event::Audited { payment: payment(n), status }
+    }
+
+    fn codes(history: &History) -> Vec<&'static str> {
+        check(history).iter().map(|v| v.code).collect()
+    }
+
+    #[test]
+    fn a_healthy_wash_breaks_nothing() {
+        let h = history(vec![
+            (1, charged(0, 1, "ch1")),
+            (2, Event::Told { purchase: 0, payment: payment(1), status: PaymentStatus::Executed }),
+            (3, cycle(1, "k")),
+            (9, audited(1, Some(PaymentStatus::Executed))),
+        ]);
+        assert!(codes(&h).is_empty(), "{:?}", check(&h));
+    }
+
+    #[test]
+    fn two_standing_charges_for_one_purchase_are_d1() {
+        let h =
+            history(vec![(1, charged(0, 1, "ch1")), (2, charged(0, 2, "ch2")), (3, cycle(1, "k")), (4, cycle(2, "j"))]);
+        assert_eq!(codes(&h), ["D1"]);
+        let refunded = history(vec![
+            (1, charged(0, 1, "ch1")),
+            (2, charged(0, 2, "ch2")),
+            (3, cycle(1, "k")),
+            (4, Event::Refunded { payment: payment(2), provider_ref: "ch2".into() }),
+        ]);
+        assert!(codes(&refunded).is_empty(), "a refunded second charge is no duplicate");
+    }
+
+    #[test]
+    fn paid_without_wash_is_d3_and_wash_without_pay_is_d4() {
+        let paid = history(vec![(1, charged(0, 1, "ch1")), (9, audited(1, Some(PaymentStatus::Confirmed)))]);
+        assert_eq!(codes(&paid), ["D3", "D7"]);
+        let free = history(vec![
+            (1, charged(0, 1, "ch1")),
+            (2, cycle(1, "k")),
+            (3, Event::Refunded { payment: payment(1), provider_ref: "ch1".into() }),
+        ]);
+        assert_eq!(codes(&free), ["D4"]);
+    }
+
+    #[test]
+    fn a_payment_that_vanishes_or_goes_back_is_d6() {
+        let told = |status| Event::Told { purchase: 0, payment: payment(1), status };
+        let vanished = history(vec![(1, told(PaymentStatus::Authorized)), (9, audited(1, None))]);
+        assert_eq!(codes(&vanished), ["D6"]);
+        let back = history(vec![
+            (1, charged(0, 1, "ch1")),
+            (2, told(PaymentStatus::Executed)),
+            (3, cycle(1, "k")),
+            (9, audited(1, Some(PaymentStatus::Confirmed))),
+        ]);
+        assert_eq!(codes(&back), ["D6", "D7"]);
+        let misfiled = history(vec![
+            (1, charged(0, 1, "ch1")),
+            (2, cycle(1, "k")),
+            (9, Event::AuditedCharge { provider_ref: "ch1".into(), payments: vec![payment(2)] }),
+        ]);
+        assert_eq!(codes(&misfiled), ["D6"]);
+    }
+
+    #[test]
+    fn the_gate_and_the_stranded_are_d5_and_d8() {
+        let mut h = history(vec![
+            (0, Event::Arrived { purchase: 0, condominium: 0, machine: 0 }),
+            (1, Event::Sent { request: 0, purchase: 0, endpoint: Endpoint::Authorize, attempt: 1, twin: false }),
+            (2, Event::Received { request: 0, replica: 0, config: 0 }),
+            (3, Event::Answered { request: 0, status: 201, error: None }),
+            (4, Event::Sent { request: 1, purchase: 0, endpoint: Endpoint::Confirm, attempt: 1, twin: false }),
+            (5, Event::Received { request: 1, replica: 0, config: 0 }),
+            (6, Event::Answered { request: 1, status: 403, error: Some(ErrorCode::CanaryNotAllowed) }),
+        ]);
+        assert_eq!(codes(&h), ["D8"], "an open gate admits; a 403 on confirm strands");
+        h.configs[0] = CanaryConfig::new(crate::contract::CanaryMode::Allowlist, vec![], vec![]);
+        assert_eq!(codes(&h), ["D5", "D8"], "an empty allowlist admits none");
     }
 }

@@ -228,7 +228,7 @@ pub struct SweepReport {
 pub enum Reply {
     /// `created` tells 201 (a new payment) from 200 (a replay).
     Authorized {
-        payment: PaymentView,
+        payment: Box<PaymentView>,
         created: bool,
     },
     Confirmed {
@@ -240,7 +240,7 @@ pub enum Reply {
         payment_id: PaymentId,
         cycle_id: Text,
     },
-    Payment(PaymentView),
+    Payment(Box<PaymentView>),
     Payments(Vec<PaymentView>),
     Sweep(SweepReport),
     Error {

@@ -47,15 +47,29 @@ pub struct SimOutcome {
     pub purchases: u64,
 }
 
+/// How often (in events) a run reports its progress.
+const PROGRESS_EVERY: u64 = 1 << 16;
+
 /// Runs `scenario` to its end and returns the history.
 pub fn run(scenario: &Scenario, options: SimOptions) -> SimOutcome {
+    run_observed(scenario, options, &mut |_| {})
+}
+
+/// Like [`run`], calling `progress` with the virtual time now and then (for
+/// a progress bar: the run itself never looks at the wall clock).
+pub fn run_observed(scenario: &Scenario, options: SimOptions, progress: &mut dyn FnMut(Millis)) -> SimOutcome {
     let mut sim = Sim::new(scenario, options);
     sim.start();
     let end = scenario.horizon() + scenario.drain;
+    let mut handled = 0u64;
     while let Some((at, event)) = sim.agenda.pop_until(end) {
         debug_assert!(at >= sim.now, "time never goes back");
         sim.now = at;
         sim.handle(event);
+        handled += 1;
+        if handled.is_multiple_of(PROGRESS_EVERY) {
+            progress(sim.now);
+        }
     }
     sim.now = end;
     sim.audit();
@@ -191,7 +205,8 @@ struct Sim<'s> {
     store: MemoryStore,
     stacks: Vec<Rc<Stack>>,
     replicas: Vec<Replica>,
-    ops: Vec<Option<OpSlot>>,
+    /// Boxed so that parking and resuming an operation moves a pointer.
+    ops: Vec<Option<Box<OpSlot>>>,
     free_ops: Vec<u32>,
     op_serial: u64,
     requests: Vec<RequestSlot>,

@@ -101,7 +101,7 @@ impl Sim<'_> {
         self.record(Event::Received { request: request_id, replica, config });
         let (operation, effect) = stack.start(request, self.now, &mut self.ids);
         self.op_serial += 1;
-        let slot = OpSlot {
+        let slot = Box::new(OpSlot {
             operation,
             stack,
             replica,
@@ -111,7 +111,7 @@ impl Sim<'_> {
             serial: self.op_serial,
             step: 0,
             pending: None,
-        };
+        });
         let index = match self.free_ops.pop() {
             Some(index) => index,
             None => {
@@ -143,7 +143,7 @@ impl Sim<'_> {
     }
 
     /// Resolves effects until one has to wait for the network, or the reply.
-    fn drive(&mut self, index: u32, mut slot: OpSlot, mut effect: Effect) {
+    fn drive(&mut self, index: u32, mut slot: Box<OpSlot>, mut effect: Effect) {
         loop {
             slot.step += 1;
             match effect {
@@ -183,7 +183,7 @@ impl Sim<'_> {
     }
 
     /// Keeps the operation until its input arrives `delay` from now.
-    fn park(&mut self, index: u32, mut slot: OpSlot, input: Input, delay: u64) {
+    fn park(&mut self, index: u32, mut slot: Box<OpSlot>, input: Input, delay: u64) {
         slot.pending = Some(input);
         let serial = slot.serial;
         self.ops[index as usize] = Some(slot);

@@ -210,7 +210,7 @@ impl Stack {
         match (step, input) {
             (Step::Authorize(request), Input::Store(result)) => authorized(&request, result),
             (Step::Lookup, Input::Store(result)) => match result {
-                StoreResult::Done(payment) => Effect::Reply(Reply::Payment(payment.view())),
+                StoreResult::Done(payment) => Effect::Reply(Reply::Payment(Box::new(payment.view()))),
                 _ => Effect::Reply(Reply::error(ErrorCode::NotFound, "no such payment")),
             },
             (Step::Audit, Input::Store(StoreResult::Found(rows))) => {
@@ -580,14 +580,16 @@ fn validate_execute(request: &ExecuteRequest) -> Result<PaymentId, String> {
 
 fn authorized(request: &AuthorizeRequest, result: StoreResult) -> Effect {
     match result {
-        StoreResult::Done(payment) => Effect::Reply(Reply::Authorized { payment: payment.view(), created: true }),
+        StoreResult::Done(payment) => {
+            Effect::Reply(Reply::Authorized { payment: Box::new(payment.view()), created: true })
+        }
         StoreResult::Existing(payment) => {
             let same = payment.machine_id == request.machine_id
                 && payment.terminal_id == request.terminal_id
                 && payment.amount_cents == request.amount_cents
                 && Some(payment.condominio_id) == Uuid::try_parse(&request.condominio_id).ok();
             if same {
-                Effect::Reply(Reply::Authorized { payment: payment.view(), created: false })
+                Effect::Reply(Reply::Authorized { payment: Box::new(payment.view()), created: false })
             } else {
                 reply_error(ErrorCode::IdempotencyKeyConflict, "idempotency_key reused with a different request")
             }
@@ -710,5 +712,192 @@ fn still_open(input: &Input, payment: &PaymentRecord) -> bool {
         Input::Store(StoreResult::Conflict(row) | StoreResult::Done(row)) => !row.state.is_final(),
         Input::Store(StoreResult::Missing) => false,
         _ => !payment.state.is_final(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The core driven by hand: a real store, and scripted PSP and gateway
+    //! answers, so each rule of the contract is seen effect by effect.
+
+    use super::*;
+    use crate::contract::{CanaryMode, ChargeStatus, PaymentStatus};
+    use crate::stack::store::{MemoryStore, Store};
+
+    const CONDO: &str = "6f1c2a7e-0d4b-4c8e-9a51-3b2f7d9e8c01";
+
+    struct Counter(u128);
+
+    impl IdSource for Counter {
+        fn next_uuid(&mut self) -> Uuid {
+            self.0 += 1;
+            Uuid::from_u128(self.0)
+        }
+    }
+
+    /// Runs a request to its reply; `world` answers PSP and IoT calls.
+    fn drive(
+        stack: &Stack,
+        store: &mut MemoryStore,
+        ids: &mut Counter,
+        request: Request,
+        now: Millis,
+        world: &mut dyn FnMut(&Effect) -> Input,
+    ) -> (Reply, Vec<Effect>) {
+        let (mut operation, mut effect) = stack.start(request, now, ids);
+        let mut seen = Vec::new();
+        loop {
+            let input = match &effect {
+                Effect::Reply(reply) => return (reply.clone(), seen),
+                Effect::Store(op) => Input::Store(store.apply(op.clone(), now)),
+                other => world(other),
+            };
+            seen.push(effect);
+            effect = stack.resume(&mut operation, input, now, ids);
+        }
+    }
+
+    fn stack(bugs: &[StackBug]) -> Stack {
+        Stack::new(CanaryConfig::off(), StackSettings::default(), BugSet::new(bugs))
+    }
+
+    fn authorize(key: &str, amount_cents: i64) -> Request {
+        Request::Authorize(AuthorizeRequest {
+            condominio_id: CONDO.into(),
+            machine_id: "m-1".into(),
+            terminal_id: "pos-1".into(),
+            amount_cents,
+            idempotency_key: key.into(),
+        })
+    }
+
+    fn captured(payment_id: PaymentId) -> impl FnMut(&Effect) -> Input {
+        move |effect| match effect {
+            Effect::Psp(PspCall::GetCharge(provider_ref)) => Input::Psp(PspOutcome::Charge(Some(Charge {
+                provider_ref: provider_ref.clone(),
+                payment_id,
+                amount_cents: 1500,
+                status: ChargeStatus::Captured,
+            }))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn confirm(payment_id: PaymentId) -> Request {
+        Request::Confirm(ConfirmRequest {
+            payment_id: payment_id.to_string(),
+            provider_ref: "ch_1".into(),
+            idempotency_key: "k1".into(),
+        })
+    }
+
+    /// Authorizes and confirms one payment; returns its id and execute_key.
+    fn confirmed_payment(stack: &Stack, store: &mut MemoryStore, ids: &mut Counter) -> (PaymentId, Text) {
+        let (reply, _) = drive(stack, store, ids, authorize("k1", 1500), 0, &mut |e| panic!("{e:?}"));
+        let Reply::Authorized { payment, created: true } = reply else { panic!("{reply:?}") };
+        let (reply, _) = drive(stack, store, ids, confirm(payment.payment_id), 1, &mut captured(payment.payment_id));
+        let Reply::Confirmed { execute_key, .. } = reply else { panic!("{reply:?}") };
+        (payment.payment_id, execute_key)
+    }
+
+    #[test]
+    fn authorize_is_idempotent_and_gated() {
+        let (stack, mut store, mut ids) = (stack(&[]), MemoryStore::default(), Counter(0));
+        let mut no_world = |e: &Effect| panic!("{e:?}");
+        let (first, _) = drive(&stack, &mut store, &mut ids, authorize("k1", 1500), 0, &mut no_world);
+        let (again, _) = drive(&stack, &mut store, &mut ids, authorize("k1", 1500), 5, &mut no_world);
+        assert_eq!(first.http_status(), 201);
+        assert_eq!(again.http_status(), 200);
+        let (Reply::Authorized { payment: a, .. }, Reply::Authorized { payment: b, .. }) = (&first, &again) else {
+            panic!()
+        };
+        assert_eq!(a.payment_id, b.payment_id);
+        let (conflict, _) = drive(&stack, &mut store, &mut ids, authorize("k1", 999), 6, &mut no_world);
+        assert_eq!(conflict.error_code(), Some(ErrorCode::IdempotencyKeyConflict));
+        let (bad, _) = drive(&stack, &mut store, &mut ids, authorize("k2", 0), 7, &mut no_world);
+        assert_eq!(bad.error_code(), Some(ErrorCode::InvalidRequest));
+        let gated = Stack::new(
+            CanaryConfig::new(CanaryMode::Allowlist, vec![], vec![]),
+            StackSettings::default(),
+            BugSet::default(),
+        );
+        let (denied, _) = drive(&gated, &mut store, &mut ids, authorize("k3", 1500), 8, &mut no_world);
+        assert_eq!(denied.error_code(), Some(ErrorCode::CanaryNotAllowed));
+    }
+
+    #[test]
+    fn execute_key_is_minted_once_unless_the_bug_is_on() {
+        let (stack, mut store, mut ids) = (stack(&[]), MemoryStore::default(), Counter(0));
+        let (payment, key) = confirmed_payment(&stack, &mut store, &mut ids);
+        let (replay, effects) = drive(&stack, &mut store, &mut ids, confirm(payment), 2, &mut captured(payment));
+        assert!(matches!(replay, Reply::Confirmed { ref execute_key, .. } if *execute_key == key));
+        assert!(effects.iter().all(|e| !matches!(e, Effect::Psp(_))), "a replay needs no PSP call");
+        let buggy = stack_with(StackBug::NonidempotentConfirm);
+        let (reissued, _) = drive(&buggy, &mut store, &mut ids, confirm(payment), 3, &mut captured(payment));
+        assert!(matches!(reissued, Reply::Confirmed { ref execute_key, .. } if *execute_key != key));
+    }
+
+    fn stack_with(bug: StackBug) -> Stack {
+        stack(&[bug])
+    }
+
+    fn execute(payment: PaymentId, key: &Text) -> Request {
+        Request::ExecuteCycle(ExecuteRequest { payment_id: payment.to_string(), execute_key: key.clone() })
+    }
+
+    /// A gateway that times out on the first start and whose machine did start.
+    fn ambiguous_gateway(payment: PaymentId, key: Text) -> impl FnMut(&Effect) -> Input {
+        move |effect| match effect {
+            Effect::Iot(IotCall::StartCycle(_)) => Input::Iot(IotOutcome::GatewayTimeout),
+            Effect::Iot(IotCall::FindCycles { .. }) => Input::Iot(IotOutcome::Cycles(vec![CycleRecord {
+                cycle_id: "cy-1".into(),
+                execute_key: key.clone(),
+                payment_id: payment,
+                started_at: 2,
+            }])),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ambiguous_timeout_is_settled_by_asking_the_machine() {
+        let (stack, mut store, mut ids) = (stack(&[]), MemoryStore::default(), Counter(0));
+        let (payment, key) = confirmed_payment(&stack, &mut store, &mut ids);
+        let mut gateway = ambiguous_gateway(payment, key.clone());
+        let (reply, effects) = drive(&stack, &mut store, &mut ids, execute(payment, &key), 2, &mut gateway);
+        assert!(matches!(reply, Reply::Executed { ref cycle_id, .. } if &**cycle_id == "cy-1"), "{reply:?}");
+        let starts = effects.iter().filter(|e| matches!(e, Effect::Iot(IotCall::StartCycle(_)))).count();
+        assert_eq!(starts, 1, "no second command after a 504");
+        let buggy = stack_with(StackBug::ResendAfterTimeout);
+        let mut store = MemoryStore::default();
+        let (payment, key) = confirmed_payment(&buggy, &mut store, &mut ids);
+        let mut gateway = ambiguous_gateway(payment, key.clone());
+        let (_, effects) = drive(&buggy, &mut store, &mut ids, execute(payment, &key), 2, &mut gateway);
+        let starts = effects.iter().filter(|e| matches!(e, Effect::Iot(IotCall::StartCycle(_)))).count();
+        assert_eq!(starts, 2, "the bug resends without asking");
+    }
+
+    #[test]
+    fn the_sweep_asks_the_machine_before_it_refunds() {
+        let (stack, mut store, mut ids) = (stack(&[]), MemoryStore::default(), Counter(0));
+        let (payment, key) = confirmed_payment(&stack, &mut store, &mut ids);
+        // The command went out and the answer was lost: the stack does not know.
+        let mut lost = |effect: &Effect| match effect {
+            Effect::Iot(_) => Input::Iot(IotOutcome::NoAnswer),
+            other => panic!("unexpected {other:?}"),
+        };
+        let (reply, _) = drive(&stack, &mut store, &mut ids, execute(payment, &key), 2, &mut lost);
+        assert_eq!(reply.error_code(), Some(ErrorCode::IotFailed));
+        let after_ttl = StackSettings::default().cycle_ttl + 60_000;
+        let mut gateway = ambiguous_gateway(payment, key.clone());
+        let (report, effects) =
+            drive(&stack, &mut store, &mut ids, Request::CompensationSweep, after_ttl, &mut gateway);
+        assert!(matches!(report, Reply::Sweep(ref r) if r.compensated == 0), "{report:?}");
+        assert!(
+            effects.iter().all(|e| !matches!(e, Effect::Psp(PspCall::Refund { .. }))),
+            "no refund of a washed payment"
+        );
+        let view = store.apply(StoreOp::Get(payment), after_ttl);
+        assert!(matches!(view, StoreResult::Done(p) if p.status() == PaymentStatus::Executed));
     }
 }
