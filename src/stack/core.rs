@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use uuid::Uuid;
 
-use super::store::{PaymentRecord, PaymentState, StoreOp, StoreResult};
+use super::store::{NewPayment, PaymentRecord, PaymentState, StoreOp, StoreResult};
 use super::{BugSet, StackBug};
 use crate::contract::validate;
 use crate::contract::{
@@ -244,22 +244,15 @@ impl Stack {
         if !self.admits(condominio) {
             return Effect::Reply(Reply::error(ErrorCode::CanaryNotAllowed, "condominium not in the POS canary"));
         }
-        let record = PaymentRecord {
+        let new = NewPayment {
             id: ids.next_uuid(),
             condominio_id: condominio,
             machine_id: request.machine_id.clone(),
             terminal_id: request.terminal_id.clone(),
             amount_cents: request.amount_cents,
             idempotency_key: request.idempotency_key.clone(),
-            provider_ref: None,
-            execute_key: None,
-            cycle_id: None,
-            state: PaymentState::Authorized,
-            execute_attempts: 0,
-            lease_until: None,
-            created_at: now,
-            updated_at: now,
         };
+        let record = PaymentRecord::authorized(new, now);
         operation.step = Step::Authorize(request);
         Effect::Store(StoreOp::Insert(Box::new(record)))
     }

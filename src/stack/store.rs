@@ -63,7 +63,38 @@ pub struct PaymentRecord {
     pub updated_at: Millis,
 }
 
+/// What a new payment is made of (the authorize request, validated).
+#[derive(Clone, Debug)]
+pub struct NewPayment {
+    pub id: PaymentId,
+    pub condominio_id: CondominioId,
+    pub machine_id: Text,
+    pub terminal_id: Text,
+    pub amount_cents: i64,
+    pub idempotency_key: Text,
+}
+
 impl PaymentRecord {
+    /// A freshly authorized payment.
+    pub fn authorized(new: NewPayment, now: Millis) -> Self {
+        PaymentRecord {
+            id: new.id,
+            condominio_id: new.condominio_id,
+            machine_id: new.machine_id,
+            terminal_id: new.terminal_id,
+            amount_cents: new.amount_cents,
+            idempotency_key: new.idempotency_key,
+            provider_ref: None,
+            execute_key: None,
+            cycle_id: None,
+            state: PaymentState::Authorized,
+            execute_attempts: 0,
+            lease_until: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     pub fn status(&self) -> PaymentStatus {
         match self.state {
             PaymentState::Authorized => PaymentStatus::Authorized,
@@ -391,22 +422,15 @@ mod tests {
     use super::*;
 
     fn record(n: u128, key: &str) -> Box<PaymentRecord> {
-        Box::new(PaymentRecord {
+        let new = NewPayment {
             id: Uuid::from_u128(n),
             condominio_id: Uuid::from_u128(99),
             machine_id: "m1".into(),
             terminal_id: "t1".into(),
             amount_cents: 1500,
             idempotency_key: key.into(),
-            provider_ref: None,
-            execute_key: None,
-            cycle_id: None,
-            state: PaymentState::Authorized,
-            execute_attempts: 0,
-            lease_until: None,
-            created_at: 0,
-            updated_at: 0,
-        })
+        };
+        Box::new(PaymentRecord::authorized(new, 0))
     }
 
     fn confirm(id: u128, provider_ref: &str) -> StoreOp {
