@@ -14,8 +14,64 @@ use crate::faults::FaultKind;
 use crate::time::{self, Millis};
 use crate::world::PurchaseOutcome;
 
-/// Purchase number of requests that no terminal sent (the sweep's cron).
+/// Purchase number of requests that no terminal sent (the sweep's cron,
+/// posim's probes, the operator's calls).
 pub const NO_PURCHASE: u32 = u32::MAX;
+
+/// One deploy of the stack: the canary config it applies and its build.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeployInfo {
+    /// The phase name, or what the rollback was (`rollback: partial`).
+    pub label: String,
+    pub canary: CanaryConfig,
+    /// The plan phase in effect when it was deployed.
+    pub phase: u16,
+    /// Share of confirm and execute-cycle requests its build fails (0: a good build).
+    pub bad_build_error_rate: f64,
+}
+
+/// What a decision was, in the runbook's words (§5 "Decisão").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// The first deploy of the rollout (phase 1).
+    Start,
+    Advance,
+    Hold,
+    PartialRollback,
+    TotalCut,
+    Freeze,
+    /// An operator deploy outside the plan.
+    Deploy,
+    /// A deploy refused for a bad env: the previous config keeps serving.
+    Refused,
+    /// Incident A: executions reprocessed.
+    Reprocess,
+    /// Incident C: a suspected duplicate audited.
+    Audit,
+}
+
+impl DecisionKind {
+    pub fn is_rollback(self) -> bool {
+        matches!(self, DecisionKind::PartialRollback | DecisionKind::TotalCut | DecisionKind::Freeze)
+    }
+}
+
+/// One decision and its evidence, for the operation log (§5).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub at: Millis,
+    pub who: String,
+    pub kind: DecisionKind,
+    /// The deploy it applied, if any.
+    pub deploy: Option<u16>,
+    /// The deploy serving when it was taken (none before the first).
+    pub previous: Option<u16>,
+    /// The KPI window it judged: from here to `at`.
+    pub window_from: Millis,
+    /// Why, in a few lines (criteria, ids, audit results).
+    pub evidence: Vec<String>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,9 +85,14 @@ pub enum DownCause {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    PhaseStarted {
-        phase: u16,
-    },
+    /// A deploy was decided: a new KPI window opens.
+    DeployStarted { deploy: u16 },
+    /// A decision of the controller or the operator (see `History::decisions`).
+    Decided { decision: u16 },
+    /// posim asked `authorize` for a condominium to validate a rollback.
+    Probed { request: u32, condominium: u32 },
+    /// The audit of §4C by idempotency key: the payments the stack returned.
+    AuditedKey { idempotency_key: Text, payments: Vec<Uuid> },
     ReplicaUp {
         replica: u16,
         config: u16,
@@ -134,9 +195,10 @@ pub struct Record {
 #[derive(Clone, Debug, Default)]
 pub struct History {
     pub records: Vec<Record>,
-    /// Deploy configs by index (the phase that deployed them).
-    pub configs: Vec<CanaryConfig>,
-    pub phase_names: Vec<String>,
+    /// Every deploy, by index.
+    pub deploys: Vec<DeployInfo>,
+    /// Every decision, by index.
+    pub decisions: Vec<Decision>,
     pub condominiums: Vec<Uuid>,
     pub machine_ids: Vec<Text>,
 }
@@ -147,10 +209,38 @@ impl History {
         self.records.push(Record { at, event });
     }
 
-    /// xxh3-128 over every record, in order, as hex.
+    pub fn canary(&self, deploy: u16) -> &CanaryConfig {
+        &self.deploys[usize::from(deploy)].canary
+    }
+
+    /// Adds a deploy and opens its KPI window; returns its index.
+    pub fn add_deploy(&mut self, at: Millis, deploy: DeployInfo) -> u16 {
+        self.deploys.push(deploy);
+        let index = (self.deploys.len() - 1) as u16;
+        self.push(at, Event::DeployStarted { deploy: index });
+        index
+    }
+
+    /// Records a decision; returns its index.
+    pub fn add_decision(&mut self, decision: Decision) -> u16 {
+        let at = decision.at;
+        self.decisions.push(decision);
+        let index = (self.decisions.len() - 1) as u16;
+        self.push(at, Event::Decided { decision: index });
+        index
+    }
+
+    /// xxh3-128 over every record, deploy and decision, in order, as hex.
     pub fn trace_hash(&self) -> String {
         let mut hasher = TraceHasher(Xxh3::new());
         self.records.hash(&mut hasher);
+        for deploy in &self.deploys {
+            (&deploy.label, &deploy.canary, deploy.phase, deploy.bad_build_error_rate.to_bits()).hash(&mut hasher);
+        }
+        for decision in &self.decisions {
+            (decision.at, &decision.who, decision.kind, decision.deploy, decision.window_from, &decision.evidence)
+                .hash(&mut hasher);
+        }
         format!("{:032x}", hasher.0.digest128())
     }
 
@@ -176,7 +266,7 @@ impl History {
                 self.condominiums[*condominium as usize], self.machine_ids[*machine as usize]
             ),
             Event::Received { request, replica, config } => {
-                let config = self.configs.get(*config as usize).map_or("?".to_string(), CanaryConfig::summary);
+                let config = self.deploys.get(*config as usize).map_or("?".to_string(), |d| d.canary.summary());
                 format!("request {request} reaches replica {replica} (canary {config})")
             }
             Event::CycleStarted { machine, payment, execute_key, cycle } => format!(

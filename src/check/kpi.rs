@@ -128,7 +128,7 @@ impl Window {
 /// Is what a terminal heard a failure of that step? A timeout, a 5xx, or a
 /// refusal the flow should never meet; a declined card (402) and the gate's
 /// answer to authorize are business outcomes, not failures.
-fn is_failure(endpoint: Endpoint, status: Option<u16>, error: Option<ErrorCode>) -> bool {
+pub fn is_failure(endpoint: Endpoint, status: Option<u16>, error: Option<ErrorCode>) -> bool {
     match (status, error) {
         (None, _) => true,
         (_, Some(ErrorCode::PaymentNotCaptured)) => false,
@@ -190,15 +190,15 @@ fn phase_windows(history: &History, end: Millis) -> Vec<Window> {
         .records
         .iter()
         .filter_map(|record| match record.event {
-            Event::PhaseStarted { phase } => Some((phase, record.at)),
+            Event::DeployStarted { deploy } => Some((deploy, record.at)),
             _ => None,
         })
         .collect();
     let mut windows: Vec<Window> = Vec::new();
-    for (position, &(phase, from)) in starts.iter().enumerate() {
+    for (position, &(deploy, from)) in starts.iter().enumerate() {
         let until = starts.get(position + 1).map_or(end, |next| next.1);
-        let name = history.phase_names[usize::from(phase)].clone();
-        windows.push(Window::new(name, from, until, history.configs[usize::from(phase)].clone()));
+        let info = &history.deploys[usize::from(deploy)];
+        windows.push(Window::new(info.label.clone(), from, until, info.canary.clone()));
     }
     windows
 }

@@ -211,7 +211,7 @@ fn gate_breaches(history: &History, facts: &Facts, out: &mut Vec<Violation>) {
             continue;
         };
         let condominium_id = history.condominiums[condominium as usize];
-        if !history.configs[usize::from(config)].admits(condominium_id) {
+        if !history.canary(config).admits(condominium_id) {
             let summary =
                 format!("authorize for condominium {condominium_id} succeeded on a replica whose canary denies it");
             out.push(violation("D5", "gate breach", summary, None, Some(*purchase), vec![*sent, received, index]));
@@ -284,8 +284,12 @@ mod tests {
 
     fn history(events: Vec<(Millis, Event)>) -> History {
         let mut history = History {
-            configs: vec![CanaryConfig::off()],
-            phase_names: vec!["100%".into()],
+            deploys: vec![crate::history::DeployInfo {
+                label: "100%".into(),
+                canary: CanaryConfig::off(),
+                phase: 0,
+                bad_build_error_rate: 0.0,
+            }],
             condominiums: vec![Uuid::from_u128(77)],
             machine_ids: vec!["m-0".into()],
             ..History::default()
@@ -386,7 +390,7 @@ mod tests {
             (6, Event::Answered { request: 1, status: 403, error: Some(ErrorCode::CanaryNotAllowed) }),
         ]);
         assert_eq!(codes(&h), ["D8"], "an open gate admits; a 403 on confirm strands");
-        h.configs[0] = CanaryConfig::new(crate::contract::CanaryMode::Allowlist, vec![], vec![]);
+        h.deploys[0].canary = CanaryConfig::new(crate::contract::CanaryMode::Allowlist, vec![], vec![]);
         assert_eq!(codes(&h), ["D5", "D8"], "an empty allowlist admits none");
     }
 }

@@ -4,10 +4,13 @@
 //!
 //! `replicas` is the stack's side (deploys, crashes, effects against the
 //! store, the PSP and the machines); `terminals` is the customers' side
-//! (arrivals, requests, retries, the sweep's cron and the final audit).
+//! (arrivals, requests, retries, the sweep's cron and the final audit);
+//! `runbook` carries out the controller's commands (rollouts, probes,
+//! audits, reprocessing) and the operator's script.
 
 mod queue;
 mod replicas;
+mod runbook;
 mod terminals;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -16,9 +19,11 @@ use std::rc::Rc;
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-use crate::contract::{Endpoint, Reply, Request, Text};
+use crate::contract::{CanaryConfig, Endpoint, Reply, Request, Text};
 use crate::faults::FaultPlan;
 use crate::history::{Event, History};
+use crate::rollout::controller::Controller;
+use crate::seed::KeyedRoll;
 use crate::scenario::Scenario;
 use crate::seed;
 use crate::stack::core::IdSource;
@@ -84,7 +89,14 @@ pub fn run_observed(scenario: &Scenario, options: SimOptions, progress: &mut dyn
 
 #[derive(Debug)]
 enum SimEvent {
-    PhaseStart(u16),
+    /// The controller judges the window (every analysis interval).
+    Analysis,
+    /// A step of the operator's script.
+    Operator { step: u16 },
+    /// A probe of a condominium the latest rollback denies.
+    Probe { condominium: u32, deploy: u16, attempt: u16 },
+    /// The operator retries a reprocess.
+    OperatorRetry { task: u32 },
     DeployStep {
         config: u16,
         replica: u16,
@@ -145,11 +157,21 @@ struct RequestSlot {
     reply: Option<Box<Reply>>,
 }
 
-/// Who started an operation.
+/// Who started an operation (each carries its request id).
 #[derive(Clone, Copy, Debug)]
 enum Origin {
     Terminal(u32),
     Cron(u32),
+    Probe(u32),
+    Operator(u32),
+}
+
+impl Origin {
+    fn request(self) -> u32 {
+        match self {
+            Origin::Terminal(id) | Origin::Cron(id) | Origin::Probe(id) | Origin::Operator(id) => id,
+        }
+    }
 }
 
 /// An operation in progress on a replica.
@@ -218,7 +240,12 @@ struct Sim<'s> {
     psp: PspLedger,
     machines: Vec<MachineState>,
     history: History,
-    phase: u16,
+    controller: Controller,
+    /// The deploy the controller decided last (older rollouts stop).
+    latest_deploy: u16,
+    bad_build: KeyedRoll,
+    probes: HashMap<u32, (u32, u16, u16)>,
+    operator_tasks: Vec<runbook::OperatorTask>,
     horizon: Millis,
     lb_cursor: usize,
     stack_requests: u64,
@@ -227,20 +254,14 @@ struct Sim<'s> {
 impl<'s> Sim<'s> {
     fn new(scenario: &'s Scenario, options: SimOptions) -> Self {
         let fleet = &scenario.fleet;
-        let stacks: Vec<Rc<Stack>> = scenario
-            .phases
-            .iter()
-            .map(|phase| Rc::new(Stack::new(phase.canary.clone(), scenario.stack.settings, options.bugs)))
-            .collect();
+        let nothing = Rc::new(Stack::new(CanaryConfig::off(), scenario.stack.settings, options.bugs));
         let replicas = (0..scenario.stack.replicas)
-            .map(|_| Replica { stack: stacks[0].clone(), config: 0, serving: false, incarnation: 0 })
+            .map(|_| Replica { stack: Rc::clone(&nothing), config: 0, serving: false, incarnation: 0 })
             .collect();
         let history = History {
-            records: Vec::new(),
-            configs: scenario.phases.iter().map(|phase| phase.canary.clone()).collect(),
-            phase_names: scenario.phases.iter().map(|phase| phase.name.clone()).collect(),
             condominiums: fleet.condominiums.iter().map(|c| c.id).collect(),
             machine_ids: fleet.machines.iter().map(|m| m.id.clone()).collect(),
+            ..History::default()
         };
         let machines =
             fleet.machines.iter().enumerate().map(|(i, m)| MachineState::new(i as u32, m.firmware)).collect();
@@ -254,7 +275,7 @@ impl<'s> Sim<'s> {
             traffic_rng: seed::stream(options.seed, "traffic"),
             ids: SeededIds(seed::stream(options.seed, "stack-ids")),
             store: MemoryStore::default(),
-            stacks,
+            stacks: Vec::new(),
             replicas,
             ops: Vec::new(),
             free_ops: Vec::new(),
@@ -267,7 +288,11 @@ impl<'s> Sim<'s> {
             psp: PspLedger::default(),
             machines,
             history,
-            phase: 0,
+            controller: Controller::new(scenario),
+            latest_deploy: 0,
+            bad_build: KeyedRoll::new(options.seed, "bad-build"),
+            probes: HashMap::default(),
+            operator_tasks: Vec::new(),
             horizon: scenario.horizon(),
             lb_cursor: 0,
             stack_requests: 0,
@@ -275,9 +300,11 @@ impl<'s> Sim<'s> {
     }
 
     fn start(&mut self) {
-        let (starts, _) = crate::rollout::phase_starts(&self.scenario.phases);
-        for (index, at) in starts.into_iter().enumerate() {
-            self.agenda.schedule(at, SimEvent::PhaseStart(index as u16));
+        let commands = self.controller.start(0, &mut self.history);
+        self.carry_out(commands);
+        self.agenda.schedule(self.scenario.criteria.analysis_interval, SimEvent::Analysis);
+        for (index, step) in self.scenario.operator.iter().enumerate() {
+            self.agenda.schedule(step.at, SimEvent::Operator { step: index as u16 });
         }
         for condominium in 0..self.scenario.fleet.condominiums.len() as u32 {
             self.schedule_arrival(condominium);
@@ -287,7 +314,10 @@ impl<'s> Sim<'s> {
 
     fn handle(&mut self, event: SimEvent) {
         match event {
-            SimEvent::PhaseStart(phase) => self.phase_start(phase),
+            SimEvent::Analysis => self.analysis(),
+            SimEvent::Operator { step } => self.operator_step(step),
+            SimEvent::Probe { condominium, deploy, attempt } => self.probe(condominium, deploy, attempt),
+            SimEvent::OperatorRetry { task } => self.operator_retry(task),
             SimEvent::DeployStep { config, replica } => self.deploy_step(config, replica),
             SimEvent::ReplicaRestarted { config, replica } => self.replica_restarted(config, replica),
             SimEvent::ReplicaRecovered { replica, incarnation } => self.replica_recovered(replica, incarnation),

@@ -9,29 +9,32 @@ use super::{InFlightCommand, OpSlot, Origin, Sim, SimEvent};
 use crate::contract::{Reply, Request, StartCycleCommand};
 use crate::faults::{Boundary, Crossing, FaultKind};
 use crate::history::{DownCause, Event};
-use crate::stack::StackBug;
+use crate::stack::{Stack, StackBug};
 use crate::stack::core::{Effect, Input, IotCall, IotOutcome, PspCall, PspOutcome};
 use crate::stack::store::Store as _;
 use crate::world::machines::CommandAnswer;
 use crate::world::psp::RefundOutcome;
 
 impl Sim<'_> {
-    pub(super) fn phase_start(&mut self, phase: u16) {
-        self.phase = phase;
-        self.record(Event::PhaseStarted { phase });
-        if phase == 0 {
-            // The first deploy brings every replica up with phase 1's config.
+    /// Rolls a decided deploy out: all at once at the start, then replica by replica.
+    pub(super) fn roll_out(&mut self, deploy: u16) {
+        let info = &self.history.deploys[usize::from(deploy)];
+        let stack = Stack::new(info.canary.clone(), self.scenario.stack.settings, self.bugs);
+        assert_eq!(usize::from(deploy), self.stacks.len(), "deploys are rolled out in order");
+        self.stacks.push(Rc::new(stack));
+        self.latest_deploy = deploy;
+        if deploy == 0 {
             for replica in 0..self.replicas.len() as u16 {
                 self.bring_up(replica, 0);
             }
         } else {
-            self.agenda.schedule(self.now, SimEvent::DeployStep { config: phase, replica: 0 });
+            self.agenda.schedule(self.now, SimEvent::DeployStep { config: deploy, replica: 0 });
         }
     }
 
     /// Rolling deploy: one replica at a time leaves the balancer and restarts.
     pub(super) fn deploy_step(&mut self, config: u16, replica: u16) {
-        if config != self.phase || usize::from(replica) >= self.replicas.len() {
+        if config != self.latest_deploy || usize::from(replica) >= self.replicas.len() {
             return; // finished, or overtaken by a newer deploy
         }
         self.replicas[usize::from(replica)].serving = false;
@@ -89,9 +92,7 @@ impl Sim<'_> {
     /// A request reaches the balancer: start it on a replica, or answer 503.
     pub(super) fn start_operation(&mut self, request: Request, origin: Origin, condominium: Option<u32>) {
         self.stack_requests += 1;
-        let request_id = match origin {
-            Origin::Terminal(id) | Origin::Cron(id) => id,
-        };
+        let request_id = origin.request();
         let Some(replica) = self.pick_replica() else {
             let reply = Reply::error(crate::contract::ErrorCode::Unavailable, "no replica is serving");
             return self.answer(origin, reply);
@@ -99,8 +100,12 @@ impl Sim<'_> {
         let stack = Rc::clone(&self.replicas[usize::from(replica)].stack);
         let config = self.replicas[usize::from(replica)].config;
         self.record(Event::Received { request: request_id, replica, config });
-        let (operation, effect) = stack.start(request, self.now, &mut self.ids);
         self.op_serial += 1;
+        if self.bad_build_fails(replica, &request) {
+            let reply = Reply::error(crate::contract::ErrorCode::Unavailable, "the build failed this request");
+            return self.answer(origin, reply);
+        }
+        let (operation, effect) = stack.start(request, self.now, &mut self.ids);
         let slot = Box::new(OpSlot {
             operation,
             stack,
@@ -139,7 +144,16 @@ impl Sim<'_> {
     }
 
     fn crossing(&self, slot: &OpSlot) -> Crossing {
-        Crossing { now: self.now, phase: self.phase, condominium: slot.condominium, endpoint: None }
+        Crossing { now: self.now, phase: self.controller.phase(), condominium: slot.condominium, endpoint: None }
+    }
+
+    /// A bad build fails its share of confirm and execute-cycle requests
+    /// before they reach the domain logic.
+    fn bad_build_fails(&self, replica: u16, request: &Request) -> bool {
+        let deploy = self.replicas[usize::from(replica)].config;
+        let rate = self.history.deploys[usize::from(deploy)].bad_build_error_rate;
+        let exposed = matches!(request, Request::Confirm(_) | Request::ExecuteCycle(_));
+        exposed && rate > 0.0 && self.bad_build.unit([self.op_serial, u64::from(deploy), 0]) < rate
     }
 
     /// Resolves effects until one has to wait for the network, or the reply.

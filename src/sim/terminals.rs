@@ -70,7 +70,7 @@ impl Sim<'_> {
 
     fn terminal_crossing(&self, purchase: u32, endpoint: Endpoint) -> Crossing {
         let condominium = Some(self.purchases[purchase as usize].condominium);
-        Crossing { now: self.now, phase: self.phase, condominium, endpoint: Some(endpoint) }
+        Crossing { now: self.now, phase: self.controller.phase(), condominium, endpoint: Some(endpoint) }
     }
 
     /// Sends the purchase's current request, rolling the terminal → stack faults.
@@ -99,7 +99,7 @@ impl Sim<'_> {
         }
     }
 
-    fn new_request(
+    pub(super) fn new_request(
         &mut self,
         purchase: u32,
         endpoint: Endpoint,
@@ -133,15 +133,20 @@ impl Sim<'_> {
 
     /// The stack's answer leaves: to the terminal (unless lost) or to the cron.
     pub(super) fn answer(&mut self, origin: Origin, reply: Reply) {
-        let (Origin::Terminal(request) | Origin::Cron(request)) = origin;
+        let request = origin.request();
         let (status, error) = (reply.http_status(), reply.error_code());
         self.record(Event::Answered { request, status, error });
-        if let Origin::Cron(_) = origin {
-            if let Reply::Sweep(report) = reply {
-                let (expired, compensated, backlog) = (report.expired, report.compensated, report.backlog);
-                self.record(Event::Swept { expired, compensated, backlog });
+        match origin {
+            Origin::Terminal(_) => {}
+            Origin::Cron(_) => {
+                if let Reply::Sweep(report) = reply {
+                    let (expired, compensated, backlog) = (report.expired, report.compensated, report.backlog);
+                    self.record(Event::Swept { expired, compensated, backlog });
+                }
+                return;
             }
-            return;
+            Origin::Probe(_) => return self.probe_answered(request, &reply),
+            Origin::Operator(_) => return self.operator_answered(request, reply),
         }
         let slot = &self.requests[request as usize];
         let (purchase, endpoint, attempt, twin) = (slot.purchase, slot.endpoint, slot.attempt, slot.twin);
@@ -295,7 +300,7 @@ impl Sim<'_> {
     }
 
     /// Runs a read-only request against the store, without network or faults.
-    fn read_direct(&mut self, stack: &Stack, request: Request) -> Reply {
+    pub(super) fn read_direct(&mut self, stack: &Stack, request: Request) -> Reply {
         let (mut operation, mut effect) = stack.start(request, self.now, &mut self.ids);
         loop {
             match effect {

@@ -1,6 +1,11 @@
-//! The runbook's rollout as data: phases, each with the canary config it
-//! deploys and how long it holds. A phase names its condominiums by fraction
-//! (lowest risk first, as "1 condomínio de baixo risco") or by UUID.
+//! The runbook's rollout: phases as data (each with the canary config it
+//! deploys and how long it holds; condominiums named by fraction, lowest risk
+//! first as "1 condomínio de baixo risco", or by UUID), the [`watch`] that
+//! reads KPIs off the history as it grows, and the [`controller`] that
+//! decides — advance, hold, roll back, freeze — and logs why.
+
+pub mod controller;
+pub mod watch;
 
 use uuid::Uuid;
 
@@ -26,8 +31,13 @@ pub struct Phase {
     pub name: String,
     pub mode: CanaryMode,
     pub selection: Selection,
-    /// How long the phase is held and watched.
+    /// How long the phase is held and watched ("monitorar por 30–60 min")...
     pub hold: Millis,
+    /// ...and how long it may be held while the criteria are inconclusive.
+    pub hold_max: Millis,
+    /// The phase's build fails this share of confirm and execute-cycle
+    /// requests (a bad deploy, incident B); a rollback restores the last good build.
+    pub bad_build_error_rate: f64,
     /// The config the phase deploys, resolved against the fleet.
     pub canary: CanaryConfig,
 }

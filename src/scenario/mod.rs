@@ -16,6 +16,11 @@ use crate::faults::{FaultKind, FaultSpec};
 use crate::rollout::{self, Phase, Selection};
 use crate::time::{self, Millis};
 use crate::world::Fleet;
+
+mod runbook;
+
+pub use runbook::{ControllerMode, Criteria, OperatorAction, OperatorStep, RollbackTargets};
+use runbook::{RawController, RawCriteria, RawOperatorStep, RawTargets};
 use crate::world::fleet::{FixtureCondominium, FleetShape};
 
 /// A validated scenario.
@@ -34,6 +39,10 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     pub faults: Vec<FaultSpec>,
     pub criteria: Criteria,
+    pub controller: ControllerMode,
+    pub rollback_targets: RollbackTargets,
+    /// The game-day operator's script, in time order.
+    pub operator: Vec<OperatorStep>,
     /// After the last phase: no new purchases, sweeps go on, then the audit.
     pub drain: Millis,
 }
@@ -71,15 +80,6 @@ pub struct Latency {
     pub stack_psp: (Millis, Millis),
     pub stack_iot: (Millis, Millis),
     pub card: (Millis, Millis),
-}
-
-/// The runbook's advance criteria as numbers (per phase window).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Criteria {
-    pub confirm_failure_rate_max: f64,
-    pub execute_failure_rate_max: f64,
-    /// Below this many attempts a rate is not judged (inconclusive).
-    pub min_samples: u64,
 }
 
 /// A refused scenario: where, and what was expected.
@@ -125,6 +125,12 @@ struct RawScenario {
     faults: Vec<RawFault>,
     #[serde(default)]
     criteria: RawCriteria,
+    #[serde(default)]
+    controller: RawController,
+    #[serde(default)]
+    rollback_targets: RawTargets,
+    #[serde(default)]
+    operator: Vec<RawOperatorStep>,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +244,8 @@ struct RawPhase {
     allowlist: Option<Vec<Spanned<String>>>,
     blocklist: Option<Vec<Spanned<String>>>,
     hold: Spanned<String>,
+    hold_max: Option<Spanned<String>>,
+    bad_build_error_rate: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -256,43 +264,25 @@ struct RawFault {
     duration: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawCriteria {
-    confirm_failure_rate_max: Spanned<f64>,
-    execute_failure_rate_max: Spanned<f64>,
-    min_samples: u64,
-}
-
-impl Default for RawCriteria {
-    fn default() -> Self {
-        RawCriteria {
-            confirm_failure_rate_max: Spanned::new(0..0, 0.05),
-            execute_failure_rate_max: Spanned::new(0..0, 0.05),
-            min_samples: 30,
-        }
-    }
-}
-
 // ---- Reading and validating ----
 
 /// Turns byte spans into `file:line:column` errors.
-struct Source<'a> {
+pub(super) struct Source<'a> {
     file: String,
     text: &'a str,
 }
 
 impl Source<'_> {
-    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
         let at = (span != (0..0)).then(|| line_column(self.text, span.start));
         ScenarioError { file: self.file.clone(), at, message: message.into() }
     }
 
-    fn duration(&self, value: &Spanned<String>) -> Result<Millis, ScenarioError> {
+    pub(super) fn duration(&self, value: &Spanned<String>) -> Result<Millis, ScenarioError> {
         time::parse_duration(value.get_ref()).map_err(|message| self.error(value.span(), message))
     }
 
-    fn share(&self, value: &Spanned<f64>, what: &str) -> Result<f64, ScenarioError> {
+    pub(super) fn share(&self, value: &Spanned<f64>, what: &str) -> Result<f64, ScenarioError> {
         let share = *value.get_ref();
         if (0.0..=1.0).contains(&share) {
             Ok(share)
@@ -349,7 +339,7 @@ impl Scenario {
         })?;
         let drain = match &raw.drain {
             Some(drain) => source.duration(drain)?,
-            None => stack.settings.cycle_ttl + 3 * stack.sweep_interval,
+            None => runbook::default_drain(stack.settings.cycle_ttl, stack.sweep_interval),
         };
         Ok(Scenario {
             name: raw.name,
@@ -360,7 +350,10 @@ impl Scenario {
             traffic: traffic(&source, &raw.traffic)?,
             terminals: terminals(&source, &raw.terminals)?,
             latency: latency(&source, &raw.latency)?,
-            criteria: criteria(&source, &raw.criteria)?,
+            criteria: runbook::criteria(&source, &raw.criteria)?,
+            controller: runbook::controller(&raw.controller),
+            rollback_targets: runbook::targets(&source, &raw.rollback_targets)?,
+            operator: runbook::operator_steps(&source, &raw.operator)?,
             fleet,
             stack,
             phases,
@@ -487,14 +480,6 @@ fn latency(source: &Source, raw: &RawLatency) -> Result<Latency, ScenarioError> 
     })
 }
 
-fn criteria(source: &Source, raw: &RawCriteria) -> Result<Criteria, ScenarioError> {
-    Ok(Criteria {
-        confirm_failure_rate_max: source.share(&raw.confirm_failure_rate_max, "confirm_failure_rate_max")?,
-        execute_failure_rate_max: source.share(&raw.execute_failure_rate_max, "execute_failure_rate_max")?,
-        min_samples: raw.min_samples,
-    })
-}
-
 fn phases(source: &Source, raw: Spanned<Vec<RawPhase>>, fleet: &Fleet) -> Result<Vec<Phase>, ScenarioError> {
     let span = raw.span();
     let raw = raw.into_inner();
@@ -546,7 +531,16 @@ fn one_phase(source: &Source, raw: RawPhase, fleet: &Fleet) -> Result<Phase, Sce
         }
     };
     let canary = rollout::canary_for(fleet, raw.mode, &selection);
-    Ok(Phase { name: raw.name.into_inner(), mode: raw.mode, selection, hold, canary })
+    let hold_max = match &raw.hold_max {
+        Some(value) if source.duration(value)? < hold => {
+            return Err(source.error(value.span(), "hold_max must be at least hold"));
+        }
+        Some(value) => source.duration(value)?,
+        None => hold,
+    };
+    let bad_build_error_rate =
+        raw.bad_build_error_rate.as_ref().map_or(Ok(0.0), |rate| source.share(rate, "bad_build_error_rate"))?;
+    Ok(Phase { name: raw.name.into_inner(), mode: raw.mode, selection, hold, hold_max, canary, bad_build_error_rate })
 }
 
 fn known_condominiums(source: &Source, ids: &[Spanned<String>], fleet: &Fleet) -> Result<Vec<Uuid>, ScenarioError> {
