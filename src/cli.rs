@@ -2,15 +2,17 @@
 //! subcommand, stable exit codes (0 pass, 1 a criterion or invariant failed,
 //! 2 bad usage or scenario, 3 the harness could not run).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::check::{self, kpi};
+use crate::check::{self, kpi, rollback};
 use crate::history::History;
 use crate::report::{self, RunFacts, RunReport};
+use crate::rollout::precheck;
 use crate::scenario::Scenario;
 use crate::sim::{self, SimOptions, SimOutcome};
 use crate::stack::{BugSet, StackBug};
@@ -33,6 +35,22 @@ enum Command {
     Run(RunArgs),
     /// Run a scenario over many seeds; report every seed that fails.
     Swarm(SwarmArgs),
+    /// Pre-check (§1): validate a proposed canary env and run a smoke scenario on it.
+    Precheck(PrecheckArgs),
+}
+
+#[derive(Args)]
+struct PrecheckArgs {
+    /// The scenario whose fleet and traffic the smoke run uses.
+    scenario: PathBuf,
+    /// A file of NAME=VALUE lines (the env to deploy).
+    #[arg(long)]
+    env: Option<PathBuf>,
+    /// One NAME=VALUE (repeatable; overrides --env).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    sets: Vec<String>,
+    #[command(flatten)]
+    stack: StackArgs,
 }
 
 #[derive(Args)]
@@ -90,6 +108,7 @@ pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], outcome: SimOutc
     let SimOutcome { history, stack_requests, simulated, purchases, .. } = outcome;
     let violations = check::check(&history);
     let windows = kpi::windows(&history, &violations, simulated, &scenario.criteria);
+    let rollbacks = rollback::rollback_timings(&history, &scenario.criteria, &scenario.rollback_targets, simulated);
     let report = report::build(RunFacts {
         scenario,
         seed,
@@ -97,6 +116,7 @@ pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], outcome: SimOutc
         history: &history,
         violations: &violations,
         windows,
+        rollbacks,
         simulated,
         stack_requests,
         purchases,
@@ -109,6 +129,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run(args),
         Command::Swarm(args) => swarm(args),
+        Command::Precheck(args) => precheck(args),
     };
     ExitCode::from(code)
 }
@@ -218,4 +239,64 @@ fn swarm(args: SwarmArgs) -> u8 {
         }
     );
     if failed.is_empty() { EXIT_PASS } else { EXIT_FAIL }
+}
+
+/// The env to pre-check: the file, then the `--set`s; without either, phase 1's.
+fn proposed_env(args: &PrecheckArgs, scenario: &Scenario) -> Result<BTreeMap<String, String>, String> {
+    let mut env = match &args.env {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
+            precheck::parse_env_file(&text).map_err(|error| format!("{}: {error}", path.display()))?
+        }
+        None if args.sets.is_empty() => {
+            scenario.phases[0].canary.env().into_iter().map(|(name, value)| (name.to_string(), value)).collect()
+        }
+        None => BTreeMap::new(),
+    };
+    for set in &args.sets {
+        let (name, value) = set.split_once('=').ok_or_else(|| format!("--set {set}: expected NAME=VALUE"))?;
+        env.insert(name.to_string(), value.to_string());
+    }
+    Ok(env)
+}
+
+fn precheck(args: PrecheckArgs) -> u8 {
+    let scenario = match load(&args.scenario) {
+        Ok(scenario) => scenario,
+        Err(code) => return code,
+    };
+    let checked = proposed_env(&args, &scenario).and_then(|env| precheck::proposed_config(&env, &scenario.fleet));
+    let (canary, warnings) = match checked {
+        Ok(checked) => checked,
+        Err(error) => {
+            eprintln!("error: pre-check refused the env: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    println!("env: OK — {}", canary.summary());
+    for line in canary.env() {
+        println!("  {}={}", line.0, line.1);
+    }
+    for warning in &warnings {
+        println!("warning: {warning}");
+    }
+    let smoke = precheck::smoke_scenario(&scenario, canary);
+    let judged = simulate(&smoke, scenario.seed, &args.stack.stack_bugs);
+    let report = &judged.report;
+    let washed: u64 = report.phases.iter().map(|phase| phase.washed).sum();
+    let passed = report.passed() && (washed > 0 || warnings.iter().any(|w| w.contains("admits no")));
+    println!(
+        "smoke: {} — {} of {} purchases washed over {}; invariants {}",
+        if passed { "OK" } else { "FAILED" },
+        washed,
+        report.purchases,
+        crate::time::human(precheck::SMOKE_HOLD),
+        if report.violation_counts.is_empty() {
+            "hold".to_string()
+        } else {
+            format!("broken: {:?}", report.violation_counts)
+        }
+    );
+    if passed { EXIT_PASS } else { EXIT_FAIL }
 }

@@ -52,6 +52,21 @@ pub enum DecisionKind {
 }
 
 impl DecisionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DecisionKind::Start => "start",
+            DecisionKind::Advance => "advance",
+            DecisionKind::Hold => "hold",
+            DecisionKind::PartialRollback => "partial rollback",
+            DecisionKind::TotalCut => "total cut",
+            DecisionKind::Freeze => "freeze",
+            DecisionKind::Deploy => "deploy",
+            DecisionKind::Refused => "refused",
+            DecisionKind::Reprocess => "reprocess",
+            DecisionKind::Audit => "audit",
+        }
+    }
+
     pub fn is_rollback(self) -> bool {
         matches!(self, DecisionKind::PartialRollback | DecisionKind::TotalCut | DecisionKind::Freeze)
     }
@@ -86,13 +101,23 @@ pub enum DownCause {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A deploy was decided: a new KPI window opens.
-    DeployStarted { deploy: u16 },
+    DeployStarted {
+        deploy: u16,
+    },
     /// A decision of the controller or the operator (see `History::decisions`).
-    Decided { decision: u16 },
+    Decided {
+        decision: u16,
+    },
     /// posim asked `authorize` for a condominium to validate a rollback.
-    Probed { request: u32, condominium: u32 },
+    Probed {
+        request: u32,
+        condominium: u32,
+    },
     /// The audit of §4C by idempotency key: the payments the stack returned.
-    AuditedKey { idempotency_key: Text, payments: Vec<Uuid> },
+    AuditedKey {
+        idempotency_key: Text,
+        payments: Vec<Uuid>,
+    },
     ReplicaUp {
         replica: u16,
         config: u16,

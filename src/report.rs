@@ -11,9 +11,14 @@ use serde::Serialize;
 
 use crate::check::Violation;
 use crate::check::kpi::{Judgement, Window};
+use crate::check::rollback::RollbackTiming;
 use crate::history::History;
 use crate::scenario::Scenario;
 use crate::time::{self, Millis};
+
+pub mod oplog;
+
+pub use oplog::OplogEntry;
 
 pub const SCHEMA_VERSION: u32 = 1;
 /// Violations listed per code (all are counted).
@@ -49,6 +54,9 @@ pub struct RunReport {
     pub stack_requests: u64,
     pub purchases: u64,
     pub phases: Vec<Window>,
+    /// The operation log (§5): one entry per decision.
+    pub decisions: Vec<OplogEntry>,
+    pub rollbacks: Vec<RollbackTiming>,
     pub violation_counts: BTreeMap<&'static str, usize>,
     pub violations: Vec<ViolationReport>,
     pub failed_criteria: Vec<String>,
@@ -68,6 +76,7 @@ pub struct RunFacts<'a> {
     pub history: &'a History,
     pub violations: &'a [Violation],
     pub windows: Vec<Window>,
+    pub rollbacks: Vec<RollbackTiming>,
     pub simulated: Millis,
     pub stack_requests: u64,
     pub purchases: u64,
@@ -83,9 +92,10 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
             listed.push(witnessed(facts.history, violation));
         }
     }
-    let failed_criteria: Vec<String> = facts
+    let mut failed_criteria: Vec<String> = facts
         .windows
         .iter()
+        .filter(|window| window.unanswered_breach())
         .flat_map(|window| {
             window
                 .criteria
@@ -94,6 +104,8 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
                 .map(move |c| format!("{}: {} ({})", window.name, c.name, c.detail))
         })
         .collect();
+    failed_criteria.extend(facts.rollbacks.iter().flat_map(|r| r.breaches.iter().map(|b| format!("{}: {b}", r.label))));
+    let decisions = oplog::entries(facts.history, facts.violations, facts.scenario.start_unix_seconds, facts.simulated);
     let passed = facts.violations.is_empty() && failed_criteria.is_empty();
     RunReport {
         schema_version: SCHEMA_VERSION,
@@ -107,6 +119,8 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         stack_requests: facts.stack_requests,
         purchases: facts.purchases,
         phases: facts.windows,
+        decisions,
+        rollbacks: facts.rollbacks,
         violation_counts,
         violations: listed,
         failed_criteria,
@@ -137,6 +151,12 @@ pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     write_whole(&dir.join("summary.json"), &(json + "\n"))?;
     write_whole(&dir.join("summary.md"), &markdown(report))?;
+    let mut log = String::new();
+    for entry in &report.decisions {
+        log.push_str(&serde_json::to_string(entry).map_err(std::io::Error::other)?);
+        log.push('\n');
+    }
+    write_whole(&dir.join("oplog.jsonl"), &log)?;
     if with_trace {
         let mut out = BufWriter::new(std::fs::File::create(dir.join("trace.jsonl"))?);
         history.write_jsonl(&mut out)?;
@@ -158,8 +178,10 @@ fn percent(rate: f64) -> String {
 }
 
 fn judgement(window: &Window) -> &'static str {
-    if window.breached() {
+    if window.unanswered_breach() {
         "FAIL"
+    } else if window.breached() {
+        "breached → rolled back"
     } else if window.criteria.iter().any(|c| c.judgement == Judgement::Inconclusive) {
         "inconclusive"
     } else {
@@ -220,6 +242,7 @@ pub fn markdown(report: &RunReport) -> String {
     for row in phase_rows(report) {
         let _ = writeln!(out, "| {} |", row.join(" | "));
     }
+    timeline_markdown(report, &mut out);
     if !report.failed_criteria.is_empty() {
         let _ = writeln!(out, "\n## Broken criteria\n");
         for line in &report.failed_criteria {
@@ -242,6 +265,65 @@ pub fn markdown(report: &RunReport) -> String {
     out
 }
 
+fn optional(duration: Option<Millis>) -> String {
+    duration.map_or_else(|| "not reached".to_string(), time::human)
+}
+
+fn decision_line(entry: &OplogEntry) -> String {
+    let config = if entry.applied { format!(" → {}", entry.config.summary()) } else { String::new() };
+    let why = entry.evidence.first().map_or(String::new(), |first| format!(": {first}"));
+    format!("{} {} {}{config}{why}", time::clock(entry.at_ms), entry.who, entry.decision.name())
+}
+
+/// The phase timeline, the rollback times and the operation log (§5).
+fn timeline_markdown(report: &RunReport, out: &mut String) {
+    let _ = writeln!(out, "\n## Timeline\n");
+    for entry in &report.decisions {
+        let _ = writeln!(out, "- {}", decision_line(entry));
+    }
+    if !report.rollbacks.is_empty() {
+        let _ = writeln!(out, "\n## Rollback timing (§4B)\n");
+        let _ = writeln!(
+            out,
+            "| rollback | at | affected | replicas on new config | affected denied | rates under caps | stable | breaches |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        for r in &report.rollbacks {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.label,
+                time::clock(r.at_ms),
+                r.affected,
+                optional(r.replicas_on_new_config_ms),
+                optional(r.affected_denied_ms),
+                optional(r.rates_under_caps_ms),
+                optional(r.stable_ms),
+                if r.breaches.is_empty() { "none".to_string() } else { r.breaches.join("; ") }
+            );
+        }
+    }
+    let _ = writeln!(out, "\n## Operation log (§5)\n");
+    let _ = writeln!(out, "| Data/hora | Quem | Config aplicada | KPIs antes | KPIs depois | Decisão | Evidências |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for e in &report.decisions {
+        let applied = if e.applied { e.env.join("<br>") } else { format!("(unchanged) {}", e.config.summary()) };
+        let mut evidence = e.evidence.join("<br>");
+        if !e.violations.is_empty() {
+            evidence.push_str(&format!("<br>violations: {}", e.violations.join(", ")));
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {} | {applied} | {} | {} | {} | {evidence} |",
+            e.at,
+            e.who,
+            e.kpis_before.brief(),
+            e.kpis_after.brief(),
+            e.decision.name()
+        );
+    }
+}
+
 /// The console summary: per-phase KPIs, the verdict, the trace hash.
 pub fn console(report: &RunReport) -> String {
     let mut rows = vec![HEADERS.map(str::to_string)];
@@ -252,6 +334,21 @@ pub fn console(report: &RunReport) -> String {
     for row in &rows {
         let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+    }
+    for entry in &report.decisions {
+        let _ = writeln!(out, "decision {}", decision_line(entry));
+    }
+    for r in &report.rollbacks {
+        let _ = writeln!(
+            out,
+            "rollback `{}` at {}: replicas on new config {}, affected denied {}, rates under caps {}, stable {}",
+            r.label,
+            time::clock(r.at_ms),
+            optional(r.replicas_on_new_config_ms),
+            optional(r.affected_denied_ms),
+            optional(r.rates_under_caps_ms),
+            optional(r.stable_ms)
+        );
     }
     for line in &report.failed_criteria {
         let _ = writeln!(out, "criterion broken: {line}");

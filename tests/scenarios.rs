@@ -17,7 +17,7 @@ fn bundled() -> Vec<Scenario> {
         .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
         .collect();
     paths.sort();
-    assert!(paths.len() >= 6, "the rollout and one scenario per fault family");
+    assert!(paths.len() >= 10, "the rollout, one scenario per fault family, the incidents");
     paths.iter().map(|path| Scenario::load(path).unwrap_or_else(|error| panic!("{error}"))).collect()
 }
 
@@ -43,13 +43,17 @@ fn load(name: &str) -> Scenario {
 }
 
 /// Each switch, the scenario that exposes it, and the invariant it breaks.
-const CAUGHT: [(StackBug, &str, &str); 6] = [
+const CAUGHT: [(StackBug, &str, &str); 9] = [
     (StackBug::NonidempotentConfirm, "terminal-faults", "D2"),
     (StackBug::ResendAfterTimeout, "iot-faults", "D2"),
     (StackBug::RefundRacesCycle, "iot-faults", "D4"),
     (StackBug::GateBlocksInflight, "rollback", "D8"),
     (StackBug::StateLostOnRedeploy, "replica-crashes", "D6"),
     (StackBug::InvertedAllowlist, "rollout", "D5"),
+    // The runbook's incidents, each with the defect that would turn it into a real one.
+    (StackBug::ResendAfterTimeout, "incident-a-paid-no-wash", "D2"),
+    (StackBug::GateBlocksInflight, "incident-b-bad-deploy", "D8"),
+    (StackBug::NonidempotentConfirm, "incident-c-suspected-duplicate", "D2"),
 ];
 
 #[test]

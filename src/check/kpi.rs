@@ -87,6 +87,9 @@ pub struct Window {
     pub compensated: u64,
     pub expired: u64,
     pub criteria: Vec<CriterionResult>,
+    /// The decision that closed the window, if a rollback or freeze did:
+    /// a breach that was rolled back is the runbook working, not a failure.
+    pub closed_by_rollback: bool,
 }
 
 impl Window {
@@ -108,6 +111,7 @@ impl Window {
             compensated: 0,
             expired: 0,
             criteria: Vec::new(),
+            closed_by_rollback: false,
         }
     }
 
@@ -122,6 +126,11 @@ impl Window {
 
     pub fn breached(&self) -> bool {
         self.criteria.iter().any(|criterion| criterion.judgement == Judgement::Fail)
+    }
+
+    /// A breach nobody acted on fails the run.
+    pub fn unanswered_breach(&self) -> bool {
+        self.breached() && !self.closed_by_rollback
     }
 }
 
@@ -139,19 +148,26 @@ pub fn is_failure(endpoint: Endpoint, status: Option<u16>, error: Option<ErrorCo
 
 /// Splits the history into phase windows and computes their KPIs.
 pub fn windows(history: &History, violations: &[Violation], end: Millis, criteria: &Criteria) -> Vec<Window> {
-    let mut windows = phase_windows(history, end);
+    let (mut windows, window_of_deploy) = phase_windows(history, end);
     let window_of = |at: Millis, windows: &[Window]| windows.iter().rposition(|w| w.from_ms <= at).unwrap_or(0);
-    let mut sent: BTreeMap<u32, (Endpoint, Millis, bool)> = BTreeMap::new();
+    // A request counts for the deploy that served it; one that never reached
+    // the stack, for the window it was sent in.
+    let mut sent: BTreeMap<u32, (Endpoint, Millis, bool, Option<usize>)> = BTreeMap::new();
     for record in &history.records {
         let index = window_of(record.at, &windows);
         let window = &mut windows[index];
         match &record.event {
             Event::Sent { request, purchase, endpoint, twin, .. } if *purchase != NO_PURCHASE => {
-                sent.insert(*request, (*endpoint, record.at, *twin));
+                sent.insert(*request, (*endpoint, record.at, *twin, None));
+            }
+            Event::Received { request, config, .. } => {
+                if let Some(entry) = sent.get_mut(request) {
+                    entry.3 = window_of_deploy.get(usize::from(*config)).copied().flatten();
+                }
             }
             Event::Heard { request, status, error } => {
-                let Some((endpoint, sent_at, twin)) = sent.remove(request) else { continue };
-                let sent_window = window_of(sent_at, &windows);
+                let Some((endpoint, sent_at, twin, served)) = sent.remove(request) else { continue };
+                let sent_window = served.unwrap_or_else(|| window_of(sent_at, &windows));
                 let Some(kpis) = windows[sent_window].endpoint(endpoint).filter(|_| !twin) else { continue };
                 kpis.attempts += 1;
                 kpis.failures += u64::from(is_failure(endpoint, *status, *error));
@@ -185,7 +201,8 @@ pub fn windows(history: &History, violations: &[Violation], end: Millis, criteri
     windows
 }
 
-fn phase_windows(history: &History, end: Millis) -> Vec<Window> {
+/// One window per deploy, and for each deploy index the window it opened.
+fn phase_windows(history: &History, end: Millis) -> (Vec<Window>, Vec<Option<usize>>) {
     let starts: Vec<(u16, Millis)> = history
         .records
         .iter()
@@ -195,12 +212,18 @@ fn phase_windows(history: &History, end: Millis) -> Vec<Window> {
         })
         .collect();
     let mut windows: Vec<Window> = Vec::new();
+    let mut window_of_deploy = vec![None; history.deploys.len()];
     for (position, &(deploy, from)) in starts.iter().enumerate() {
-        let until = starts.get(position + 1).map_or(end, |next| next.1);
+        window_of_deploy[usize::from(deploy)] = Some(position);
+        let next = starts.get(position + 1);
+        let until = next.map_or(end, |next| next.1);
         let info = &history.deploys[usize::from(deploy)];
-        windows.push(Window::new(info.label.clone(), from, until, info.canary.clone()));
+        let mut window = Window::new(info.label.clone(), from, until, info.canary.clone());
+        window.closed_by_rollback = next
+            .is_some_and(|&(next, _)| history.decisions.iter().any(|d| d.deploy == Some(next) && d.kind.is_rollback()));
+        windows.push(window);
     }
-    windows
+    (windows, window_of_deploy)
 }
 
 /// The Wilson score interval (95%) of a failure rate: a rate is judged above
@@ -252,6 +275,97 @@ fn judge(window: &Window, criteria: &Criteria) -> Vec<CriterionResult> {
         rate("execute_failure_rate", &window.execute_cycle, criteria.execute_failure_rate_max),
         duplicates,
     ]
+}
+
+/// A window's KPIs in brief, for the operation log's "KPIs antes/depois".
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Snapshot {
+    pub from_ms: Millis,
+    pub until_ms: Millis,
+    pub confirm_attempts: u64,
+    pub confirm_failures: u64,
+    pub confirm_failure_rate: f64,
+    pub execute_attempts: u64,
+    pub execute_failures: u64,
+    pub execute_failure_rate: f64,
+    pub duplicates: u64,
+    pub sweep_backlog_max: u32,
+}
+
+impl Snapshot {
+    pub fn brief(&self) -> String {
+        format!(
+            "confirm {:.2}% of {}, execute {:.2}% of {}, dup {}, backlog {}",
+            100.0 * self.confirm_failure_rate,
+            self.confirm_attempts,
+            100.0 * self.execute_failure_rate,
+            self.execute_attempts,
+            self.duplicates,
+            self.sweep_backlog_max
+        )
+    }
+}
+
+/// KPIs over each `[from, until)` range of the history.
+pub fn snapshots(history: &History, violations: &[Violation], ranges: &[(Millis, Millis)]) -> Vec<Snapshot> {
+    let mut endpoints: Vec<Option<(Endpoint, bool)>> = Vec::new();
+    for record in &history.records {
+        if let Event::Sent { request, purchase, endpoint, twin, .. } = record.event {
+            if purchase == NO_PURCHASE {
+                continue;
+            }
+            if endpoints.len() <= request as usize {
+                endpoints.resize(request as usize + 1, None);
+            }
+            endpoints[request as usize] = Some((endpoint, twin));
+        }
+    }
+    let duplicate_times: Vec<Millis> = violations
+        .iter()
+        .filter(|v| v.code == "D1" || v.code == "D2")
+        .filter_map(|v| v.witness.iter().min().map(|&i| history.records[i].at))
+        .collect();
+    ranges.iter().map(|&(from, until)| snapshot(history, &endpoints, &duplicate_times, from, until)).collect()
+}
+
+fn snapshot(
+    history: &History,
+    endpoints: &[Option<(Endpoint, bool)>],
+    duplicates: &[Millis],
+    from: Millis,
+    until: Millis,
+) -> Snapshot {
+    let (mut confirm, mut execute, mut backlog) = ((0, 0), (0, 0), 0);
+    let start = history.records.partition_point(|record| record.at < from);
+    for record in history.records[start..].iter().take_while(|record| record.at < until) {
+        match record.event {
+            Event::Heard { request, status, error } => {
+                let Some(Some((endpoint, false))) = endpoints.get(request as usize) else { continue };
+                let counter = match endpoint {
+                    Endpoint::Confirm => &mut confirm,
+                    Endpoint::ExecuteCycle => &mut execute,
+                    _ => continue,
+                };
+                counter.0 += 1;
+                counter.1 += u64::from(is_failure(*endpoint, status, error));
+            }
+            Event::Swept { backlog: b, .. } => backlog = backlog.max(b),
+            _ => {}
+        }
+    }
+    let rate = |(n, f): (u64, u64)| if n == 0 { 0.0 } else { f as f64 / n as f64 };
+    Snapshot {
+        from_ms: from,
+        until_ms: until,
+        confirm_attempts: confirm.0,
+        confirm_failures: confirm.1,
+        confirm_failure_rate: rate(confirm),
+        execute_attempts: execute.0,
+        execute_failures: execute.1,
+        execute_failure_rate: rate(execute),
+        duplicates: duplicates.iter().filter(|&&at| from <= at && at < until).count() as u64,
+        sweep_backlog_max: backlog,
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Every violation carries its witness: the ids and the records that show it.
 
 pub mod kpi;
+pub mod rollback;
 
 use rustc_hash::FxHashMap;
 

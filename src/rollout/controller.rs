@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::watch::{Rate, Watch, WindowView};
 use super::Phase;
+use super::watch::{Rate, Watch, WindowView};
 use crate::check::kpi::wilson_interval;
 use crate::contract::canary::{ALLOWLIST_VAR, BLOCKLIST_VAR, MODE_VAR};
 use crate::contract::{CanaryConfig, CanaryMode};
@@ -101,9 +101,15 @@ impl Controller {
     pub fn start(&mut self, now: Millis, history: &mut History) -> Vec<Command> {
         assert!(self.serving.is_none(), "the rollout starts once");
         let first = self.phases[0].clone();
-        let evidence = vec![format!("pre-check passed; phase 1 `{}` deploys {}", first.name, first.canary.summary())];
+        let evidence = vec![format!("phase 1 `{}` deploys {}", first.name, first.canary.summary())];
         let who = self.who();
-        self.deploy(now, history, (who, DecisionKind::Start), (first.name, first.canary, first.bad_build_error_rate), evidence)
+        self.deploy(
+            now,
+            history,
+            (who, DecisionKind::Start),
+            (first.name, first.canary, first.bad_build_error_rate),
+            evidence,
+        )
     }
 
     /// One analysis interval has passed: judge and decide.
@@ -123,7 +129,8 @@ impl Controller {
             return self.roll_back(now, history, AUTO, verdict.failed);
         }
         let phase = &self.phases[self.phase];
-        if now < self.phase_started + phase.hold || now >= self.horizon {
+        let last = self.phase + 1 == self.phases.len();
+        if now < self.phase_started + phase.hold || (now >= self.horizon && !last) {
             return Vec::new();
         }
         if verdict.inconclusive.is_empty() {
@@ -132,19 +139,24 @@ impl Controller {
         if now < self.phase_started + phase.hold_max {
             return self.hold(now, history, verdict);
         }
-        if !self.watch.window.any_failure() {
-            let mut evidence = verdict.inconclusive;
-            evidence.push(format!("held to hold_max ({}) with no failure: advance", time::human(phase.hold_max)));
+        // Held as long as allowed and still too few samples: judge the raw rates.
+        let window = &self.watch.window;
+        let within = window.confirm.value() <= self.criteria.confirm_failure_rate_max
+            && window.execute.value() <= self.criteria.execute_failure_rate_max;
+        let mut evidence = verdict.inconclusive;
+        let held = time::human(phase.hold_max);
+        if within {
+            evidence.push(format!("held to hold_max ({held}); the observed rates are within their caps: advance"));
             return self.advance(now, history, AUTO, evidence);
         }
-        let mut evidence = verdict.inconclusive;
-        evidence.push(format!("still inconclusive at hold_max ({}) with failures", time::human(phase.hold_max)));
+        evidence.push(format!("held to hold_max ({held}); the observed rates are above their caps"));
         self.roll_back(now, history, AUTO, evidence)
     }
 
     fn scripted_tick(&mut self, now: Millis, history: &mut History) -> Vec<Command> {
         let phase = &self.phases[self.phase];
-        if now >= self.phase_started + phase.hold && now < self.horizon {
+        let last = self.phase + 1 == self.phases.len();
+        if now >= self.phase_started + phase.hold && (now < self.horizon || last) {
             let evidence = vec![format!("hold of {} elapsed (scripted game day)", time::human(phase.hold))];
             return self.advance(now, history, "plan", evidence);
         }
@@ -179,8 +191,20 @@ impl Controller {
         let criteria = &self.criteria;
         let baseline = self.baseline;
         let rates = [
-            ("confirm failure", window.confirm, criteria.confirm_failure_rate_max, criteria.confirm_failure_rise_max, baseline.map(|b| b.0)),
-            ("execute-cycle failure", window.execute, criteria.execute_failure_rate_max, criteria.execute_failure_rise_max, baseline.map(|b| b.1)),
+            (
+                "confirm failure",
+                window.confirm,
+                criteria.confirm_failure_rate_max,
+                criteria.confirm_failure_rise_max,
+                baseline.map(|b| b.0),
+            ),
+            (
+                "execute-cycle failure",
+                window.execute,
+                criteria.execute_failure_rate_max,
+                criteria.execute_failure_rise_max,
+                baseline.map(|b| b.1),
+            ),
         ];
         for (name, rate, cap, rise, before) in rates {
             let (low, _) = wilson_interval(rate.failures, rate.attempts);
@@ -188,15 +212,27 @@ impl Controller {
             if rate.attempts < criteria.min_samples {
                 verdict.inconclusive.push(format!("{shown}: fewer than {} samples", criteria.min_samples));
             } else if low > cap {
-                verdict.failed.push(format!("{shown}: above the cap of {:.2}% (95% lower bound {:.2}%)", 100.0 * cap, 100.0 * low));
-            } else if let Some(before) = before.filter(|b| b.attempts >= criteria.min_samples && low > b.value() + rise) {
-                verdict.failed.push(format!("{shown}: rose from {:.2}% beyond the tolerated {:.2} points", 100.0 * before.value(), 100.0 * rise));
+                verdict.failed.push(format!(
+                    "{shown}: above the cap of {:.2}% (95% lower bound {:.2}%)",
+                    100.0 * cap,
+                    100.0 * low
+                ));
+            } else if let Some(before) = before.filter(|b| b.attempts >= criteria.min_samples && low > b.value() + rise)
+            {
+                verdict.failed.push(format!(
+                    "{shown}: rose from {:.2}% beyond the tolerated {:.2} points",
+                    100.0 * before.value(),
+                    100.0 * rise
+                ));
             } else {
                 verdict.passed.push(format!("{shown}: stable"));
             }
         }
         if window.sweep_backlog_max > criteria.sweep_backlog_max {
-            verdict.failed.push(format!("critical alert: sweep backlog {} above {}", window.sweep_backlog_max, criteria.sweep_backlog_max));
+            verdict.failed.push(format!(
+                "critical alert: sweep backlog {} above {}",
+                window.sweep_backlog_max, criteria.sweep_backlog_max
+            ));
         } else {
             verdict.passed.push(format!("no critical alert (sweep backlog max {})", window.sweep_backlog_max));
         }
@@ -217,7 +253,13 @@ impl Controller {
         self.phase_started = now;
         let next = self.phases[self.phase].clone();
         evidence.push(format!("advance to `{}`: {}", next.name, next.canary.summary()));
-        self.deploy(now, history, (who, DecisionKind::Advance), (next.name, next.canary, next.bad_build_error_rate), evidence)
+        self.deploy(
+            now,
+            history,
+            (who, DecisionKind::Advance),
+            (next.name, next.canary, next.bad_build_error_rate),
+            evidence,
+        )
     }
 
     fn hold(&mut self, now: Millis, history: &mut History, verdict: Verdict) -> Vec<Command> {
@@ -237,8 +279,14 @@ impl Controller {
         let current = self.serving.map(|d| history.canary(d).clone()).unwrap_or_else(CanaryConfig::off);
         let affected = self.affected(&current);
         let names: Vec<String> = affected.iter().map(Uuid::to_string).collect();
-        evidence.push(format!("affected condominiums: {}", if names.is_empty() { "none singled out".into() } else { names.join(", ") }));
-        let (kind, label, canary) = if current.mode == CanaryMode::Off && !affected.is_empty() && affected.len() * 2 < self.condominiums.len() {
+        evidence.push(format!(
+            "affected condominiums: {}",
+            if names.is_empty() { "none singled out".into() } else { names.join(", ") }
+        ));
+        let (kind, label, canary) = if current.mode == CanaryMode::Off
+            && !affected.is_empty()
+            && affected.len() * 2 < self.condominiums.len()
+        {
             (DecisionKind::TotalCut, "rollback: total cut", CanaryConfig::new(CanaryMode::Blocklist, vec![], affected))
         } else {
             let stable = self.last_good.map(|d| history.canary(d).clone());
@@ -276,7 +324,8 @@ impl Controller {
         evidence.push(format!("allowlist restricted to {}", canary.summary()));
         let suspects = self.suspects();
         self.stage = Stage::Frozen;
-        let mut commands = self.deploy(now, history, (who, DecisionKind::Freeze), ("freeze".to_string(), canary, 0.0), evidence);
+        let mut commands =
+            self.deploy(now, history, (who, DecisionKind::Freeze), ("freeze".to_string(), canary, 0.0), evidence);
         if !suspects.is_empty() {
             commands.push(Command::Audit { purchases: suspects, who: who.to_string() });
         }
@@ -292,7 +341,13 @@ impl Controller {
 
     fn complaint(&mut self, now: Millis, history: &mut History, who: &str) -> Vec<Command> {
         let Some(&purchase) = self.watch.double_confirmed.last() else {
-            self.log(now, history, who, DecisionKind::Audit, vec!["a complaint, but no purchase was confirmed twice".into()]);
+            self.log(
+                now,
+                history,
+                who,
+                DecisionKind::Audit,
+                vec!["a complaint, but no purchase was confirmed twice".into()],
+            );
             return Vec::new();
         };
         if self.stage == Stage::Frozen {
@@ -311,26 +366,42 @@ impl Controller {
             .map(|p| self.watch.payment_of(*p).map_or(format!("purchase {p}"), |id| id.to_string()))
             .collect();
         let evidence = vec![
-            format!("{} customers paid and their machine did not start (§4A)", purchases.len()),
+            format!("{} customer(s) paid and their machine did not start (§4A)", purchases.len()),
             format!("reprocessing execution for payments: {}", payments.join(", ")),
         ];
         self.log(now, history, who, DecisionKind::Reprocess, evidence);
         vec![Command::Reprocess { purchases }]
     }
 
-    fn operator_deploy(&mut self, now: Millis, history: &mut History, who: &str, env: [&String; 3], rollback: bool) -> Vec<Command> {
+    fn operator_deploy(
+        &mut self,
+        now: Millis,
+        history: &mut History,
+        who: &str,
+        env: [&String; 3],
+        rollback: bool,
+    ) -> Vec<Command> {
         let env: BTreeMap<&str, String> =
             [(MODE_VAR, env[0].clone()), (ALLOWLIST_VAR, env[1].clone()), (BLOCKLIST_VAR, env[2].clone())].into();
         let canary = match CanaryConfig::from_env(&|name| env.get(name).cloned()) {
             Ok(canary) => canary,
             Err(error) => {
                 let serving = self.serving.map_or("nothing".to_string(), |d| history.canary(d).summary());
-                let evidence = vec![format!("deploy refused at start-up: {error}"), format!("the previous config keeps serving: {serving}")];
+                let evidence = vec![
+                    format!("deploy refused at start-up: {error}"),
+                    format!("the previous config keeps serving: {serving}"),
+                ];
                 self.log(now, history, who, DecisionKind::Refused, evidence);
                 return Vec::new();
             }
         };
-        let unknown: Vec<String> = canary.allowlist.iter().chain(&canary.blocklist).filter(|id| !self.condominiums.contains(id)).map(Uuid::to_string).collect();
+        let unknown: Vec<String> = canary
+            .allowlist
+            .iter()
+            .chain(&canary.blocklist)
+            .filter(|id| !self.condominiums.contains(id))
+            .map(Uuid::to_string)
+            .collect();
         let mut evidence = vec![format!("operator deploy: {}", canary.summary())];
         if !unknown.is_empty() {
             evidence.push(format!("warning: not in the fleet: {}", unknown.join(", ")));
@@ -360,7 +431,9 @@ impl Controller {
             Some(previous) => {
                 let before = history.canary(previous).clone();
                 (0..self.condominiums.len() as u32)
-                    .filter(|&i| before.admits(self.condominiums[i as usize]) && !canary.admits(self.condominiums[i as usize]))
+                    .filter(|&i| {
+                        before.admits(self.condominiums[i as usize]) && !canary.admits(self.condominiums[i as usize])
+                    })
                     .collect()
             }
             None => Vec::new(),
@@ -368,10 +441,18 @@ impl Controller {
         let info = DeployInfo { label, canary, phase: self.phase as u16, bad_build_error_rate };
         let deploy = history.add_deploy(now, info);
         let window_from = self.watch.window.from;
-        history.add_decision(Decision { at: now, who: who.to_string(), kind, deploy: Some(deploy), previous, window_from, evidence });
+        history.add_decision(Decision {
+            at: now,
+            who: who.to_string(),
+            kind,
+            deploy: Some(deploy),
+            previous,
+            window_from,
+            evidence,
+        });
         self.serving = Some(deploy);
         self.held = false;
-        self.watch.open_window(now);
+        self.watch.open_window(now, deploy);
         let mut commands = vec![Command::RollOut { deploy }];
         if kind.is_rollback() && !denied_now.is_empty() {
             commands.push(Command::Probe { deploy, condominiums: denied_now });
@@ -381,7 +462,15 @@ impl Controller {
 
     fn log(&mut self, now: Millis, history: &mut History, who: &str, kind: DecisionKind, evidence: Vec<String>) {
         let window_from = self.watch.window.from;
-        let decision = Decision { at: now, who: who.to_string(), kind, deploy: None, previous: self.serving, window_from, evidence };
+        let decision = Decision {
+            at: now,
+            who: who.to_string(),
+            kind,
+            deploy: None,
+            previous: self.serving,
+            window_from,
+            evidence,
+        };
         history.add_decision(decision);
     }
 }

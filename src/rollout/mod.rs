@@ -5,6 +5,7 @@
 //! decides — advance, hold, roll back, freeze — and logs why.
 
 pub mod controller;
+pub mod precheck;
 pub mod watch;
 
 use uuid::Uuid;

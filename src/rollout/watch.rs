@@ -55,6 +55,8 @@ struct SentRequest {
     endpoint: Endpoint,
     purchase: u32,
     twin: bool,
+    /// The deploy of the replica that took it, once it reached the stack.
+    served_by: Option<u16>,
 }
 
 #[derive(Default)]
@@ -64,6 +66,8 @@ pub struct Watch {
     purchase_condominium: Vec<u32>,
     payment_of_purchase: FxHashMap<u32, Uuid>,
     pub window: WindowView,
+    /// The deploy the window judges: requests another deploy served do not count.
+    deploy: u16,
     charge_owner: FxHashMap<Text, u32>,
     standing_charges: FxHashMap<u32, u32>,
     cycles: FxHashMap<Uuid, u32>,
@@ -75,9 +79,10 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Opens a new window at `from` (a deploy was decided).
-    pub fn open_window(&mut self, from: Millis) {
+    /// Opens a new window at `from` for `deploy` (a deploy was decided).
+    pub fn open_window(&mut self, from: Millis, deploy: u16) {
         self.window = WindowView { from, ..WindowView::default() };
+        self.deploy = deploy;
     }
 
     pub fn payment_of(&self, purchase: u32) -> Option<Uuid> {
@@ -103,7 +108,13 @@ impl Watch {
                 self.purchase_condominium.push(*condominium);
             }
             Event::Sent { request, purchase, endpoint, twin, .. } if *purchase != NO_PURCHASE => {
-                self.sent.insert(*request, SentRequest { endpoint: *endpoint, purchase: *purchase, twin: *twin });
+                let sent = SentRequest { endpoint: *endpoint, purchase: *purchase, twin: *twin, served_by: None };
+                self.sent.insert(*request, sent);
+            }
+            Event::Received { request, config, .. } => {
+                if let Some(sent) = self.sent.get_mut(request) {
+                    sent.served_by = Some(*config);
+                }
             }
             Event::Heard { request, status, error } => {
                 let Some(sent) = self.sent.remove(request) else { return };
@@ -142,7 +153,9 @@ impl Watch {
                 let count = self.cycles.entry(*payment).or_insert(0);
                 *count += 1;
                 if *count == 2 {
-                    self.window.duplicates.push(format!("payment {payment} started a second cycle (machine #{machine})"));
+                    self.window
+                        .duplicates
+                        .push(format!("payment {payment} started a second cycle (machine #{machine})"));
                 }
             }
             _ => {}
@@ -150,7 +163,8 @@ impl Watch {
     }
 
     fn heard(&mut self, sent: SentRequest, status: Option<u16>, error: Option<crate::contract::ErrorCode>) {
-        if sent.twin || !matches!(sent.endpoint, Endpoint::Confirm | Endpoint::ExecuteCycle) {
+        let other_deploy = sent.served_by.is_some_and(|deploy| deploy != self.deploy);
+        if sent.twin || other_deploy || !matches!(sent.endpoint, Endpoint::Confirm | Endpoint::ExecuteCycle) {
             return;
         }
         let failed = is_failure(sent.endpoint, status, error);

@@ -19,9 +19,9 @@ use crate::world::Fleet;
 
 mod runbook;
 
+use crate::world::fleet::{FixtureCondominium, FleetShape};
 pub use runbook::{ControllerMode, Criteria, OperatorAction, OperatorStep, RollbackTargets};
 use runbook::{RawController, RawCriteria, RawOperatorStep, RawTargets};
-use crate::world::fleet::{FixtureCondominium, FleetShape};
 
 /// A validated scenario.
 #[derive(Clone, Debug)]

@@ -23,9 +23,9 @@ use crate::contract::{CanaryConfig, Endpoint, Reply, Request, Text};
 use crate::faults::FaultPlan;
 use crate::history::{Event, History};
 use crate::rollout::controller::Controller;
-use crate::seed::KeyedRoll;
 use crate::scenario::Scenario;
 use crate::seed;
+use crate::seed::KeyedRoll;
 use crate::stack::core::IdSource;
 use crate::stack::store::MemoryStore;
 use crate::stack::{BugSet, Operation, Stack};
@@ -92,11 +92,19 @@ enum SimEvent {
     /// The controller judges the window (every analysis interval).
     Analysis,
     /// A step of the operator's script.
-    Operator { step: u16 },
+    Operator {
+        step: u16,
+    },
     /// A probe of a condominium the latest rollback denies.
-    Probe { condominium: u32, deploy: u16, attempt: u16 },
+    Probe {
+        condominium: u32,
+        deploy: u16,
+        attempt: u16,
+    },
     /// The operator retries a reprocess.
-    OperatorRetry { task: u32 },
+    OperatorRetry {
+        task: u32,
+    },
     DeployStep {
         config: u16,
         replica: u16,

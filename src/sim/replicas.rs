@@ -9,9 +9,9 @@ use super::{InFlightCommand, OpSlot, Origin, Sim, SimEvent};
 use crate::contract::{Reply, Request, StartCycleCommand};
 use crate::faults::{Boundary, Crossing, FaultKind};
 use crate::history::{DownCause, Event};
-use crate::stack::{Stack, StackBug};
 use crate::stack::core::{Effect, Input, IotCall, IotOutcome, PspCall, PspOutcome};
 use crate::stack::store::Store as _;
+use crate::stack::{Stack, StackBug};
 use crate::world::machines::CommandAnswer;
 use crate::world::psp::RefundOutcome;
 

@@ -14,7 +14,7 @@ use crate::time::SECOND;
 const PROBE_EVERY: u64 = 10 * SECOND;
 const PROBES_MAX: u16 = 90;
 /// How often, and how many times, the operator retries a reprocess (§4A.3).
-const REPROCESS_RETRY_EVERY: u64 = 30 * SECOND;
+const REPROCESS_RETRY_EVERY: u64 = 2 * 60 * SECOND;
 const REPROCESS_ATTEMPTS_MAX: u8 = 3;
 
 /// One payment the operator is reprocessing.
@@ -80,7 +80,13 @@ impl Sim<'_> {
             idempotency_key: format!("posim-probe:{condominium}:{deploy}:{attempt}").into(),
         });
         let id = self.new_request(NO_PURCHASE, Endpoint::Authorize, 1, false, None);
-        self.record(Event::Sent { request: id, purchase: NO_PURCHASE, endpoint: Endpoint::Authorize, attempt: 1, twin: false });
+        self.record(Event::Sent {
+            request: id,
+            purchase: NO_PURCHASE,
+            endpoint: Endpoint::Authorize,
+            attempt: 1,
+            twin: false,
+        });
         self.record(Event::Probed { request: id, condominium });
         self.probes.insert(id, (condominium, deploy, attempt));
         self.start_operation(request, Origin::Probe(id), Some(condominium));
@@ -100,7 +106,8 @@ impl Sim<'_> {
     /// §4C: audit each suspect by provider_ref and idempotency_key through the
     /// stack, and count its physical effect in the machines' logs.
     fn audit_suspects(&mut self, purchases: &[u32], who: &str) {
-        let stack = crate::stack::Stack::new(crate::contract::CanaryConfig::off(), self.scenario.stack.settings, self.bugs);
+        let stack =
+            crate::stack::Stack::new(crate::contract::CanaryConfig::off(), self.scenario.stack.settings, self.bugs);
         let mut evidence = Vec::new();
         for &purchase in purchases {
             let state = &self.purchases[purchase as usize];
@@ -145,7 +152,8 @@ impl Sim<'_> {
     /// §4A: look the payment up (payment_id, execute_key), then execute again.
     fn reprocess(&mut self, purchase: u32) {
         let Some(payment) = self.purchases[purchase as usize].payment_id else { return };
-        let who = self.scenario.operator.iter().find(|s| matches!(s.action, crate::scenario::OperatorAction::Reprocess));
+        let who =
+            self.scenario.operator.iter().find(|s| matches!(s.action, crate::scenario::OperatorAction::Reprocess));
         let who = who.map_or("operator".to_string(), |step| step.who.clone());
         self.operator_tasks.push(OperatorTask { purchase, who, attempt: 0, execute: None, request: None });
         let task = (self.operator_tasks.len() - 1) as u32;
@@ -187,7 +195,10 @@ impl Sim<'_> {
         let purchase = state.purchase;
         let key = state.execute.as_ref().map_or("?".to_string(), |e| e.execute_key.to_string());
         let payment = self.purchases[purchase as usize].payment_id.map_or("?".to_string(), |p| p.to_string());
-        let evidence = vec![format!("reprocess failed {} times: support ticket for payment {payment}, execute_key {key}", state.attempt)];
+        let evidence = vec![format!(
+            "reprocess failed {} times: support ticket for payment {payment}, execute_key {key}",
+            state.attempt
+        )];
         let decision = Decision {
             at: self.now,
             who: state.who.clone(),

@@ -1,0 +1,83 @@
+//! The operation log of runbook §5, one entry per decision: date and time,
+//! who, the config applied (mode and lists, as env lines), KPIs before and
+//! after, the decision, and its evidence (the window, the criteria, the ids).
+
+use serde::Serialize;
+
+use crate::check::Violation;
+use crate::check::kpi::{self, Snapshot};
+use crate::contract::CanaryConfig;
+use crate::history::{DecisionKind, History};
+use crate::time::{self, Millis};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OplogEntry {
+    /// Data/hora, in the scenario's calendar (simulated).
+    pub at: String,
+    pub at_ms: Millis,
+    /// Quem executou.
+    pub who: String,
+    /// Decisão.
+    pub decision: DecisionKind,
+    /// Whether a deploy applied `config` (a hold or a refusal applies nothing).
+    pub applied: bool,
+    /// Config aplicada: the deploy's, or the one that kept serving.
+    pub config: CanaryConfig,
+    pub env: Vec<String>,
+    /// KPIs antes (the window judged) and depois (until the next deploy).
+    pub kpis_before: Snapshot,
+    pub kpis_after: Snapshot,
+    /// Evidências.
+    pub evidence: Vec<String>,
+    pub violations: Vec<String>,
+}
+
+/// One entry per decision, in order.
+pub fn entries(history: &History, violations: &[Violation], start_unix_seconds: u64, end: Millis) -> Vec<OplogEntry> {
+    let deploys: Vec<Millis> = history.decisions.iter().filter(|d| d.deploy.is_some()).map(|d| d.at).collect();
+    let ranges: Vec<[(Millis, Millis); 2]> = history
+        .decisions
+        .iter()
+        .map(|decision| {
+            let next = deploys.iter().copied().find(|&at| at > decision.at).unwrap_or(end);
+            [(decision.window_from, decision.at), (decision.at, next)]
+        })
+        .collect();
+    let flat: Vec<(Millis, Millis)> = ranges.iter().flatten().copied().collect();
+    let mut snapshots = kpi::snapshots(history, violations, &flat).into_iter();
+    history
+        .decisions
+        .iter()
+        .zip(&ranges)
+        .map(|(decision, range)| {
+            let serving = decision.deploy.or(decision.previous);
+            let config = serving.map_or_else(CanaryConfig::off, |d| history.canary(d).clone());
+            let (before, after) = (snapshots.next(), snapshots.next());
+            OplogEntry {
+                at: time::rfc3339(start_unix_seconds, decision.at),
+                at_ms: decision.at,
+                who: decision.who.clone(),
+                decision: decision.kind,
+                applied: decision.deploy.is_some(),
+                env: config.env().into_iter().map(|(name, value)| format!("{name}={value}")).collect(),
+                config,
+                kpis_before: before.expect("one snapshot per range"),
+                kpis_after: after.expect("one snapshot per range"),
+                evidence: decision.evidence.clone(),
+                violations: violations_in(history, violations, range[0].0, range[1].1),
+            }
+        })
+        .collect()
+}
+
+fn violations_in(history: &History, violations: &[Violation], from: Millis, until: Millis) -> Vec<String> {
+    violations
+        .iter()
+        .filter(|v| v.witness.iter().min().is_some_and(|&i| (from..until).contains(&history.records[i].at)))
+        .map(|v| match (v.payment, v.purchase) {
+            (Some(payment), _) => format!("{} payment {payment}", v.code),
+            (None, Some(purchase)) => format!("{} purchase {purchase}", v.code),
+            _ => v.code.to_string(),
+        })
+        .collect()
+}
