@@ -269,6 +269,11 @@ fn optional(duration: Option<Millis>) -> String {
     duration.map_or_else(|| "not reached".to_string(), time::human)
 }
 
+/// The four rollback times of §4B, for people.
+fn four_times(r: &RollbackTiming) -> [String; 4] {
+    [r.replicas_on_new_config_ms, r.affected_denied_ms, r.rates_under_caps_ms, r.stable_ms].map(optional)
+}
+
 fn decision_line(entry: &OplogEntry) -> String {
     let config = if entry.applied { format!(" → {}", entry.config.summary()) } else { String::new() };
     let why = entry.evidence.first().map_or(String::new(), |first| format!(": {first}"));
@@ -289,17 +294,12 @@ fn timeline_markdown(report: &RunReport, out: &mut String) {
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
         for r in &report.rollbacks {
+            let [replicas, denied, under, stable] = four_times(r);
+            let breaches = if r.breaches.is_empty() { "none".to_string() } else { r.breaches.join("; ") };
+            let (label, at, affected) = (&r.label, time::clock(r.at_ms), r.affected);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.label,
-                time::clock(r.at_ms),
-                r.affected,
-                optional(r.replicas_on_new_config_ms),
-                optional(r.affected_denied_ms),
-                optional(r.rates_under_caps_ms),
-                optional(r.stable_ms),
-                if r.breaches.is_empty() { "none".to_string() } else { r.breaches.join("; ") }
+                "| {label} | {at} | {affected} | {replicas} | {denied} | {under} | {stable} | {breaches} |"
             );
         }
     }
@@ -339,15 +339,12 @@ pub fn console(report: &RunReport) -> String {
         let _ = writeln!(out, "decision {}", decision_line(entry));
     }
     for r in &report.rollbacks {
+        let [replicas, denied, under, stable] = four_times(r);
+        let (label, at) = (&r.label, time::clock(r.at_ms));
         let _ = writeln!(
             out,
-            "rollback `{}` at {}: replicas on new config {}, affected denied {}, rates under caps {}, stable {}",
-            r.label,
-            time::clock(r.at_ms),
-            optional(r.replicas_on_new_config_ms),
-            optional(r.affected_denied_ms),
-            optional(r.rates_under_caps_ms),
-            optional(r.stable_ms)
+            "rollback `{label}` at {at}: replicas on new config {replicas}, affected denied {denied}, \
+             rates under caps {under}, stable {stable}"
         );
     }
     for line in &report.failed_criteria {
