@@ -15,6 +15,7 @@ use crate::report::{self, RunFacts, RunReport};
 use crate::rollout::precheck;
 use crate::scenario::Scenario;
 use crate::sim::{self, SimOptions, SimOutcome};
+use crate::stack::http::ServeConfig;
 use crate::stack::{BugSet, StackBug};
 
 pub const EXIT_PASS: u8 = 0;
@@ -37,6 +38,18 @@ enum Command {
     Swarm(SwarmArgs),
     /// Pre-check (§1): validate a proposed canary env and run a smoke scenario on it.
     Precheck(PrecheckArgs),
+    /// The reference stack as a service.
+    #[command(subcommand)]
+    Stack(StackCommand),
+}
+
+#[derive(Subcommand)]
+enum StackCommand {
+    /// Serve the reference stack over HTTP on PostgreSQL, configured by the
+    /// environment of CONTRACT.md (PORT, DATABASE_URL, PSP_BASE_URL,
+    /// IOT_GATEWAY_URL, PAYMENTS_POS_CANARY_*, PAYMENTS_CYCLE_TTL_SECONDS,
+    /// PAYMENTS_IOT_TIMEOUT_MS; POSIM_STACK_BUG=name[,name] for bug switches).
+    Serve,
 }
 
 #[derive(Args)]
@@ -130,6 +143,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Swarm(args) => swarm(args),
         Command::Precheck(args) => precheck(args),
+        Command::Stack(StackCommand::Serve) => stack_serve(),
     };
     ExitCode::from(code)
 }
@@ -299,4 +313,28 @@ fn precheck(args: PrecheckArgs) -> u8 {
         }
     );
     if passed { EXIT_PASS } else { EXIT_FAIL }
+}
+
+fn stack_serve() -> u8 {
+    let config = match ServeConfig::from_env(&|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("posim stack: refusing to start: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("posim stack: cannot start the runtime: {error}");
+            return EXIT_HARNESS;
+        }
+    };
+    match runtime.block_on(crate::stack::http::serve(config)) {
+        Ok(()) => EXIT_PASS,
+        Err(error) => {
+            eprintln!("posim stack: {error:#}");
+            EXIT_HARNESS
+        }
+    }
 }

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod contract;
 pub mod faults;
 pub mod history;
+pub mod live;
 pub mod report;
 pub mod rollout;
 pub mod scenario;

@@ -44,6 +44,19 @@ pub fn parse_instant(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("`{text}` is before 1970"))
 }
 
+/// Parses an RFC 3339 instant into milliseconds since the Unix epoch.
+pub fn parse_instant_millis(text: &str) -> Result<Millis, String> {
+    let instant = humantime::parse_rfc3339_weak(text.trim()).map_err(|error| format!("`{text}`: {error}"))?;
+    let since = instant.duration_since(SystemTime::UNIX_EPOCH).map_err(|_| format!("`{text}` is before 1970"))?;
+    u64::try_from(since.as_millis()).map_err(|_| format!("`{text}` is too far away"))
+}
+
+/// Milliseconds since the Unix epoch, now (the live engine's and the HTTP
+/// stack's clock; never the simulator's).
+pub fn wall_clock_millis() -> Millis {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
 /// Formats a duration in milliseconds for people: `950ms`, `12.5s`, `3m 20s`, `2h 5m`.
 pub fn human(duration: Millis) -> String {
     if duration < SECOND {

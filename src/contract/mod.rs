@@ -4,6 +4,7 @@
 
 pub mod canary;
 pub mod validate;
+pub mod wire;
 
 use std::sync::Arc;
 

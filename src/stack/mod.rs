@@ -5,6 +5,8 @@
 //! the checkers are shown to catch them.
 
 pub mod core;
+pub mod http;
+pub mod pg;
 pub mod store;
 
 use std::fmt;

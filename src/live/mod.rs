@@ -1,0 +1,6 @@
+//! The live engine's parts: a throwaway PostgreSQL from the machine's own
+//! binaries, and the world posim serves over HTTP (the PSP and the IoT
+//! gateway of CONTRACT.md) around a real stack.
+
+pub mod postgres;
+pub mod world;

@@ -1,0 +1,126 @@
+//! A throwaway PostgreSQL: `initdb` and `pg_ctl` from the machine's own
+//! binaries, in a temporary folder, on a free loopback port, stopped and
+//! removed when dropped. PostgreSQL refuses to run as root, so as root the
+//! server runs as the `postgres` user.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Why a throwaway database could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error(
+        "PostgreSQL's server binaries (initdb, pg_ctl) are not on PATH nor under /usr/lib/postgresql/*/bin: \
+         install them (Debian: apt-get install postgresql)"
+    )]
+    NotInstalled,
+    #[error("{step} failed: {detail}")]
+    Step { step: &'static str, detail: String },
+}
+
+fn step(step: &'static str, detail: impl ToString) -> PostgresError {
+    PostgresError::Step { step, detail: detail.to_string() }
+}
+
+/// A running throwaway server; stopped and removed on drop.
+pub struct ThrowawayPostgres {
+    bin: PathBuf,
+    folder: tempfile::TempDir,
+    port: u16,
+    as_user: Option<String>,
+}
+
+/// Where `initdb` and `pg_ctl` live.
+pub fn find_binaries() -> Option<PathBuf> {
+    let on_path =
+        std::env::var_os("PATH").into_iter().flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>());
+    let debian =
+        std::fs::read_dir("/usr/lib/postgresql").into_iter().flatten().flatten().map(|entry| entry.path().join("bin"));
+    let mut candidates: Vec<PathBuf> = on_path.chain(debian).collect();
+    candidates.retain(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file());
+    candidates.into_iter().next()
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn free_port() -> Result<u16, PostgresError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| step("finding a free port", e))?;
+    listener.local_addr().map(|address| address.port()).map_err(|e| step("finding a free port", e))
+}
+
+impl ThrowawayPostgres {
+    /// Initialises and starts a server; waits until it accepts connections.
+    pub fn start() -> Result<ThrowawayPostgres, PostgresError> {
+        let bin = find_binaries().ok_or(PostgresError::NotInstalled)?;
+        let folder =
+            tempfile::Builder::new().prefix("posim-pg-").tempdir().map_err(|e| step("creating a folder", e))?;
+        let as_user = is_root().then(|| "postgres".to_string());
+        if as_user.is_some() {
+            let status = Command::new("chown").args(["-R", "postgres:"]).arg(folder.path()).status();
+            if !status.is_ok_and(|s| s.success()) {
+                return Err(step("chown to the postgres user", "chown failed (is there a `postgres` user?)"));
+            }
+        }
+        let server = ThrowawayPostgres { bin, port: free_port()?, folder, as_user };
+        let data = server.data();
+        let initdb =
+            server.run("initdb", &["-D", path(&data), "-U", "posim", "-A", "trust", "-E", "UTF8", "--locale=C"])?;
+        if !initdb.status.success() {
+            return Err(step("initdb", String::from_utf8_lossy(&initdb.stderr)));
+        }
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            server.port,
+            path(server.folder.path())
+        );
+        let log = server.folder.path().join("postgres.log");
+        let started =
+            server.run("pg_ctl", &["-D", path(&data), "-l", path(&log), "-o", &options, "-w", "-t", "60", "start"])?;
+        if !started.status.success() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(step("pg_ctl start", format!("{}{log}", String::from_utf8_lossy(&started.stderr))));
+        }
+        Ok(server)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.folder.path().join("data")
+    }
+
+    fn run(&self, program: &'static str, args: &[&str]) -> Result<Output, PostgresError> {
+        let binary = self.bin.join(program);
+        let mut command = match &self.as_user {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        command.args(args).current_dir(self.folder.path()).output().map_err(|e| step(program, e))
+    }
+
+    /// A connection URL for the `postgres` database as the `posim` superuser.
+    pub fn url(&self) -> String {
+        format!("postgres://posim@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        // Immediate: nothing in a throwaway database is worth a checkpoint.
+        let data = self.data();
+        let _ = self.run("pg_ctl", &["-D", path(&data), "-m", "immediate", "-w", "stop"]);
+    }
+}
