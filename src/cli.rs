@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::check::{self, kpi, rollback};
 use crate::history::History;
+use crate::live::engine::{self, LiveOptions, LiveOutcome};
+use crate::live::launcher::StackChoice;
 use crate::report::{self, RunFacts, RunReport};
 use crate::rollout::precheck;
 use crate::scenario::Scenario;
@@ -36,6 +38,9 @@ enum Command {
     Run(RunArgs),
     /// Run a scenario over many seeds; report every seed that fails.
     Swarm(SwarmArgs),
+    /// Run a scenario against a real stack over HTTP (posim plays the PSP,
+    /// the IoT gateway and the terminals).
+    Live(LiveArgs),
     /// Pre-check (§1): validate a proposed canary env and run a smoke scenario on it.
     Precheck(PrecheckArgs),
     /// The reference stack as a service.
@@ -91,6 +96,29 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct LiveArgs {
+    scenario: PathBuf,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Runbook time per wall time (60: a runbook minute a second).
+    #[arg(long, default_value_t = 60.0)]
+    time_scale: f64,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    no_trace: bool,
+    /// Run the stack with `sh -c CMD`, one process per replica, redeployed at every decision.
+    #[arg(long, conflicts_with = "stack_url")]
+    stack_cmd: Option<String>,
+    /// A stack already running (posim cannot redeploy it).
+    #[arg(long)]
+    stack_url: Option<String>,
+    /// Bug switches of the embedded reference stack (POSIM_STACK_BUG).
+    #[arg(long = "stack-bug", value_name = "NAME")]
+    stack_bugs: Vec<StackBug>,
+}
+
+#[derive(Args)]
 struct SwarmArgs {
     scenario: PathBuf,
     /// How many seeds to run.
@@ -142,6 +170,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run(args),
         Command::Swarm(args) => swarm(args),
+        Command::Live(args) => live(args),
         Command::Precheck(args) => precheck(args),
         Command::Stack(StackCommand::Serve) => stack_serve(),
     };
@@ -337,4 +366,55 @@ fn stack_serve() -> u8 {
             EXIT_HARNESS
         }
     }
+}
+
+fn live(args: LiveArgs) -> u8 {
+    let scenario = match load(&args.scenario) {
+        Ok(scenario) => scenario,
+        Err(code) => return code,
+    };
+    if !(args.time_scale.is_finite() && (1.0..=10_000.0).contains(&args.time_scale)) {
+        eprintln!("error: --time-scale must be between 1 and 10000, got {}", args.time_scale);
+        return EXIT_USAGE;
+    }
+    let seed = args.seed.unwrap_or(scenario.seed);
+    let dir = args.out.clone().unwrap_or_else(|| default_dir(&format!("{}-live", scenario.name), seed));
+    let stack = match (&args.stack_cmd, &args.stack_url) {
+        (Some(command), _) => StackChoice::Command(command.clone()),
+        (None, Some(url)) => StackChoice::Url(url.clone()),
+        (None, None) => StackChoice::Embedded { bugs: args.stack_bugs.iter().map(|b| b.name().to_string()).collect() },
+    };
+    let wall = (scenario.horizon() + scenario.drain) as f64 / 1000.0 / args.time_scale;
+    println!(
+        "posim live · scenario {} · seed {seed} · time scale {}× · about {:.0} s of wall time",
+        scenario.name, args.time_scale, wall
+    );
+    let options = LiveOptions { seed, time_scale: args.time_scale, stack, logs: dir.join("stack-logs") };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return EXIT_HARNESS;
+        }
+    };
+    let outcome = match runtime.block_on(engine::run(&scenario, options)) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("error: the harness could not run: {error}");
+            return EXIT_HARNESS;
+        }
+    };
+    for note in &outcome.notes {
+        println!("note: {note}");
+    }
+    let LiveOutcome { history, stack_requests, simulated, purchases, .. } = outcome;
+    let sim_like = SimOutcome { history, stack_requests, events: 0, simulated, purchases };
+    let judged = judge(&scenario, seed, &args.stack_bugs, sim_like);
+    print!("{}", report::console(&judged.report));
+    if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {
+        eprintln!("error: cannot write the report to {}: {error}", dir.display());
+        return EXIT_HARNESS;
+    }
+    println!("report: {}", dir.display());
+    if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
 }

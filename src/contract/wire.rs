@@ -9,6 +9,31 @@ use uuid::Uuid;
 use super::{Endpoint, ErrorCode, PaymentStatus, PaymentView, Reply, SweepReport, Text};
 use crate::time;
 
+/// How a request goes on the wire: method, path (with query), JSON body.
+pub fn request_to_http(request: &super::Request) -> (&'static str, String, Option<Value>) {
+    use super::Request;
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    match request {
+        Request::Authorize(body) => ("POST", "/api/payments/authorize".into(), serde_json::to_value(body).ok()),
+        Request::Confirm(body) => ("POST", "/api/payments/confirm".into(), serde_json::to_value(body).ok()),
+        Request::ExecuteCycle(body) => ("POST", "/api/payments/execute-cycle".into(), serde_json::to_value(body).ok()),
+        Request::GetPayment(id) => ("GET", format!("/api/payments/{}", encode(id)), None),
+        Request::AuditByProviderRef(r) => ("GET", format!("/api/payments?provider_ref={}", encode(r)), None),
+        Request::AuditByIdempotencyKey(k) => ("GET", format!("/api/payments?idempotency_key={}", encode(k)), None),
+        Request::CompensationSweep => ("POST", "/api/payments/compensation/alert".into(), Some(json!({}))),
+    }
+}
+
 /// A reply as the stack sends it: status and body.
 pub fn reply_to_json(reply: &Reply) -> (u16, Value) {
     let body = match reply {

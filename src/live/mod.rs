@@ -2,5 +2,9 @@
 //! binaries, and the world posim serves over HTTP (the PSP and the IoT
 //! gateway of CONTRACT.md) around a real stack.
 
+pub mod clock;
+pub mod engine;
+pub mod launcher;
 pub mod postgres;
+mod terminals;
 pub mod world;

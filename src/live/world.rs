@@ -16,11 +16,27 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::clock::Recorder;
 use crate::contract::{Charge, ChargeStatus, CycleRecord, StartCycleCommand, Text};
+use crate::faults::{Boundary, Crossing, FaultKind, FaultPlan};
+use crate::history::Event;
+use crate::scenario::Latency;
 use crate::time::{self, Millis};
 use crate::world::machines::CommandAnswer;
 use crate::world::psp::RefundOutcome;
 use crate::world::{Fleet, MachineState, PspLedger};
+
+/// What a live run adds to the world: the history it writes ground truth
+/// into, the fault plan it rolls at its boundaries, and the latencies it plays.
+pub struct LiveContext {
+    pub recorder: Arc<Recorder>,
+    pub faults: FaultPlan,
+    pub latency: Latency,
+    pub iot_timeout: Millis,
+    pub psp_timeout: Millis,
+    /// The plan phase in effect (for fault scopes), kept by the engine.
+    pub phase: std::sync::atomic::AtomicU16,
+}
 
 /// The world's ground truth, shared by the handlers.
 pub struct World {
@@ -28,19 +44,87 @@ pub struct World {
     machines: Mutex<Vec<MachineState>>,
     machine_index: HashMap<String, usize>,
     cycle_length: Millis,
+    live: Option<LiveContext>,
+    /// payment → (purchase, condominium, calls so far): stable ids for fault rolls.
+    payments: Mutex<HashMap<Uuid, (u32, u32, u64)>>,
 }
 
 impl World {
     pub fn new(fleet: &Fleet, cycle_length: Millis) -> Arc<World> {
+        Arc::new(World::build(fleet, cycle_length, None))
+    }
+
+    pub fn live(fleet: &Fleet, cycle_length: Millis, live: LiveContext) -> Arc<World> {
+        Arc::new(World::build(fleet, cycle_length, Some(live)))
+    }
+
+    fn build(fleet: &Fleet, cycle_length: Millis, live: Option<LiveContext>) -> World {
         let machines =
             fleet.machines.iter().enumerate().map(|(i, m)| MachineState::new(i as u32, m.firmware)).collect();
         let machine_index = fleet.machines.iter().enumerate().map(|(i, m)| (m.id.to_string(), i)).collect();
-        Arc::new(World {
+        World {
             psp: Mutex::new(PspLedger::default()),
             machines: Mutex::new(machines),
             machine_index,
             cycle_length,
-        })
+            live,
+            payments: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The plan phase in effect, for fault scopes.
+    pub fn set_phase(&self, phase: u16) {
+        if let Some(live) = &self.live {
+            live.phase.store(phase, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Is the machine free for a new customer (not running, not offline)?
+    pub fn machine_idle(&self, index: usize, now: Millis) -> bool {
+        self.machines.lock().expect("machines lock")[index].is_idle(now)
+    }
+
+    fn record(&self, event: Event) {
+        if let Some(live) = &self.live {
+            live.recorder.record(event);
+        }
+    }
+
+    /// Plays a boundary: a latency, then maybe a fault, keyed by the
+    /// payment's purchase and how many calls it has made (stable ids).
+    async fn boundary(
+        &self,
+        boundary: Boundary,
+        payment: Uuid,
+        latency: (Millis, Millis),
+    ) -> Option<(FaultKind, Millis)> {
+        let live = self.live.as_ref()?;
+        let (purchase, condominium, call) = {
+            let mut payments = self.payments.lock().expect("payments lock");
+            let entry = payments.entry(payment).or_insert((u32::MAX, u32::MAX, 0));
+            entry.2 += 1;
+            *entry
+        };
+        let crossing = Crossing {
+            now: live.recorder.clock.now(),
+            phase: live.phase.load(std::sync::atomic::Ordering::Relaxed),
+            condominium: (condominium != u32::MAX).then_some(condominium),
+            endpoint: None,
+        };
+        let roll = live.faults.roll(boundary, &crossing, [u64::from(purchase), call, boundary as u64]);
+        let spread = latency.1 - latency.0 + 1;
+        let delay = latency.0 + (u64::from(purchase) ^ call.wrapping_mul(0x9E37)) % spread;
+        live.recorder.clock.sleep(delay / 2).await;
+        let (index, spec) = roll?;
+        live.recorder.record(Event::Fault { fault: index, kind: spec.kind, subject: u64::from(purchase) });
+        Some((spec.kind, spec.duration))
+    }
+
+    /// Waits out a stack's timeout (the answer is lost or never comes).
+    async fn beyond(&self, timeout: Millis) {
+        if let Some(live) = &self.live {
+            live.recorder.clock.sleep(timeout * 2 + 1_000).await;
+        }
     }
 
     /// How many cycles the machines' logs hold for `execute_key` on `machine_id`.
@@ -82,6 +166,12 @@ struct ChargeRequest {
     payment_id: Uuid,
     amount_cents: i64,
     idempotency_key: String,
+    /// posim's terminals say which purchase (and condominium) they charge
+    /// for, so that ground truth and fault rolls name stable ids.
+    purchase: Option<u32>,
+    condominium: Option<u32>,
+    #[serde(default)]
+    declined: bool,
 }
 
 async fn create_charge(
@@ -89,16 +179,37 @@ async fn create_charge(
     body: Result<axum::Json<ChargeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(axum::Json(request)) = body else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
-    let (charge, _) = world.psp.lock().expect("ledger lock").charge(
-        request.payment_id,
-        request.amount_cents,
-        request.idempotency_key.into(),
-        false,
-    );
+    let key = request.idempotency_key.into();
+    let (charge, new) =
+        world.psp.lock().expect("ledger lock").charge(request.payment_id, request.amount_cents, key, request.declined);
+    if let (Some(purchase), true) = (request.purchase, new) {
+        let condominium = request.condominium.unwrap_or(u32::MAX);
+        world.payments.lock().expect("payments lock").insert(request.payment_id, (purchase, condominium, 0));
+        let captured = charge.status == ChargeStatus::Captured;
+        let provider_ref = charge.provider_ref.clone();
+        world.record(Event::Charged { purchase, payment: request.payment_id, provider_ref, captured });
+    }
     (StatusCode::CREATED, axum::Json(charge_json(&charge))).into_response()
 }
 
+/// The stack → PSP boundary: latency, then a timeout or a 5xx if the plan says so.
+async fn psp_boundary(world: &World, payment: Uuid) -> Option<Response> {
+    let live = world.live.as_ref()?;
+    match world.boundary(Boundary::StackToPsp, payment, live.latency.stack_psp).await {
+        Some((FaultKind::PspTimeout, _)) => {
+            world.beyond(live.psp_timeout).await;
+            Some(error(StatusCode::GATEWAY_TIMEOUT, "timeout"))
+        }
+        Some(_) => Some(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable")),
+        None => None,
+    }
+}
+
 async fn get_charge(State(world): State<Arc<World>>, Path(reference): Path<String>) -> Response {
+    let payment = world.psp.lock().expect("ledger lock").get(&reference).map(|charge| charge.payment_id);
+    if let Some(faulty) = psp_boundary(&world, payment.unwrap_or_default()).await {
+        return faulty;
+    }
     match world.psp.lock().expect("ledger lock").get(&reference) {
         Some(charge) => axum::Json(charge_json(&charge)).into_response(),
         None => error(StatusCode::NOT_FOUND, "not_found"),
@@ -115,6 +226,9 @@ async fn list_charges(
     query: Result<Query<ChargesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
+    if let Some(faulty) = psp_boundary(&world, query.payment_id).await {
+        return faulty;
+    }
     let charges: Vec<Value> = world.charges(query.payment_id).iter().map(charge_json).collect();
     axum::Json(json!({ "charges": charges })).into_response()
 }
@@ -124,8 +238,19 @@ async fn refund(State(world): State<Arc<World>>, Path(reference): Path<String>, 
         return error(StatusCode::BAD_REQUEST, "idempotency_key_required");
     };
     let key: Text = key.into();
-    match world.psp.lock().expect("ledger lock").refund(&reference, &key) {
-        RefundOutcome::Refunded(_) => {
+    let payment = world.psp.lock().expect("ledger lock").get(&reference).map(|charge| charge.payment_id);
+    if let Some(faulty) = psp_boundary(&world, payment.unwrap_or_default()).await {
+        return faulty;
+    }
+    let outcome = world.psp.lock().expect("ledger lock").refund(&reference, &key);
+    match outcome {
+        RefundOutcome::Refunded(new) => {
+            if new {
+                world.record(Event::Refunded {
+                    payment: payment.unwrap_or_default(),
+                    provider_ref: reference.clone().into(),
+                });
+            }
             axum::Json(json!({ "provider_ref": reference, "status": "refunded", "refund_id": format!("rf_{key}") }))
                 .into_response()
         }
@@ -161,11 +286,37 @@ async fn command(
         payment_id: request.payment_id,
         execute_key: request.execute_key.into(),
     };
-    let answer = world.machines.lock().expect("machines lock")[index].command(
-        &command,
-        time::wall_clock_millis(),
-        world.cycle_length,
-    );
+    let live = world.live.as_ref();
+    let fault = match live {
+        Some(live) => world.boundary(Boundary::StackToIot, request.payment_id, live.latency.stack_iot).await,
+        None => None,
+    };
+    let now = live.map_or_else(time::wall_clock_millis, |live| live.recorder.clock.now());
+    let timeout = live.map_or(0, |live| live.iot_timeout);
+    if let Some((FaultKind::IotCommandLost, _)) = fault {
+        world.beyond(timeout).await;
+        return error(StatusCode::GATEWAY_TIMEOUT, "timeout");
+    }
+    let answer = {
+        let mut machines = world.machines.lock().expect("machines lock");
+        if let Some((FaultKind::MachineOffline, duration)) = fault {
+            machines[index].go_offline(now + duration);
+        }
+        machines[index].command(&command, now, world.cycle_length)
+    };
+    if let CommandAnswer::Started(cycle) = &answer {
+        let (payment, execute_key) = (command.payment_id, command.execute_key.clone());
+        world.record(Event::CycleStarted { machine: index as u32, payment, execute_key, cycle: cycle.clone() });
+    }
+    match fault {
+        // The machine started; the stack hears nothing, or a 504.
+        Some((FaultKind::IotAckLost, _)) => {
+            world.beyond(timeout).await;
+            return error(StatusCode::GATEWAY_TIMEOUT, "timeout");
+        }
+        Some((FaultKind::Gateway504, _)) => return error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
+        _ => {}
+    }
     match answer {
         CommandAnswer::Started(cycle) => {
             axum::Json(json!({ "result": "started", "cycle_id": &*cycle })).into_response()
@@ -191,8 +342,14 @@ async fn cycles(
     query: Result<Query<CyclesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
-    if !world.machine_index.contains_key(&machine_id) {
+    let Some(&index) = world.machine_index.get(&machine_id) else {
         return error(StatusCode::NOT_FOUND, "unknown_machine");
+    };
+    if let Some(live) = &world.live {
+        let now = live.recorder.clock.now();
+        if !world.machines.lock().expect("machines lock")[index].is_reachable(now) {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "offline");
+        }
     }
     let cycles: Vec<Value> = world.cycles(&machine_id, &query.execute_key).iter().map(cycle_json).collect();
     axum::Json(json!({ "cycles": cycles })).into_response()

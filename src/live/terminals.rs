@@ -1,0 +1,353 @@
+//! The customers of a live run: arrivals on the seeded plan, one tokio task
+//! per purchase following the same purchase flow as the simulator (with the
+//! terminal ↔ stack faults of the plan), and posim's own calls — the §4C
+//! audit, the §4A reprocessing, and the final audit of every payment.
+
+use std::sync::{Arc, Mutex};
+
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use super::engine::{Heard, Shared, between};
+use crate::contract::{ChargeStatus, Endpoint, ExecuteRequest, PaymentStatus, Reply, Request};
+use crate::faults::{Boundary, Crossing, FaultKind};
+use crate::history::{Decision, DecisionKind, Event};
+use crate::time::{DAY, Millis};
+use crate::world::terminal::{Heard as Told, Next};
+use crate::world::{Purchase, PurchaseStep};
+
+/// Every customer's arrival until the horizon: per condominium a Poisson
+/// process drawn from the traffic stream, merged in time order.
+fn plan(shared: &Shared, rng: &mut ChaCha8Rng) -> Vec<(Millis, u32)> {
+    let scenario = &shared.scenario;
+    let mut arrivals = Vec::new();
+    for (index, site) in scenario.fleet.condominiums.iter().enumerate() {
+        let per_ms = site.machines.len() as f64 * scenario.traffic.washes_per_machine_per_day / DAY as f64;
+        if per_ms <= 0.0 {
+            continue;
+        }
+        let mut at = -(1.0 - rng.random::<f64>()).ln() / per_ms;
+        while at < scenario.horizon() as f64 {
+            arrivals.push((at as Millis, index as u32));
+            at += -(1.0 - rng.random::<f64>()).ln() / per_ms;
+        }
+    }
+    arrivals.sort_unstable();
+    arrivals
+}
+
+/// Plays the customers; returns how many purchases started.
+pub(super) async fn arrivals(shared: Arc<Shared>, mut rng: ChaCha8Rng) -> u64 {
+    let reserved = Arc::new(Mutex::new(vec![false; shared.scenario.fleet.machines.len()]));
+    let mut tasks = JoinSet::new();
+    let mut count = 0u32;
+    for (at, condominium) in plan(&shared, &mut rng) {
+        shared.clock().sleep_until(at).await;
+        let site = &shared.scenario.fleet.condominiums[condominium as usize];
+        let now = shared.clock().now();
+        let free: Vec<u32> = {
+            let taken = reserved.lock().expect("reservations lock");
+            site.machines
+                .iter()
+                .copied()
+                .filter(|&m| !taken[m as usize] && shared.world.machine_idle(m as usize, now))
+                .collect()
+        };
+        if free.is_empty() {
+            continue;
+        }
+        let machine = free[rng.random_range(0..free.len())];
+        let terminal = site.terminals[rng.random_range(0..site.terminals.len())];
+        let amount = rng.random_range(shared.scenario.traffic.amount_cents.0..=shared.scenario.traffic.amount_cents.1);
+        let card = between(&mut rng, shared.scenario.latency.card);
+        let declined = rng.random_bool(shared.scenario.traffic.decline_rate);
+        let fleet = &shared.scenario.fleet;
+        let purchase = Purchase::new(
+            condominium,
+            site.id,
+            machine,
+            fleet.machines[machine as usize].id.clone(),
+            fleet.terminals[terminal as usize].id.clone(),
+            amount,
+            count,
+        );
+        shared.registry.lock().expect("registry lock").push((purchase.idempotency_key.clone(), None));
+        reserved.lock().expect("reservations lock")[machine as usize] = true;
+        shared.record(Event::Arrived { purchase: count, condominium, machine });
+        let (shared, reserved) = (Arc::clone(&shared), Arc::clone(&reserved));
+        let number = count;
+        tasks.spawn(async move {
+            buy(&shared, number, purchase, (card, declined)).await;
+            reserved.lock().expect("reservations lock")[machine as usize] = false;
+        });
+        count += 1;
+    }
+    while tasks.join_next().await.is_some() {}
+    u64::from(count)
+}
+
+/// One purchase, start to end.
+async fn buy(shared: &Arc<Shared>, number: u32, mut purchase: Purchase, (card, declined): (Millis, bool)) {
+    let policy = shared.scenario.terminals.clone();
+    let twins: Arc<Mutex<Vec<Reply>>> = Arc::default();
+    let mut twin_tasks = JoinSet::new();
+    let outcome = loop {
+        let next = match purchase.endpoint() {
+            Some(endpoint) => {
+                let heard = attempt(shared, number, &purchase, endpoint, (&twins, &mut twin_tasks)).await;
+                let walks_away = !matches!(&heard, Heard::Reply(r) if r.error_code().is_none())
+                    && walks_away(shared, number, &purchase, endpoint);
+                let told = match &heard {
+                    Heard::Reply(reply) => Told::Reply(reply),
+                    Heard::Nothing => Told::Nothing,
+                };
+                let next = purchase.on_heard(told, policy.max_attempts, walks_away);
+                if let Some(payment) = purchase.payment_id {
+                    shared.registry.lock().expect("registry lock")[number as usize].1 = Some(payment);
+                }
+                next
+            }
+            None => match purchase.step.clone() {
+                PurchaseStep::Charge => charge(shared, number, &mut purchase, card, declined).await,
+                PurchaseStep::Done(outcome) => {
+                    // Late duplicates may still bring an execute_key to run.
+                    while twin_tasks.join_next().await.is_some() {}
+                    let extra = twins.lock().expect("twins lock").drain(..).collect::<Vec<_>>();
+                    match extra.iter().find_map(|reply| purchase.on_extra_confirmation(reply)) {
+                        Some(next) => next,
+                        None => break outcome,
+                    }
+                }
+                step => unreachable!("no request at {step:?}"),
+            },
+        };
+        match next {
+            Next::Retry => {
+                let shift = u32::from(purchase.attempt.saturating_sub(2)).min(6);
+                shared.clock().sleep(policy.backoff << shift).await;
+            }
+            Next::Send | Next::Charge | Next::Finished(_) => {}
+        }
+    };
+    shared.record(Event::Ended { purchase: number, outcome });
+}
+
+fn crossing(shared: &Shared, purchase: &Purchase, endpoint: Endpoint) -> Crossing {
+    Crossing { now: shared.clock().now(), phase: 0, condominium: Some(purchase.condominium), endpoint: Some(endpoint) }
+}
+
+/// One request of the purchase's current step, with the terminal-side faults.
+async fn attempt(
+    shared: &Arc<Shared>,
+    number: u32,
+    purchase: &Purchase,
+    endpoint: Endpoint,
+    (twins, twin_tasks): (&Arc<Mutex<Vec<Reply>>>, &mut JoinSet<()>),
+) -> Heard {
+    let request = purchase.request();
+    let attempt = purchase.attempt;
+    let timeout = shared.scenario.terminals.request_timeout;
+    let id = shared.new_request();
+    shared.record(Event::Sent { request: id, purchase: number, endpoint, attempt, twin: false });
+    let ids = [u64::from(number), (endpoint as u64) << 8 | u64::from(attempt), 0];
+    let fault = shared.faults.roll(Boundary::TerminalToStack, &crossing(shared, purchase, endpoint), ids);
+    if let Some((index, spec)) = fault {
+        shared.record(Event::Fault { fault: index, kind: spec.kind, subject: u64::from(id) });
+        if spec.kind == FaultKind::RequestLost {
+            shared.clock().sleep(timeout).await;
+            shared.record(Event::Heard { request: id, status: None, error: None });
+            return Heard::Nothing;
+        }
+        let delay = (u64::from(number) * 7919 + u64::from(attempt) * 104_729)
+            % (shared.scenario.terminals.duplicate_delay_max + 1);
+        let (shared, twins, request) = (Arc::clone(shared), Arc::clone(twins), request.clone());
+        twin_tasks.spawn(async move { twin(&shared, number, (endpoint, attempt), request, delay, &twins).await });
+    }
+    let ids = [u64::from(number), (endpoint as u64) << 8 | u64::from(attempt), 1];
+    let lost = shared.faults.roll(Boundary::StackToTerminal, &crossing(shared, purchase, endpoint), ids);
+    if let Some((index, spec)) = lost {
+        shared.record(Event::Fault { fault: index, kind: spec.kind, subject: u64::from(id) });
+    }
+    let heard = shared.send(id, &request, timeout, lost.is_some()).await;
+    hear(shared, number, id, &heard);
+    if lost.is_some() {
+        shared.clock().sleep(timeout).await;
+    }
+    heard
+}
+
+/// Records what the terminal heard, and the status it was told.
+fn hear(shared: &Shared, number: u32, id: u32, heard: &Heard) {
+    match heard {
+        Heard::Reply(reply) => {
+            shared.record(Event::Heard { request: id, status: Some(reply.http_status()), error: reply.error_code() });
+            if let Some((payment, status)) = Purchase::told(reply) {
+                shared.record(Event::Told { purchase: number, payment, status });
+            }
+        }
+        Heard::Nothing => shared.record(Event::Heard { request: id, status: None, error: None }),
+    }
+}
+
+/// A duplicate of a request, sent late; a confirmation it brings is kept.
+async fn twin(
+    shared: &Shared,
+    number: u32,
+    (endpoint, attempt): (Endpoint, u8),
+    request: Request,
+    delay: Millis,
+    twins: &Mutex<Vec<Reply>>,
+) {
+    shared.clock().sleep(delay).await;
+    let id = shared.new_request();
+    shared.record(Event::Sent { request: id, purchase: number, endpoint, attempt, twin: true });
+    let heard = shared.send(id, &request, shared.scenario.terminals.request_timeout, false).await;
+    hear(shared, number, id, &heard);
+    if let Heard::Reply(reply @ Reply::Confirmed { .. }) = heard {
+        twins.lock().expect("twins lock").push(reply);
+    }
+}
+
+fn walks_away(shared: &Shared, number: u32, purchase: &Purchase, endpoint: Endpoint) -> bool {
+    let ids = [u64::from(number), (endpoint as u64) << 8 | u64::from(purchase.attempt), 3];
+    match shared.faults.roll(Boundary::Customer, &crossing(shared, purchase, endpoint), ids) {
+        Some((index, spec)) => {
+            shared.record(Event::Fault { fault: index, kind: spec.kind, subject: u64::from(number) });
+            true
+        }
+        None => false,
+    }
+}
+
+/// The card is charged at posim's PSP.
+async fn charge(shared: &Shared, number: u32, purchase: &mut Purchase, card: Millis, declined: bool) -> Next {
+    shared.clock().sleep(card).await;
+    let payment = purchase.payment_id.expect("authorized before the charge");
+    let body = json!({
+        "payment_id": payment,
+        "amount_cents": purchase.amount_cents,
+        "idempotency_key": format!("card-{}", purchase.idempotency_key),
+        "purchase": number,
+        "condominium": purchase.condominium,
+        "declined": declined,
+    });
+    let answer = shared.http.post(format!("{}/v1/charges", shared.world_url)).json(&body).send().await;
+    let charged: Option<serde_json::Value> = match answer {
+        Ok(response) => response.json().await.ok(),
+        Err(_) => None,
+    };
+    let Some(charged) = charged else { return purchase.on_charged("".into(), false) };
+    let provider_ref = charged["provider_ref"].as_str().unwrap_or_default().into();
+    purchase.on_charged(provider_ref, charged["status"] == "captured")
+}
+
+fn payment_of(shared: &Shared, purchase: u32) -> Option<(uuid::Uuid, crate::contract::Text)> {
+    let registry = shared.registry.lock().expect("registry lock");
+    let (key, payment) = registry.get(purchase as usize)?;
+    payment.map(|payment| (payment, key.clone()))
+}
+
+/// §4C: audit each suspect by idempotency_key and provider_ref, and count its cycles.
+pub(super) async fn audit(shared: &Shared, purchases: &[u32], who: &str) {
+    let mut evidence = Vec::new();
+    for &purchase in purchases {
+        let Some((payment, key)) = payment_of(shared, purchase) else { continue };
+        let by_key = match shared.call(Endpoint::Audit, &Request::AuditByIdempotencyKey(key.clone())).await {
+            Some(Reply::Payments(views)) => views.iter().map(|v| v.payment_id).collect(),
+            _ => Vec::new(),
+        };
+        shared.record(Event::AuditedKey { idempotency_key: key.clone(), payments: by_key.clone() });
+        let charges = shared.world.charges(payment);
+        for charge in &charges {
+            let by_ref =
+                match shared.call(Endpoint::Audit, &Request::AuditByProviderRef(charge.provider_ref.clone())).await {
+                    Some(Reply::Payments(views)) => views.iter().map(|v| v.payment_id).collect(),
+                    _ => Vec::new(),
+                };
+            shared.record(Event::AuditedCharge { provider_ref: charge.provider_ref.clone(), payments: by_ref });
+        }
+        let standing = charges.iter().filter(|c| c.status == ChargeStatus::Captured).count();
+        let cycles = shared.recorder.with(|h| {
+            h.records
+                .iter()
+                .filter(|r| matches!(&r.event, Event::CycleStarted { payment: p, .. } if *p == payment))
+                .count()
+        });
+        let duplicate = standing > 1 || cycles > 1 || by_key.len() > 1;
+        evidence.push(format!(
+            "purchase {purchase}: idempotency_key {key} → {} payment(s); {} charge(s), {standing} standing; {cycles} cycle(s) in the machine logs → {}",
+            by_key.len(),
+            charges.len(),
+            if duplicate { "DUPLICATE confirmed" } else { "no duplicate" }
+        ));
+    }
+    shared.recorder.with(|history| {
+        let at = shared.clock().now().max(history.records.last().map_or(0, |r| r.at));
+        let previous = history.deploys.len().checked_sub(1).map(|d| d as u16);
+        let decision = Decision {
+            at,
+            who: who.to_string(),
+            kind: DecisionKind::Audit,
+            deploy: None,
+            previous,
+            window_from: at,
+            evidence,
+        };
+        history.add_decision(decision);
+    });
+}
+
+/// §4A: look each payment up and execute it again, up to three times.
+pub(super) async fn reprocess(shared: &Shared, purchases: Vec<u32>) {
+    for purchase in purchases {
+        let Some((payment, _)) = payment_of(shared, purchase) else { continue };
+        let Some(Reply::Payment(view)) =
+            shared.call(Endpoint::GetPayment, &Request::GetPayment(payment.to_string())).await
+        else {
+            continue;
+        };
+        let (PaymentStatus::Confirmed, Some(execute_key)) = (view.status, view.execute_key.clone()) else { continue };
+        let execute = Request::ExecuteCycle(ExecuteRequest { payment_id: payment.to_string(), execute_key });
+        for _ in 0..3 {
+            match shared.call(Endpoint::ExecuteCycle, &execute).await {
+                Some(Reply::Error { code, .. }) if code.retryable() => shared.clock().sleep(2 * 60_000).await,
+                None => shared.clock().sleep(2 * 60_000).await,
+                Some(_) => break,
+            }
+        }
+    }
+}
+
+/// After the drain: every payment a terminal was given, and every captured
+/// charge, read back through the stack's own API (§4C).
+pub(super) async fn final_audit(shared: &Shared) {
+    let mut payments: Vec<uuid::Uuid> =
+        shared.registry.lock().expect("registry lock").iter().filter_map(|(_, p)| *p).collect();
+    payments.sort_unstable();
+    payments.dedup();
+    for payment in payments {
+        let status = match shared.call(Endpoint::GetPayment, &Request::GetPayment(payment.to_string())).await {
+            Some(Reply::Payment(view)) => Some(view.status),
+            _ => None,
+        };
+        shared.record(Event::Audited { payment, status });
+    }
+    let charges: Vec<_> = shared.recorder.with(|h| {
+        h.records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Charged { provider_ref, captured: true, .. } => Some(provider_ref.clone()),
+                _ => None,
+            })
+            .collect()
+    });
+    for provider_ref in charges {
+        let payments = match shared.call(Endpoint::Audit, &Request::AuditByProviderRef(provider_ref.clone())).await {
+            Some(Reply::Payments(views)) => views.iter().map(|v| v.payment_id).collect(),
+            _ => Vec::new(),
+        };
+        shared.record(Event::AuditedCharge { provider_ref, payments });
+    }
+}
