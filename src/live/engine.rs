@@ -347,12 +347,12 @@ async fn background(shared: Arc<Shared>, end: Millis) {
             }
             let commands = shared
                 .recorder
-                .with(|h| shared.controller.lock().expect("controller lock").operator(step, now_in(h, clock), h));
+                .with(|h| shared.controller.lock().expect("controller lock").operator(step, now_in(h, at), h));
             shared.carry_out(commands, &mut tasks);
         } else if at == next_tick {
             next_tick += scenario.criteria.analysis_interval;
             let commands =
-                shared.recorder.with(|h| shared.controller.lock().expect("controller lock").tick(now_in(h, clock), h));
+                shared.recorder.with(|h| shared.controller.lock().expect("controller lock").tick(now_in(h, at), h));
             let phase = shared.controller.lock().expect("controller lock").phase();
             shared.world.set_phase(phase);
             shared.carry_out(commands, &mut tasks);
@@ -365,9 +365,10 @@ async fn background(shared: Arc<Shared>, end: Millis) {
     let _ = tokio::time::timeout(Duration::from_secs(120), async { while tasks.join_next().await.is_some() {} }).await;
 }
 
-/// Now, never before the last record (the history stays in order).
-fn now_in(history: &History, clock: Clock) -> Millis {
-    clock.now().max(history.records.last().map_or(0, |r| r.at))
+/// The scheduled time of a tick or step, never before the last record (the
+/// history stays in order; a late wake-up does not shift the runbook's schedule).
+fn now_in(history: &History, at: Millis) -> Millis {
+    at.max(history.records.last().map_or(0, |r| r.at))
 }
 
 async fn sweep(shared: &Shared) {

@@ -47,6 +47,8 @@ pub struct World {
     live: Option<LiveContext>,
     /// payment → (purchase, condominium, calls so far): stable ids for fault rolls.
     payments: Mutex<HashMap<Uuid, (u32, u32, u64)>>,
+    /// execute_key → payment, learnt from the commands (a cycles query names only the key).
+    keys: Mutex<HashMap<String, Uuid>>,
 }
 
 impl World {
@@ -69,6 +71,7 @@ impl World {
             cycle_length,
             live,
             payments: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -286,6 +289,7 @@ async fn command(
         payment_id: request.payment_id,
         execute_key: request.execute_key.into(),
     };
+    world.keys.lock().expect("keys lock").insert(command.execute_key.to_string(), command.payment_id);
     let live = world.live.as_ref();
     let fault = match live {
         Some(live) => world.boundary(Boundary::StackToIot, request.payment_id, live.latency.stack_iot).await,
@@ -346,6 +350,11 @@ async fn cycles(
         return error(StatusCode::NOT_FOUND, "unknown_machine");
     };
     if let Some(live) = &world.live {
+        let payment = world.keys.lock().expect("keys lock").get(&query.execute_key).copied().unwrap_or_default();
+        if world.boundary(Boundary::StackToIot, payment, live.latency.stack_iot).await.is_some() {
+            world.beyond(live.iot_timeout).await;
+            return error(StatusCode::GATEWAY_TIMEOUT, "timeout");
+        }
         let now = live.recorder.clock.now();
         if !world.machines.lock().expect("machines lock")[index].is_reachable(now) {
             return error(StatusCode::SERVICE_UNAVAILABLE, "offline");

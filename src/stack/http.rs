@@ -115,6 +115,10 @@ impl AppState {
             .map_err(|error| anyhow::anyhow!("DATABASE_URL: {error}"))?;
         let store = PgStore::new(pool);
         store.migrate().await.map_err(|error| anyhow::anyhow!("DATABASE_URL: cannot apply the migrations: {error}"))?;
+        if config.bugs.has(StackBug::StateLostOnRedeploy) {
+            // The bug: a stack that "keeps its state in memory" starts empty.
+            store.forget_everything().await.map_err(|error| anyhow::anyhow!("DATABASE_URL: {error}"))?;
+        }
         let stack = Stack::new(config.deploy.canary.clone(), config.deploy.settings, config.bugs);
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         Ok(Arc::new(AppState { stack, store, http, config }))

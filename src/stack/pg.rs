@@ -126,6 +126,13 @@ impl PgStore {
         Ok(())
     }
 
+    /// Empties the tables (the `state-lost-on-redeploy` bug).
+    pub async fn forget_everything(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.batch_execute("TRUNCATE payment_cycles, payments").await?;
+        Ok(())
+    }
+
     /// Applies one operation; see [`StoreOp`] for what each one means.
     pub async fn apply(&self, op: StoreOp, now: Millis) -> Result<StoreResult, StoreError> {
         let client = self.pool.get().await?;
