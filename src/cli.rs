@@ -110,9 +110,13 @@ struct LiveArgs {
     /// Run the stack with `sh -c CMD`, one process per replica, redeployed at every decision.
     #[arg(long, conflicts_with = "stack_url")]
     stack_cmd: Option<String>,
-    /// A stack already running (posim cannot redeploy it).
-    #[arg(long)]
+    /// A stack already running (posim cannot redeploy it); start it with
+    /// PSP_BASE_URL and IOT_GATEWAY_URL at http://127.0.0.1:WORLD_PORT.
+    #[arg(long, requires = "world_port")]
     stack_url: Option<String>,
+    /// The loopback port of posim's PSP and IoT gateway (default: a free one).
+    #[arg(long)]
+    world_port: Option<u16>,
     /// Bug switches of the embedded reference stack (POSIM_STACK_BUG).
     #[arg(long = "stack-bug", value_name = "NAME")]
     stack_bugs: Vec<StackBug>,
@@ -389,7 +393,9 @@ fn live(args: LiveArgs) -> u8 {
         "posim live · scenario {} · seed {seed} · time scale {}× · about {:.0} s of wall time",
         scenario.name, args.time_scale, wall
     );
-    let options = LiveOptions { seed, time_scale: args.time_scale, stack, logs: dir.join("stack-logs") };
+    let logs = dir.join("stack-logs");
+    let options =
+        LiveOptions { seed, time_scale: args.time_scale, stack, logs, world_port: args.world_port.unwrap_or(0) };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -46,12 +46,13 @@ fn a_short_rollout_passes_live() {
 }
 
 /// Each switch, the live scenario that provokes it, and the invariant it breaks.
-const CAUGHT_LIVE: [(&str, &str, &str); 5] = [
+const CAUGHT_LIVE: [(&str, &str, &str); 6] = [
     ("inverted-allowlist", "live-smoke", "D5"),
     ("state-lost-on-redeploy", "live-smoke", "D6"),
     ("nonidempotent-confirm", "live-faults", "D2"),
     ("resend-after-timeout", "live-faults", "D2"),
     ("refund-races-cycle", "live-faults", "D4"),
+    ("gate-blocks-inflight", "live-rollback", "D8"),
 ];
 
 #[test]
@@ -73,14 +74,16 @@ fn bug_switches_are_caught_live() {
 }
 
 #[test]
-fn the_reference_stack_keeps_the_invariants_under_heavy_faults_live() {
+fn the_reference_stack_keeps_the_invariants_under_faults_and_rollbacks_live() {
     if !postgres_or_skip() {
         return;
     }
-    let (output, _) = live("live-faults", &[]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("invariants: D1–D8 hold"), "{stdout}");
+    for scenario in ["live-faults", "live-rollback"] {
+        let (output, _) = live(scenario, &[]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{scenario}: {stdout}");
+        assert!(stdout.contains("invariants: D1–D8 hold"), "{scenario}: {stdout}");
+    }
 }
 
 #[test]
@@ -95,4 +98,40 @@ fn a_stack_that_cannot_start_ends_the_run_with_its_own_words() {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("the stack exited at start-up"), "{stderr}");
     assert!(stderr.contains("PAYMENTS_POS_CANARY_MODE=`sideways` is refused"), "the stack's own message: {stderr}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+#[test]
+fn a_running_stack_is_driven_by_url_and_never_redeployed() {
+    if !postgres_or_skip() {
+        return;
+    }
+    let postgres = posim::live::postgres::ThrowawayPostgres::start().expect("a throwaway PostgreSQL");
+    let (world_port, stack_port) = (free_port(), free_port());
+    let world = format!("http://127.0.0.1:{world_port}");
+    let mut stack = Command::new(env!("CARGO_BIN_EXE_posim"))
+        .args(["stack", "serve"])
+        .env("PORT", stack_port.to_string())
+        .env("DATABASE_URL", postgres.url())
+        .env("PSP_BASE_URL", &world)
+        .env("IOT_GATEWAY_URL", &world)
+        .spawn()
+        .expect("the stack starts");
+    let up = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", stack_port)).is_ok()
+    });
+    assert!(up, "the stack listens");
+    let url = format!("http://127.0.0.1:{stack_port}");
+    let (output, summary) = live("live-smoke", &["--stack-url", &url, "--world-port", &world_port.to_string()]);
+    let _ = stack.kill();
+    let _ = stack.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("posim could not redeploy it"), "the report says so: {stdout}");
+    let summary: serde_json::Value = serde_json::from_str(&summary).expect("summary.json");
+    assert_eq!(summary["phases"][0]["canary"]["mode"], "off", "the config the stack really applies, read off /health");
 }

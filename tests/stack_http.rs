@@ -39,7 +39,7 @@ async fn start(naive_share: f64) -> Option<Running> {
         FleetShape { seed: 3, condominiums: 2, machines_per_condominium: 2, terminals_per_condominium: 1, naive_share };
     let fleet = Fleet::generate(&shape);
     let world = World::new(&fleet, 60_000);
-    let world_url = world::serve(world.clone()).await.expect("the world serves");
+    let world_url = world::serve(world.clone(), 0).await.expect("the world serves");
     let config = ServeConfig {
         port: 0,
         database_url: postgres.url(),

@@ -31,6 +31,9 @@ pub struct LiveOptions {
     pub time_scale: f64,
     pub stack: StackChoice,
     pub logs: std::path::PathBuf,
+    /// Where posim's PSP and gateway listen (0: a free port); a stack given
+    /// by URL must have been started pointing at it.
+    pub world_port: u16,
 }
 
 /// What a live run produced.
@@ -174,6 +177,9 @@ impl Shared {
     async fn roll_out(&self, deploy: u16) -> Result<(), LaunchError> {
         let canary = self.recorder.with(|h| h.deploys[usize::from(deploy)].canary.clone());
         let count = self.slots.lock().expect("slots lock").len();
+        if deploy > 0 && !self.launcher.lock().await.can_redeploy() {
+            return Ok(()); // a stack given by URL keeps the config it has
+        }
         for replica in 0..count {
             if self.latest_deploy.load(Ordering::SeqCst) != deploy {
                 return Ok(()); // a newer decision took over
@@ -257,7 +263,7 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         phase: AtomicU16::new(0),
     };
     let world = World::live(fleet, cycle_length, context);
-    let world_url = world::serve(Arc::clone(&world)).await?;
+    let world_url = world::serve(Arc::clone(&world), options.world_port).await?;
     let scale = |ms: Millis| ((ms as f64 / options.time_scale).round() as Millis).max(1);
     let wall_settings = StackSettings {
         cycle_ttl: scale(scenario.stack.settings.cycle_ttl).max(1000),
@@ -314,6 +320,9 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<u64, LiveError> {
     };
     shared.latest_deploy.store(deploy, Ordering::SeqCst);
     shared.roll_out(deploy).await?; // a stack that cannot start ends the run, with its own output
+    if !shared.launcher.lock().await.can_redeploy() {
+        adopt_health(shared).await;
+    }
     let end = scenario.horizon() + scenario.drain;
     let traffic = tokio::spawn(super::terminals::arrivals(Arc::clone(shared), seed::stream(seed, "traffic")));
     let background = tokio::spawn(background(Arc::clone(shared), end));
@@ -321,6 +330,22 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<u64, LiveError> {
     background.await.map_err(std::io::Error::other)?;
     super::terminals::final_audit(shared).await;
     Ok(purchases)
+}
+
+/// A stack given by URL applies its own config: read it off `/health`
+/// (CONTRACT.md) so that the gate is judged against what it really applies.
+async fn adopt_health(shared: &Shared) {
+    let Some(url) = shared.slots.lock().expect("slots lock").first().and_then(|s| s.url.clone()) else { return };
+    let health: Option<Value> = match shared.http.get(format!("{url}/health")).send().await {
+        Ok(response) => response.json().await.ok(),
+        Err(_) => None,
+    };
+    let canary = health.and_then(|h| serde_json::from_value::<crate::contract::CanaryConfig>(h["canary"].clone()).ok());
+    // Lists from another stack come in any order: normalise them.
+    let canary = canary.map(|c| crate::contract::CanaryConfig::new(c.mode, c.allowlist, c.blocklist));
+    if let Some(canary) = canary {
+        shared.recorder.with(|h| h.deploys[0].canary = canary);
+    }
 }
 
 /// Analysis ticks, sweeps and operator steps, in runbook time, until `end`.

@@ -375,9 +375,9 @@ pub fn router(world: Arc<World>) -> Router {
         .with_state(world)
 }
 
-/// Serves the world on a free loopback port; returns its base URL.
-pub async fn serve(world: Arc<World>) -> std::io::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// Serves the world on a loopback port (0: a free one); returns its base URL.
+pub async fn serve(world: Arc<World>, port: u16) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let address = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, router(world)).await;
