@@ -403,10 +403,23 @@ fn live(args: LiveArgs) -> u8 {
             return EXIT_HARNESS;
         }
     };
-    let outcome = match runtime.block_on(engine::run(&scenario, options)) {
-        Ok(outcome) => outcome,
-        Err(error) => {
+    // On Ctrl-C the run is dropped with the runtime: replicas are killed and
+    // the throwaway database is stopped and removed.
+    let interrupted = runtime.block_on(async {
+        tokio::select! {
+            outcome = engine::run(&scenario, options) => Some(outcome),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    let outcome = match interrupted {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(error)) => {
             eprintln!("error: the harness could not run: {error}");
+            return EXIT_HARNESS;
+        }
+        None => {
+            drop(runtime);
+            eprintln!("interrupted: the stack and its database were stopped; no report was written");
             return EXIT_HARNESS;
         }
     };

@@ -324,12 +324,28 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<u64, LiveError> {
         adopt_health(shared).await;
     }
     let end = scenario.horizon() + scenario.drain;
+    let progress = tokio::spawn(progress(shared.clock(), end));
     let traffic = tokio::spawn(super::terminals::arrivals(Arc::clone(shared), seed::stream(seed, "traffic")));
     let background = tokio::spawn(background(Arc::clone(shared), end));
     let purchases = traffic.await.map_err(std::io::Error::other)?;
     background.await.map_err(std::io::Error::other)?;
+    progress.abort();
     super::terminals::final_audit(shared).await;
     Ok(purchases)
+}
+
+/// A bar over runbook time on stderr (invisible when stderr is not a terminal).
+async fn progress(clock: Clock, end: Millis) {
+    let bar = indicatif::ProgressBar::new(end / 1000);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("live {bar:40} {percent}% of the runbook time ({elapsed})")
+    {
+        bar.set_style(style);
+    }
+    loop {
+        bar.set_position(clock.now() / 1000);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A stack given by URL applies its own config: read it off `/health`
