@@ -9,20 +9,22 @@ use uuid::Uuid;
 use super::{Endpoint, ErrorCode, PaymentStatus, PaymentView, Reply, SweepReport, Text};
 use crate::time;
 
+/// Percent-encodes an id for one URL path segment or query value.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// How a request goes on the wire: method, path (with query), JSON body.
 pub fn request_to_http(request: &super::Request) -> (&'static str, String, Option<Value>) {
     use super::Request;
-    let encode = |text: &str| -> String {
-        text.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
     match request {
         Request::Authorize(body) => ("POST", "/api/payments/authorize".into(), serde_json::to_value(body).ok()),
         Request::Confirm(body) => ("POST", "/api/payments/confirm".into(), serde_json::to_value(body).ok()),

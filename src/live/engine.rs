@@ -202,19 +202,11 @@ impl Shared {
 
     /// posim asks `authorize` for a newly denied condominium until it is denied everywhere.
     async fn probe(&self, condominium: u32, deploy: u16) {
-        let site = &self.scenario.fleet.condominiums[condominium as usize];
-        let machine = self.scenario.fleet.machines[site.machines[0] as usize].id.clone();
         for attempt in 0..90u32 {
             if self.latest_deploy.load(Ordering::SeqCst) != deploy {
                 return;
             }
-            let request = Request::Authorize(crate::contract::AuthorizeRequest {
-                condominio_id: site.id.to_string(),
-                machine_id: machine.clone(),
-                terminal_id: "posim-probe".into(),
-                amount_cents: 1,
-                idempotency_key: format!("posim-probe:{condominium}:{deploy}:{attempt}").into(),
-            });
+            let request = crate::rollout::probe_request(&self.scenario.fleet, condominium, deploy, attempt);
             let id = self.new_request();
             self.record(Event::Sent {
                 request: id,

@@ -14,6 +14,7 @@ use super::engine::{Heard, Shared, between};
 use crate::contract::{ChargeStatus, Endpoint, ExecuteRequest, PaymentStatus, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKind};
 use crate::history::{Decision, DecisionKind, Event};
+use crate::rollout::controller::audit_line;
 use crate::time::{DAY, Millis};
 use crate::world::terminal::{Heard as Told, Next};
 use crate::world::{Purchase, PurchaseStep};
@@ -63,16 +64,7 @@ pub(super) async fn arrivals(shared: Arc<Shared>, mut rng: ChaCha8Rng) -> u64 {
         let amount = rng.random_range(shared.scenario.traffic.amount_cents.0..=shared.scenario.traffic.amount_cents.1);
         let card = between(&mut rng, shared.scenario.latency.card);
         let declined = rng.random_bool(shared.scenario.traffic.decline_rate);
-        let fleet = &shared.scenario.fleet;
-        let purchase = Purchase::new(
-            condominium,
-            site.id,
-            machine,
-            fleet.machines[machine as usize].id.clone(),
-            fleet.terminals[terminal as usize].id.clone(),
-            amount,
-            count,
-        );
+        let purchase = Purchase::in_fleet(&shared.scenario.fleet, (machine, terminal), amount, count);
         shared.registry.lock().expect("registry lock").push((purchase.idempotency_key.clone(), None));
         reserved.lock().expect("reservations lock")[machine as usize] = true;
         shared.record(Event::Arrived { purchase: count, condominium, machine });
@@ -275,13 +267,7 @@ pub(super) async fn audit(shared: &Shared, purchases: &[u32], who: &str) {
                 .filter(|r| matches!(&r.event, Event::CycleStarted { payment: p, .. } if *p == payment))
                 .count()
         });
-        let duplicate = standing > 1 || cycles > 1 || by_key.len() > 1;
-        evidence.push(format!(
-            "purchase {purchase}: idempotency_key {key} → {} payment(s); {} charge(s), {standing} standing; {cycles} cycle(s) in the machine logs → {}",
-            by_key.len(),
-            charges.len(),
-            if duplicate { "DUPLICATE confirmed" } else { "no duplicate" }
-        ));
+        evidence.push(audit_line(purchase, &key, by_key.len(), charges.len(), standing, cycles));
     }
     shared.recorder.with(|history| {
         let at = shared.clock().now().max(history.records.last().map_or(0, |r| r.at));

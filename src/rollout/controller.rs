@@ -475,6 +475,24 @@ impl Controller {
     }
 }
 
+/// One suspect's §4C audit, as the operation log shows it: the payments the
+/// stack returns for its idempotency key, its charges, and its cycles.
+pub fn audit_line(
+    purchase: u32,
+    key: &str,
+    payments_for_key: usize,
+    charges: usize,
+    standing: usize,
+    cycles: usize,
+) -> String {
+    let duplicate = standing > 1 || cycles > 1 || payments_for_key > 1;
+    format!(
+        "purchase {purchase}: idempotency_key {key} → {payments_for_key} payment(s); {charges} charge(s), {standing} standing; \
+         {cycles} cycle(s) in the machine logs → {}",
+        if duplicate { "DUPLICATE confirmed" } else { "no duplicate" }
+    )
+}
+
 /// The stable condominiums: the last good config, without the affected ones.
 fn shrink(stable: Option<CanaryConfig>, affected: &[Uuid]) -> CanaryConfig {
     let Some(stable) = stable else {

@@ -73,6 +73,19 @@ pub fn canary_for(fleet: &Fleet, mode: CanaryMode, selection: &Selection) -> Can
     }
 }
 
+/// posim's probe after a rollback: an `authorize` for a condominium that
+/// must now be denied (its key names the deploy and the attempt).
+pub fn probe_request(fleet: &Fleet, condominium: u32, deploy: u16, attempt: u32) -> crate::contract::Request {
+    let site = &fleet.condominiums[condominium as usize];
+    crate::contract::Request::Authorize(crate::contract::AuthorizeRequest {
+        condominio_id: site.id.to_string(),
+        machine_id: fleet.machines[site.machines[0] as usize].id.clone(),
+        terminal_id: "posim-probe".into(),
+        amount_cents: 1,
+        idempotency_key: format!("posim-probe:{condominium}:{deploy}:{attempt}").into(),
+    })
+}
+
 /// When each phase starts, and when the rollout ends (the horizon).
 pub fn phase_starts(phases: &[Phase]) -> (Vec<Millis>, Millis) {
     let mut starts = Vec::with_capacity(phases.len());

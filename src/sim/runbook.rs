@@ -5,9 +5,10 @@
 //! reprocessing executions for customers who paid and got no wash (§4A).
 
 use super::{Origin, Sim, SimEvent};
-use crate::contract::{AuthorizeRequest, ChargeStatus, Endpoint, ErrorCode, ExecuteRequest, Reply, Request};
+use crate::contract::{ChargeStatus, Endpoint, ErrorCode, ExecuteRequest, Reply, Request};
 use crate::history::{Decision, DecisionKind, Event, NO_PURCHASE};
 use crate::rollout::controller::Command;
+use crate::rollout::controller::audit_line;
 use crate::time::SECOND;
 
 /// How often, and how many times, a denied condominium is probed.
@@ -70,15 +71,7 @@ impl Sim<'_> {
         if deploy != self.latest_deploy {
             return; // a newer decision took over
         }
-        let site = &self.scenario.fleet.condominiums[condominium as usize];
-        let machine = &self.scenario.fleet.machines[site.machines[0] as usize];
-        let request = Request::Authorize(AuthorizeRequest {
-            condominio_id: site.id.to_string(),
-            machine_id: machine.id.clone(),
-            terminal_id: "posim-probe".into(),
-            amount_cents: 1,
-            idempotency_key: format!("posim-probe:{condominium}:{deploy}:{attempt}").into(),
-        });
+        let request = crate::rollout::probe_request(&self.scenario.fleet, condominium, deploy, u32::from(attempt));
         let id = self.new_request(NO_PURCHASE, Endpoint::Authorize, 1, false, None);
         self.record(Event::Sent {
             request: id,
@@ -128,13 +121,7 @@ impl Sim<'_> {
                 self.record(Event::AuditedCharge { provider_ref: charge.provider_ref.clone(), payments: by_ref });
             }
             let cycles = self.controller.watch.cycles_of(payment);
-            let duplicate = standing > 1 || cycles > 1 || by_key.len() > 1;
-            evidence.push(format!(
-                "purchase {purchase}: idempotency_key {key} → {} payment(s); {} charge(s), {standing} standing; {cycles} cycle(s) in the machine logs → {}",
-                by_key.len(),
-                charges.len(),
-                if duplicate { "DUPLICATE confirmed" } else { "no duplicate" }
-            ));
+            evidence.push(audit_line(purchase, &key, by_key.len(), charges.len(), standing, cycles as usize));
         }
         let window_from = self.history.decisions.last().map_or(0, |d| d.at);
         let decision = Decision {

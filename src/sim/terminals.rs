@@ -53,15 +53,7 @@ impl Sim<'_> {
         let (low, high) = self.scenario.traffic.amount_cents;
         let amount = self.traffic_rng.random_range(low..=high);
         let serial = self.purchases.len() as u32;
-        let purchase = Purchase::new(
-            condominium,
-            site.id,
-            machine,
-            fleet.machines[machine as usize].id.clone(),
-            fleet.terminals[terminal as usize].id.clone(),
-            amount,
-            serial,
-        );
+        let purchase = Purchase::in_fleet(fleet, (machine, terminal), amount, serial);
         self.purchases.push(purchase);
         self.reserved[machine as usize] = Some(serial);
         self.record(Event::Arrived { purchase: serial, condominium, machine });

@@ -21,7 +21,7 @@ use super::core::{Effect, IdSource, Input, IotCall, IotOutcome, PspCall, PspOutc
 use super::pg::PgStore;
 use super::{BugSet, Stack, StackBug};
 use crate::contract::canary::ConfigError;
-use crate::contract::wire::reply_to_json;
+use crate::contract::wire::{encode, reply_to_json};
 use crate::contract::{Charge, ChargeStatus, CycleRecord, DeployConfig, ErrorCode, Reply, Request, Text};
 use crate::time;
 
@@ -145,11 +145,11 @@ impl AppState {
     async fn psp(&self, call: PspCall) -> PspOutcome {
         let base = &self.config.psp_base_url;
         let request = match &call {
-            PspCall::GetCharge(reference) => self.http.get(format!("{base}/v1/charges/{}", path_segment(reference))),
+            PspCall::GetCharge(reference) => self.http.get(format!("{base}/v1/charges/{}", encode(reference))),
             PspCall::ChargesForPayment(payment) => self.http.get(format!("{base}/v1/charges?payment_id={payment}")),
             PspCall::Refund { provider_ref, idempotency_key } => self
                 .http
-                .post(format!("{base}/v1/charges/{}/refund", path_segment(provider_ref)))
+                .post(format!("{base}/v1/charges/{}/refund", encode(provider_ref)))
                 .header("Idempotency-Key", &**idempotency_key),
         };
         let Ok(response) = request.timeout(self.config.psp_timeout).send().await else {
@@ -176,19 +176,18 @@ impl AppState {
         let base = &self.config.iot_gateway_url;
         let timeout = Duration::from_millis(self.config.deploy.settings.iot_timeout);
         let request = match &call {
-            IotCall::StartCycle(command) => self
-                .http
-                .post(format!("{base}/v1/machines/{}/commands", path_segment(&command.machine_id)))
-                .json(&json!({
+            IotCall::StartCycle(command) => {
+                self.http.post(format!("{base}/v1/machines/{}/commands", encode(&command.machine_id))).json(&json!({
                     "command_id": command.command_id,
                     "payment_id": command.payment_id,
                     "execute_key": &*command.execute_key,
                     "action": "start_cycle",
-                })),
+                }))
+            }
             IotCall::FindCycles { machine_id, execute_key } => self.http.get(format!(
                 "{base}/v1/machines/{}/cycles?execute_key={}",
-                path_segment(machine_id),
-                path_segment(execute_key)
+                encode(machine_id),
+                encode(execute_key)
             )),
         };
         let Ok(response) = request.timeout(timeout).send().await else { return IotOutcome::NoAnswer };
@@ -212,19 +211,6 @@ impl AppState {
             _ => IotOutcome::NoAnswer,
         }
     }
-}
-
-/// Ids go into URL paths as one segment.
-fn path_segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn charge(body: &Value) -> Option<Charge> {

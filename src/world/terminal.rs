@@ -106,6 +106,20 @@ impl Purchase {
         }
     }
 
+    /// A purchase at `machine` from `terminal` (fleet indices) of the fleet.
+    pub fn in_fleet(
+        fleet: &crate::world::Fleet,
+        (machine, terminal): (u32, u32),
+        amount_cents: i64,
+        serial: u32,
+    ) -> Self {
+        let machine_info = &fleet.machines[machine as usize];
+        let condominium = machine_info.condominium;
+        let site = &fleet.condominiums[condominium as usize];
+        let terminal_id = fleet.terminals[terminal as usize].id.clone();
+        Purchase::new(condominium, site.id, machine, machine_info.id.clone(), terminal_id, amount_cents, serial)
+    }
+
     /// The request for the current step.
     pub fn request(&self) -> Request {
         let payment_id = || self.payment_id.expect("a payment id before confirm").to_string();
