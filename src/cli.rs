@@ -393,6 +393,9 @@ fn live(args: LiveArgs) -> u8 {
         "posim live · scenario {} · seed {seed} · time scale {}× · about {:.0} s of wall time",
         scenario.name, args.time_scale, wall
     );
+    if scenario.faults.iter().any(|fault| fault.kind == crate::faults::FaultKind::ReplicaCrash) {
+        println!("note: replica_crash faults are played by the simulator only: the live engine does not kill replicas");
+    }
     let logs = dir.join("stack-logs");
     let options =
         LiveOptions { seed, time_scale: args.time_scale, stack, logs, world_port: args.world_port.unwrap_or(0) };
