@@ -209,6 +209,13 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// A request posim itself sends (the sweep's cron, a probe, the operator).
+    pub fn sent_by_posim(request: u32, endpoint: Endpoint) -> Event {
+        Event::Sent { request, purchase: NO_PURCHASE, endpoint, attempt: 1, twin: false }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Record {
     pub at: Millis,

@@ -18,7 +18,7 @@ use super::world::{self, LiveContext, World};
 use crate::contract::wire::{reply_from_json, request_to_http};
 use crate::contract::{Endpoint, ErrorCode, Reply, Request, StackSettings};
 use crate::faults::FaultPlan;
-use crate::history::{DownCause, Event, History, NO_PURCHASE};
+use crate::history::{DownCause, Event, History};
 use crate::rollout::controller::{Command, Controller};
 use crate::scenario::Scenario;
 use crate::seed::{self, KeyedRoll};
@@ -137,7 +137,7 @@ impl Shared {
     /// A posim-side request (sweep, probe, audit, operator): sent, answered.
     pub(super) async fn call(&self, endpoint: Endpoint, request: &Request) -> Option<Reply> {
         let id = self.new_request();
-        self.record(Event::Sent { request: id, purchase: NO_PURCHASE, endpoint, attempt: 1, twin: false });
+        self.record(Event::sent_by_posim(id, endpoint));
         match self.send(id, request, 60_000, false).await {
             Heard::Reply(reply) => Some(reply),
             Heard::Nothing => None,
@@ -208,13 +208,7 @@ impl Shared {
             }
             let request = crate::rollout::probe_request(&self.scenario.fleet, condominium, deploy, attempt);
             let id = self.new_request();
-            self.record(Event::Sent {
-                request: id,
-                purchase: NO_PURCHASE,
-                endpoint: Endpoint::Authorize,
-                attempt: 1,
-                twin: false,
-            });
+            self.record(Event::sent_by_posim(id, Endpoint::Authorize));
             self.record(Event::Probed { request: id, condominium });
             let denied = matches!(self.send(id, &request, 60_000, false).await, Heard::Reply(ref r) if r.error_code() == Some(ErrorCode::CanaryNotAllowed));
             let everywhere = self.slots.lock().expect("slots lock").iter().all(|s| s.serving && s.deploy == deploy);

@@ -73,13 +73,7 @@ impl Sim<'_> {
         }
         let request = crate::rollout::probe_request(&self.scenario.fleet, condominium, deploy, u32::from(attempt));
         let id = self.new_request(NO_PURCHASE, Endpoint::Authorize, 1, false, None);
-        self.record(Event::Sent {
-            request: id,
-            purchase: NO_PURCHASE,
-            endpoint: Endpoint::Authorize,
-            attempt: 1,
-            twin: false,
-        });
+        self.record(Event::sent_by_posim(id, Endpoint::Authorize));
         self.record(Event::Probed { request: id, condominium });
         self.probes.insert(id, (condominium, deploy, attempt));
         self.start_operation(request, Origin::Probe(id), Some(condominium));
@@ -149,7 +143,7 @@ impl Sim<'_> {
 
     fn operator_send(&mut self, task: u32, request: Request, endpoint: Endpoint) {
         let id = self.new_request(NO_PURCHASE, endpoint, 1, false, None);
-        self.record(Event::Sent { request: id, purchase: NO_PURCHASE, endpoint, attempt: 1, twin: false });
+        self.record(Event::sent_by_posim(id, endpoint));
         self.operator_tasks[task as usize].request = Some(id);
         let condominium = Some(self.purchases[self.operator_tasks[task as usize].purchase as usize].condominium);
         self.start_operation(request, Origin::Operator(id), condominium);

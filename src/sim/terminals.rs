@@ -249,13 +249,7 @@ impl Sim<'_> {
         let next = self.now + self.scenario.stack.sweep_interval;
         self.agenda.schedule(next, SimEvent::Sweep);
         let id = self.new_request(NO_PURCHASE, Endpoint::CompensationAlert, 1, false, None);
-        self.record(Event::Sent {
-            request: id,
-            purchase: NO_PURCHASE,
-            endpoint: Endpoint::CompensationAlert,
-            attempt: 1,
-            twin: false,
-        });
+        self.record(Event::sent_by_posim(id, Endpoint::CompensationAlert));
         self.start_operation(Request::CompensationSweep, Origin::Cron(id), None);
     }
 
