@@ -150,6 +150,17 @@ pub fn simulate(scenario: &Scenario, seed: u64, bugs: &[StackBug]) -> Judged {
 
 /// Checks a simulated history and builds its report.
 pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], outcome: SimOutcome) -> Judged {
+    judge_with_notes(scenario, seed, bugs, outcome, Vec::new())
+}
+
+/// [`judge`], with what the engine has to say in the report.
+fn judge_with_notes(
+    scenario: &Scenario,
+    seed: u64,
+    bugs: &[StackBug],
+    outcome: SimOutcome,
+    notes: Vec<String>,
+) -> Judged {
     let SimOutcome { history, stack_requests, simulated, purchases, .. } = outcome;
     let violations = check::check(&history);
     let windows = kpi::windows(&history, &violations, simulated, &scenario.criteria);
@@ -165,6 +176,7 @@ pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], outcome: SimOutc
         simulated,
         stack_requests,
         purchases,
+        notes,
     });
     Judged { report, history, outcome_requests: stack_requests, simulated }
 }
@@ -393,8 +405,12 @@ fn live(args: LiveArgs) -> u8 {
         "posim live · scenario {} · seed {seed} · time scale {}× · about {:.0} s of wall time",
         scenario.name, args.time_scale, wall
     );
+    let mut notes = Vec::new();
     if scenario.faults.iter().any(|fault| fault.kind == crate::faults::FaultKind::ReplicaCrash) {
-        println!("note: replica_crash faults are played by the simulator only: the live engine does not kill replicas");
+        notes.push(
+            "replica_crash faults are played by the simulator only: the live engine does not kill replicas".to_string(),
+        );
+        println!("note: {}", notes[0]);
     }
     let logs = dir.join("stack-logs");
     let options =
@@ -429,9 +445,10 @@ fn live(args: LiveArgs) -> u8 {
     for note in &outcome.notes {
         println!("note: {note}");
     }
-    let LiveOutcome { history, stack_requests, simulated, purchases, .. } = outcome;
+    let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes } = outcome;
+    notes.extend(engine_notes);
     let sim_like = SimOutcome { history, stack_requests, events: 0, simulated, purchases };
-    let judged = judge(&scenario, seed, &args.stack_bugs, sim_like);
+    let judged = judge_with_notes(&scenario, seed, &args.stack_bugs, sim_like, notes);
     print!("{}", report::console(&judged.report));
     if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {
         eprintln!("error: cannot write the report to {}: {error}", dir.display());

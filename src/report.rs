@@ -60,6 +60,7 @@ pub struct RunReport {
     pub violation_counts: BTreeMap<&'static str, usize>,
     pub violations: Vec<ViolationReport>,
     pub failed_criteria: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 impl RunReport {
@@ -80,6 +81,8 @@ pub struct RunFacts<'a> {
     pub simulated: Millis,
     pub stack_requests: u64,
     pub purchases: u64,
+    /// What the engine could not do as asked (e.g. redeploy a stack given by URL).
+    pub notes: Vec<String>,
 }
 
 pub fn build(facts: RunFacts<'_>) -> RunReport {
@@ -124,6 +127,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         violation_counts,
         violations: listed,
         failed_criteria,
+        notes: facts.notes,
     }
 }
 
@@ -237,7 +241,11 @@ pub fn markdown(report: &RunReport) -> String {
         report.stack_requests,
         report.purchases
     );
-    let _ = writeln!(out, "- trace hash: `{}`\n", report.trace_hash);
+    let _ = writeln!(out, "- trace hash: `{}`", report.trace_hash);
+    for note in &report.notes {
+        let _ = writeln!(out, "- **note**: {note}");
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "## Phases\n\n| {} |\n|{}", HEADERS.join(" | "), "---|".repeat(HEADERS.len()));
     for row in phase_rows(report) {
         let _ = writeln!(out, "| {} |", row.join(" | "));

@@ -134,4 +134,9 @@ fn a_running_stack_is_driven_by_url_and_never_redeployed() {
     assert!(stdout.contains("posim could not redeploy it"), "the report says so: {stdout}");
     let summary: serde_json::Value = serde_json::from_str(&summary).expect("summary.json");
     assert_eq!(summary["phases"][0]["canary"]["mode"], "off", "the config the stack really applies, read off /health");
+    let notes = summary["notes"].as_array().expect("notes");
+    assert!(
+        notes.iter().any(|n| n.as_str().is_some_and(|n| n.contains("could not redeploy"))),
+        "the summary says so: {notes:?}"
+    );
 }
