@@ -139,8 +139,6 @@ struct SwarmArgs {
 pub struct Judged {
     pub report: RunReport,
     pub history: History,
-    pub outcome_requests: u64,
-    pub simulated: crate::time::Millis,
 }
 
 /// Simulates `scenario` with `seed` and `bugs`, then checks and judges it.
@@ -178,7 +176,7 @@ fn judge_with_notes(
         purchases,
         notes,
     });
-    Judged { report, history, outcome_requests: stack_requests, simulated }
+    Judged { report, history }
 }
 
 pub fn main() -> ExitCode {
@@ -223,7 +221,7 @@ fn run(args: RunArgs) -> u8 {
     let judged = judge(&scenario, seed, bugs, outcome);
     let wall = started.elapsed().as_secs_f64();
     print!("{}", report::console(&judged.report));
-    println!("{}", speed_line(judged.outcome_requests, judged.simulated, simulation_wall, wall));
+    println!("{}", speed_line(judged.report.stack_requests, judged.report.simulated_ms, simulation_wall, wall));
     let dir = args.out.unwrap_or_else(|| default_dir(&scenario.name, seed));
     if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {
         eprintln!("error: cannot write the report to {}: {error}", dir.display());
@@ -447,7 +445,7 @@ fn live(args: LiveArgs) -> u8 {
     }
     let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes } = outcome;
     notes.extend(engine_notes);
-    let sim_like = SimOutcome { history, stack_requests, events: 0, simulated, purchases };
+    let sim_like = SimOutcome { history, stack_requests, simulated, purchases };
     let judged = judge_with_notes(&scenario, seed, &args.stack_bugs, sim_like, notes);
     print!("{}", report::console(&judged.report));
     if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {

@@ -229,6 +229,8 @@ fn the_stack_refuses_a_bad_environment_by_name() {
         "PAYMENTS_POS_CANARY_MODE"
     );
     assert_eq!(serve_config(&base[..2]).unwrap_err().variable, "IOT_GATEWAY_URL");
+    let swapped = [("DATABASE_URL", "http://a"), ("PSP_BASE_URL", "postgres://x"), ("IOT_GATEWAY_URL", "http://b")];
+    assert_eq!(serve_config(&swapped).unwrap_err().variable, "DATABASE_URL", "each URL is checked for its own scheme");
     let bugs = serve_config(&with(("POSIM_STACK_BUG", "inverted-allowlist, refund-races-cycle"))).expect("known bugs");
     assert!(bugs.bugs.has(posim::stack::StackBug::RefundRacesCycle));
 }

@@ -37,10 +37,6 @@ impl Clock {
     pub async fn sleep_until(&self, at: Millis) {
         tokio::time::sleep_until((self.start + self.wall(at)).into()).await;
     }
-
-    pub fn scale(&self) -> f64 {
-        self.scale
-    }
 }
 
 /// The history of a live run, written by many tasks: each record takes its
@@ -64,9 +60,5 @@ impl Recorder {
     /// Runs `f` on the history (the controller reads and writes it).
     pub fn with<T>(&self, f: impl FnOnce(&mut History) -> T) -> T {
         f(&mut self.history.lock().expect("history lock"))
-    }
-
-    pub fn into_history(self) -> History {
-        self.history.into_inner().expect("history lock")
     }
 }

@@ -52,6 +52,8 @@ struct Slot {
     url: Option<String>,
     deploy: u16,
     serving: bool,
+    /// The share of requests the deploy's build fails (posim injects it here).
+    bad_build_error_rate: f64,
 }
 
 /// What every task of the run shares.
@@ -93,24 +95,23 @@ impl Shared {
         self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn pick(&self) -> Option<(u16, String, u16)> {
+    fn pick(&self) -> Option<(u16, String, u16, f64)> {
         let slots = self.slots.lock().expect("slots lock");
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         (0..slots.len()).map(|offset| (start + offset) % slots.len()).find_map(|i| {
             let slot = &slots[i];
-            slot.url.clone().filter(|_| slot.serving).map(|url| (i as u16, url, slot.deploy))
+            slot.url.clone().filter(|_| slot.serving).map(|url| (i as u16, url, slot.deploy, slot.bad_build_error_rate))
         })
     }
 
     /// Sends `request` to a serving replica and records what the stack
     /// answered; `drop_answer` is a response lost after the stack acted.
     pub(super) async fn send(&self, id: u32, request: &Request, timeout: Millis, drop_answer: bool) -> Heard {
-        let Some((replica, url, deploy)) = self.pick() else {
+        let Some((replica, url, deploy, rate)) = self.pick() else {
             self.record(Event::Answered { request: id, status: 503, error: Some(ErrorCode::Unavailable) });
             return Heard::Reply(Reply::error(ErrorCode::Unavailable, "no replica is serving"));
         };
         self.stack_requests.fetch_add(1, Ordering::Relaxed);
-        let rate = self.recorder.with(|h| h.deploys[usize::from(deploy)].bad_build_error_rate);
         let exposed = matches!(request, Request::Confirm(_) | Request::ExecuteCycle(_));
         if exposed && rate > 0.0 && self.bad_build.unit([u64::from(id), u64::from(deploy), 0]) < rate {
             self.record(Event::Received { request: id, replica, config: deploy });
@@ -175,7 +176,10 @@ impl Shared {
 
     /// A rolling deploy, one replica at a time (all at once for the first).
     async fn roll_out(&self, deploy: u16) -> Result<(), LaunchError> {
-        let canary = self.recorder.with(|h| h.deploys[usize::from(deploy)].canary.clone());
+        let (canary, bad_build_error_rate) = self.recorder.with(|h| {
+            let info = &h.deploys[usize::from(deploy)];
+            (info.canary.clone(), info.bad_build_error_rate)
+        });
         let count = self.slots.lock().expect("slots lock").len();
         if deploy > 0 && !self.launcher.lock().await.can_redeploy() {
             return Ok(()); // a stack given by URL keeps the config it has
@@ -194,7 +198,7 @@ impl Shared {
             drop(launcher);
             started?;
             *self.slots.lock().expect("slots lock").get_mut(replica).expect("a slot") =
-                Slot { url, deploy, serving: true };
+                Slot { url, deploy, serving: true, bad_build_error_rate };
             self.record(Event::ReplicaUp { replica: replica as u16, config: deploy });
         }
         Ok(())
@@ -275,7 +279,7 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         http: reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(std::io::Error::other)?,
         world,
         world_url,
-        slots: Mutex::new(vec![Slot { url: None, deploy: 0, serving: false }; replicas]),
+        slots: Mutex::new(vec![Slot { url: None, deploy: 0, serving: false, bad_build_error_rate: 0.0 }; replicas]),
         cursor: AtomicUsize::new(0),
         next_request: AtomicU32::new(0),
         stack_requests: AtomicU64::new(0),

@@ -107,10 +107,6 @@ impl ThrowawayPostgres {
     pub fn url(&self) -> String {
         format!("postgres://posim@127.0.0.1:{}/postgres", self.port)
     }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
 }
 
 fn path(path: &Path) -> &str {

@@ -127,7 +127,12 @@ async fn buy(shared: &Arc<Shared>, number: u32, mut purchase: Purchase, (card, d
 }
 
 fn crossing(shared: &Shared, purchase: &Purchase, endpoint: Endpoint) -> Crossing {
-    Crossing { now: shared.clock().now(), phase: 0, condominium: Some(purchase.condominium), endpoint: Some(endpoint) }
+    Crossing {
+        now: shared.clock().now(),
+        phase: shared.world.phase(),
+        condominium: Some(purchase.condominium),
+        endpoint: Some(endpoint),
+    }
 }
 
 /// One request of the purchase's current step, with the terminal-side faults.

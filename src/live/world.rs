@@ -75,7 +75,12 @@ impl World {
         }
     }
 
-    /// The plan phase in effect, for fault scopes.
+    /// The plan phase in effect, for fault scopes (0 outside a live run).
+    pub fn phase(&self) -> u16 {
+        self.live.as_ref().map_or(0, |live| live.phase.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Sets the plan phase in effect.
     pub fn set_phase(&self, phase: u16) {
         if let Some(live) = &self.live {
             live.phase.store(phase, std::sync::atomic::Ordering::Relaxed);

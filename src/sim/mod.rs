@@ -46,7 +46,6 @@ pub struct SimOutcome {
     pub history: History,
     /// Requests that reached the stack (terminals' and the sweep's).
     pub stack_requests: u64,
-    pub events: u64,
     /// Virtual time covered, drain included.
     pub simulated: Millis,
     pub purchases: u64,
@@ -80,7 +79,6 @@ pub fn run_observed(scenario: &Scenario, options: SimOptions, progress: &mut dyn
     sim.audit();
     SimOutcome {
         stack_requests: sim.stack_requests,
-        events: sim.agenda.scheduled(),
         simulated: end,
         purchases: sim.purchases.len() as u64,
         history: sim.history,

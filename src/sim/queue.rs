@@ -55,10 +55,6 @@ impl<E> Agenda<E> {
         }
         self.heap.pop().map(|scheduled| (scheduled.at, scheduled.event))
     }
-
-    pub fn scheduled(&self) -> u64 {
-        self.seq
-    }
 }
 
 #[cfg(test)]

@@ -49,11 +49,13 @@ impl ServeConfig {
             value,
             reason: reason.to_string(),
         };
-        let required = |variable: &'static str| match lookup(variable) {
-            Some(value) if value.starts_with("http://") || value.starts_with("postgres") => {
+        let required = |variable: &'static str, schemes: &[&str]| match lookup(variable) {
+            Some(value) if schemes.iter().any(|scheme| value.starts_with(scheme)) => {
                 Ok(value.trim_end_matches('/').to_string())
             }
-            Some(value) => Err(refuse(variable, value, "expected an http:// (or postgres://) URL")),
+            Some(value) => {
+                Err(refuse(variable, value, &format!("expected a URL starting with {}", schemes.join(" or "))))
+            }
             None => Err(refuse(variable, String::new(), "required")),
         };
         let port = match lookup("PORT") {
@@ -79,9 +81,9 @@ impl ServeConfig {
         };
         Ok(ServeConfig {
             port,
-            database_url: required("DATABASE_URL")?,
-            psp_base_url: required("PSP_BASE_URL")?,
-            iot_gateway_url: required("IOT_GATEWAY_URL")?,
+            database_url: required("DATABASE_URL", &["postgres://", "postgresql://"])?,
+            psp_base_url: required("PSP_BASE_URL", &["http://"])?,
+            iot_gateway_url: required("IOT_GATEWAY_URL", &["http://"])?,
             deploy: DeployConfig::from_env(lookup)?,
             bugs,
             psp_timeout,

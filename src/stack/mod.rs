@@ -85,8 +85,4 @@ impl BugSet {
     pub fn has(self, bug: StackBug) -> bool {
         self.0 & (1 << bug as u8) != 0
     }
-
-    pub fn list(self) -> Vec<StackBug> {
-        StackBug::ALL.into_iter().filter(|bug| self.has(*bug)).collect()
-    }
 }

@@ -219,14 +219,6 @@ impl MemoryStore {
         *self = MemoryStore::default();
     }
 
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     fn row(&self, id: PaymentId) -> Option<usize> {
         self.by_id.get(&id).copied()
     }
