@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod engine;
+pub mod images;
 pub mod launcher;
 pub mod postgres;
 mod terminals;
