@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::check::{self, kpi, rollback};
 use crate::history::History;
+use crate::live::containers::ContainerImages;
 use crate::live::engine::{self, LiveOptions, LiveOutcome};
 use crate::live::launcher::StackChoice;
 use crate::report::{self, RunFacts, RunReport};
@@ -46,6 +47,37 @@ enum Command {
     /// The reference stack as a service.
     #[command(subcommand)]
     Stack(StackCommand),
+    /// Container images for `posim live --stack-image`, built locally (no registry needed).
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// Put the rollback times and verdicts of several runs side by side
+    /// (e.g. the same scenario with processes and with containers).
+    Compare(CompareArgs),
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Build the reference stack image (this posim binary, FROM scratch) and
+    /// a PostgreSQL image from the machine's own PostgreSQL binaries.
+    Build(ImagesArgs),
+}
+
+#[derive(Args)]
+struct ImagesArgs {
+    /// Rebuild even when an image of the same content is present.
+    #[arg(long)]
+    force: bool,
+    #[arg(long, default_value = crate::live::images::STACK_IMAGE)]
+    stack_image: String,
+    #[arg(long, default_value = crate::live::images::POSTGRES_IMAGE)]
+    postgres_image: String,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Report folders (each with a summary.json).
+    #[arg(required = true, num_args = 2..)]
+    reports: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -108,8 +140,16 @@ struct LiveArgs {
     #[arg(long)]
     no_trace: bool,
     /// Run the stack with `sh -c CMD`, one process per replica, redeployed at every decision.
-    #[arg(long, conflicts_with = "stack_url")]
+    #[arg(long, conflicts_with_all = ["stack_url", "stack_image"])]
     stack_cmd: Option<String>,
+    /// Run the stack as containers of IMAGE (one per replica, replaced at
+    /// every decision) with PostgreSQL in a container; needs Docker.
+    /// `posim images build` builds posim's reference image, posim-stack:local.
+    #[arg(long, conflicts_with = "stack_url")]
+    stack_image: Option<String>,
+    /// The PostgreSQL image for --stack-image (a registry image such as postgres:16 works too).
+    #[arg(long, default_value = crate::live::images::POSTGRES_IMAGE, requires = "stack_image")]
+    postgres_image: String,
     /// A stack already running (posim cannot redeploy it); start it with
     /// PSP_BASE_URL and IOT_GATEWAY_URL at http://127.0.0.1:WORLD_PORT.
     #[arg(long, requires = "world_port")]
@@ -148,7 +188,11 @@ pub fn simulate(scenario: &Scenario, seed: u64, bugs: &[StackBug]) -> Judged {
 
 /// Checks a simulated history and builds its report.
 pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], outcome: SimOutcome) -> Judged {
-    judge_with_notes(scenario, seed, bugs, outcome, Vec::new())
+    let notes = match scenario.stack_faults.is_empty() {
+        true => vec![],
+        false => vec!["stack_faults (pause, kill, database restart) are played by `posim live` only".to_string()],
+    };
+    judge_with_notes(scenario, seed, bugs, outcome, ("simulator".into(), notes))
 }
 
 /// [`judge`], with what the engine has to say in the report.
@@ -157,7 +201,7 @@ fn judge_with_notes(
     seed: u64,
     bugs: &[StackBug],
     outcome: SimOutcome,
-    notes: Vec<String>,
+    (engine, notes): (String, Vec<String>),
 ) -> Judged {
     let SimOutcome { history, stack_requests, simulated, purchases, .. } = outcome;
     let violations = check::check(&history);
@@ -166,6 +210,7 @@ fn judge_with_notes(
     let report = report::build(RunFacts {
         scenario,
         seed,
+        engine,
         stack_bugs: bugs.iter().map(|bug| bug.name().to_string()).collect(),
         history: &history,
         violations: &violations,
@@ -187,6 +232,8 @@ pub fn main() -> ExitCode {
         Command::Live(args) => live(args),
         Command::Precheck(args) => precheck(args),
         Command::Stack(StackCommand::Serve) => stack_serve(),
+        Command::Images(ImagesCommand::Build(args)) => images_build(args),
+        Command::Compare(args) => compare(args),
     };
     ExitCode::from(code)
 }
@@ -393,10 +440,15 @@ fn live(args: LiveArgs) -> u8 {
     }
     let seed = args.seed.unwrap_or(scenario.seed);
     let dir = args.out.clone().unwrap_or_else(|| default_dir(&format!("{}-live", scenario.name), seed));
-    let stack = match (&args.stack_cmd, &args.stack_url) {
-        (Some(command), _) => StackChoice::Command(command.clone()),
-        (None, Some(url)) => StackChoice::Url(url.clone()),
-        (None, None) => StackChoice::Embedded { bugs: args.stack_bugs.iter().map(|b| b.name().to_string()).collect() },
+    let bugs: Vec<String> = args.stack_bugs.iter().map(|b| b.name().to_string()).collect();
+    let stack = match (&args.stack_cmd, &args.stack_url, &args.stack_image) {
+        (Some(command), _, _) => StackChoice::Command(command.clone()),
+        (None, Some(url), _) => StackChoice::Url(url.clone()),
+        (None, None, Some(image)) => {
+            let images = ContainerImages { stack: image.clone(), postgres: args.postgres_image.clone() };
+            StackChoice::Image { images, bugs }
+        }
+        (None, None, None) => StackChoice::Embedded { bugs },
     };
     let wall = (scenario.horizon() + scenario.drain) as f64 / 1000.0 / args.time_scale;
     println!(
@@ -406,26 +458,25 @@ fn live(args: LiveArgs) -> u8 {
     let mut notes = Vec::new();
     if scenario.faults.iter().any(|fault| fault.kind == crate::faults::FaultKind::ReplicaCrash) {
         notes.push(
-            "replica_crash faults are played by the simulator only: the live engine does not kill replicas".to_string(),
+            "replica_crash faults (random crashes between effects) are played by the simulator only: \
+             posim live kills replicas at planned times with [[stack_faults]]"
+                .to_string(),
         );
         println!("note: {}", notes[0]);
     }
     let logs = dir.join("stack-logs");
     let options =
         LiveOptions { seed, time_scale: args.time_scale, stack, logs, world_port: args.world_port.unwrap_or(0) };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return EXIT_HARNESS;
-        }
+        Err(code) => return code,
     };
-    // On Ctrl-C the run is dropped with the runtime: replicas are killed and
-    // the throwaway database is stopped and removed.
+    // On Ctrl-C or SIGTERM the run is dropped with the runtime: replicas are
+    // killed, the throwaway database is stopped and removed, containers too.
     let interrupted = runtime.block_on(async {
         tokio::select! {
             outcome = engine::run(&scenario, options) => Some(outcome),
-            _ = tokio::signal::ctrl_c() => None,
+            _ = stop_signal() => None,
         }
     });
     let outcome = match interrupted {
@@ -435,18 +486,19 @@ fn live(args: LiveArgs) -> u8 {
             return EXIT_HARNESS;
         }
         None => {
-            drop(runtime);
+            runtime.block_on(crate::live::containers::remove_own());
+            // Tasks dropped now may hold containers whose drop waits on a runtime
+            // that is going away: they were removed just above, so do not wait.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             eprintln!("interrupted: the stack and its database were stopped; no report was written");
             return EXIT_HARNESS;
         }
     };
-    for note in &outcome.notes {
-        println!("note: {note}");
-    }
-    let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes } = outcome;
+    let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes, launcher } = outcome;
     notes.extend(engine_notes);
     let sim_like = SimOutcome { history, stack_requests, simulated, purchases };
-    let judged = judge_with_notes(&scenario, seed, &args.stack_bugs, sim_like, notes);
+    let engine = format!("live, stack as {launcher}, time scale {}×", args.time_scale);
+    let judged = judge_with_notes(&scenario, seed, &args.stack_bugs, sim_like, (engine, notes));
     print!("{}", report::console(&judged.report));
     if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {
         eprintln!("error: cannot write the report to {}: {error}", dir.display());
@@ -454,4 +506,69 @@ fn live(args: LiveArgs) -> u8 {
     }
     println!("report: {}", dir.display());
     if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
+}
+
+/// A multi-threaded runtime (containers' clean-up needs one), or exit 3.
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
+        eprintln!("error: cannot start the runtime: {error}");
+        EXIT_HARNESS
+    })
+}
+
+/// Ctrl-C, or SIGTERM as a CI job's cancellation sends.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn images_build(args: ImagesArgs) -> u8 {
+    use crate::live::images;
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let built = runtime.block_on(async {
+        let docker = images::docker().await?;
+        println!("building {} (this posim binary, FROM scratch)…", args.stack_image);
+        let stack = images::build_stack_image(&docker, &args.stack_image, args.force).await?;
+        println!("building {} (this machine's PostgreSQL, FROM scratch)…", args.postgres_image);
+        let postgres = images::build_postgres_image(&docker, &args.postgres_image, args.force).await?;
+        Ok::<_, images::ImageError>([stack, postgres])
+    });
+    match built {
+        Ok(built) => {
+            for image in built {
+                let state = if image.up_to_date { "up to date" } else { "built" };
+                let size = image.bytes as f64 / 1e6;
+                println!("{}: {state} ({size:.0} MB, {:.1} s)", image.image, image.seconds);
+            }
+            EXIT_PASS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            EXIT_HARNESS
+        }
+    }
+}
+
+fn compare(args: CompareArgs) -> u8 {
+    match report::compare::load(&args.reports) {
+        Ok(runs) => {
+            print!("{}", report::compare::markdown(&runs));
+            EXIT_PASS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            EXIT_USAGE
+        }
+    }
 }

@@ -100,6 +100,45 @@ pub struct FaultSpec {
     pub duration: Millis,
 }
 
+/// A fault on the stack's own infrastructure at a planned time (a game-day
+/// action rather than a roll): the live engine carries it out on the
+/// replica's process or container, or on the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StackFaultAction {
+    /// The replica is frozen (SIGSTOP, `docker pause`): connections queue, nothing answers.
+    PauseReplica,
+    /// The replica dies (SIGKILL, `docker kill`); a fresh one starts after `duration`.
+    KillReplica,
+    /// The database stops and starts again after `duration` (zero: a plain restart).
+    RestartDatabase,
+}
+
+impl StackFaultAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            StackFaultAction::PauseReplica => "pause_replica",
+            StackFaultAction::KillReplica => "kill_replica",
+            StackFaultAction::RestartDatabase => "restart_database",
+        }
+    }
+
+    pub fn targets_replica(self) -> bool {
+        !matches!(self, StackFaultAction::RestartDatabase)
+    }
+}
+
+/// One scheduled stack fault, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackFault {
+    pub at: Millis,
+    pub action: StackFaultAction,
+    /// The replica slot (ignored by `restart_database`).
+    pub replica: u16,
+    /// How long the replica stays paused or dead, or the database down.
+    pub duration: Millis,
+}
+
 /// Where and when a boundary is crossed, to match a fault's scope.
 #[derive(Clone, Copy, Debug)]
 pub struct Crossing {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::contract::{CanaryConfig, Endpoint, ErrorCode, PaymentStatus, Text};
-use crate::faults::FaultKind;
+use crate::faults::{FaultKind, StackFaultAction};
 use crate::time::{self, Millis};
 use crate::world::PurchaseOutcome;
 
@@ -187,6 +187,13 @@ pub enum Event {
         fault: u16,
         kind: FaultKind,
         subject: u64,
+    },
+    /// A scheduled stack fault began (`ended: false`) or was undone.
+    StackFault {
+        fault: u16,
+        action: StackFaultAction,
+        replica: u16,
+        ended: bool,
     },
     Swept {
         expired: u32,

@@ -12,10 +12,11 @@ use serde::Serialize;
 use crate::check::Violation;
 use crate::check::kpi::{Judgement, Window};
 use crate::check::rollback::RollbackTiming;
-use crate::history::History;
+use crate::history::{Event, History};
 use crate::scenario::Scenario;
 use crate::time::{self, Millis};
 
+pub mod compare;
 pub mod oplog;
 
 pub use oplog::OplogEntry;
@@ -47,6 +48,8 @@ pub struct RunReport {
     pub scenario: String,
     pub scenario_file: String,
     pub seed: u64,
+    /// What played the run: the simulator, or the live engine and what ran the stack.
+    pub engine: String,
     pub stack_bugs: Vec<String>,
     pub trace_hash: String,
     pub verdict: &'static str,
@@ -61,6 +64,37 @@ pub struct RunReport {
     pub violations: Vec<ViolationReport>,
     pub failed_criteria: Vec<String>,
     pub notes: Vec<String>,
+    /// The stack faults carried out (live runs), with when each began and ended.
+    pub stack_faults: Vec<StackFaultLine>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StackFaultLine {
+    pub action: &'static str,
+    pub replica: Option<u16>,
+    pub began_ms: Millis,
+    /// None: not undone before the run ended.
+    pub ended_ms: Option<Millis>,
+}
+
+/// Pairs each stack fault's begin and end records.
+fn stack_fault_lines(history: &History) -> Vec<StackFaultLine> {
+    let mut lines: BTreeMap<u16, StackFaultLine> = BTreeMap::new();
+    for record in &history.records {
+        if let Event::StackFault { fault, action, replica, ended } = record.event {
+            let replica = action.targets_replica().then_some(replica);
+            let line = lines.entry(fault).or_insert(StackFaultLine {
+                action: action.name(),
+                replica,
+                began_ms: record.at,
+                ended_ms: None,
+            });
+            if ended {
+                line.ended_ms = Some(record.at);
+            }
+        }
+    }
+    lines.into_values().collect()
 }
 
 impl RunReport {
@@ -73,6 +107,7 @@ impl RunReport {
 pub struct RunFacts<'a> {
     pub scenario: &'a Scenario,
     pub seed: u64,
+    pub engine: String,
     pub stack_bugs: Vec<String>,
     pub history: &'a History,
     pub violations: &'a [Violation],
@@ -115,6 +150,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         scenario: facts.scenario.name.clone(),
         scenario_file: facts.scenario.source.display().to_string(),
         seed: facts.seed,
+        engine: facts.engine,
         stack_bugs: facts.stack_bugs,
         trace_hash: facts.history.trace_hash(),
         verdict: if passed { "pass" } else { "fail" },
@@ -128,6 +164,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         violations: listed,
         failed_criteria,
         notes: facts.notes,
+        stack_faults: stack_fault_lines(facts.history),
     }
 }
 
@@ -233,7 +270,11 @@ pub fn markdown(report: &RunReport) -> String {
     let verdict = if report.passed() { "✅ PASS" } else { "❌ FAIL" };
     let _ = writeln!(out, "# posim run: {} — {verdict}\n", report.scenario);
     let bugs = if report.stack_bugs.is_empty() { "none".to_string() } else { report.stack_bugs.join(", ") };
-    let _ = writeln!(out, "- scenario file: `{}`\n- seed: {}\n- stack bugs: {bugs}", report.scenario_file, report.seed);
+    let _ = writeln!(
+        out,
+        "- scenario file: `{}`\n- seed: {}\n- engine: {}\n- stack bugs: {bugs}",
+        report.scenario_file, report.seed, report.engine
+    );
     let _ = writeln!(
         out,
         "- simulated: {} · stack requests: {} · purchases: {}",
@@ -311,6 +352,16 @@ fn timeline_markdown(report: &RunReport, out: &mut String) {
             );
         }
     }
+    if !report.stack_faults.is_empty() {
+        let _ = writeln!(out, "\n## Stack faults\n");
+        let _ = writeln!(out, "| fault | replica | began | ended |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for fault in &report.stack_faults {
+            let replica = fault.replica.map_or("—".to_string(), |r| r.to_string());
+            let ended = fault.ended_ms.map_or("not before the end".to_string(), time::clock);
+            let _ = writeln!(out, "| {} | {replica} | {} | {ended} |", fault.action, time::clock(fault.began_ms));
+        }
+    }
     let _ = writeln!(out, "\n## Operation log (§5)\n");
     let _ = writeln!(out, "| Data/hora | Quem | Config aplicada | KPIs antes | KPIs depois | Decisão | Evidências |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
@@ -354,6 +405,14 @@ pub fn console(report: &RunReport) -> String {
             "rollback `{label}` at {at}: replicas on new config {replicas}, affected denied {denied}, \
              rates under caps {under}, stable {stable}"
         );
+    }
+    for fault in &report.stack_faults {
+        let replica = fault.replica.map_or(String::new(), |r| format!(" of replica {r}"));
+        let ended = fault.ended_ms.map_or("not undone".to_string(), |at| format!("until {}", time::clock(at)));
+        let _ = writeln!(out, "stack fault {}{replica} at {}, {ended}", fault.action, time::clock(fault.began_ms));
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
     }
     for line in &report.failed_criteria {
         let _ = writeln!(out, "criterion broken: {line}");

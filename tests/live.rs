@@ -78,11 +78,16 @@ fn the_reference_stack_keeps_the_invariants_under_faults_and_rollbacks_live() {
     if !postgres_or_skip() {
         return;
     }
-    for scenario in ["live-faults", "live-rollback"] {
-        let (output, _) = live(scenario, &[]);
+    // (scenario, stack faults it plans: a pause, a kill and a database restart)
+    for (scenario, planned) in [("live-faults", 0), ("live-rollback", 0), ("live-stack-faults", 3)] {
+        let (output, summary) = live(scenario, &[]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(output.status.code(), Some(0), "{scenario}: {stdout}");
         assert!(stdout.contains("invariants: D1–D8 hold"), "{scenario}: {stdout}");
+        let summary: serde_json::Value = serde_json::from_str(&summary).expect("summary.json");
+        let faults = summary["stack_faults"].as_array().expect("stack faults");
+        let undone = faults.iter().filter(|f| f["ended_ms"].is_u64()).count();
+        assert_eq!((faults.len(), undone), (planned, planned), "{scenario}: carried out and undone: {faults:?}");
     }
 }
 

@@ -44,6 +44,8 @@ pub struct LiveOutcome {
     pub purchases: u64,
     /// Things the report must say (e.g. "cannot redeploy").
     pub notes: Vec<String>,
+    /// What ran the replicas: processes, containers, or a stack given by URL.
+    pub launcher: &'static str,
 }
 
 /// One replica as posim's load balancer sees it.
@@ -71,7 +73,7 @@ pub(super) struct Shared {
     bad_build: KeyedRoll,
     latest_deploy: AtomicU16,
     controller: Mutex<Controller>,
-    launcher: tokio::sync::Mutex<Launcher>,
+    pub(super) launcher: tokio::sync::Mutex<Launcher>,
     /// Per purchase: its idempotency key and, once authorized, its payment.
     pub(super) registry: Mutex<Vec<(crate::contract::Text, Option<uuid::Uuid>)>>,
 }
@@ -176,10 +178,7 @@ impl Shared {
 
     /// A rolling deploy, one replica at a time (all at once for the first).
     async fn roll_out(&self, deploy: u16) -> Result<(), LaunchError> {
-        let (canary, bad_build_error_rate) = self.recorder.with(|h| {
-            let info = &h.deploys[usize::from(deploy)];
-            (info.canary.clone(), info.bad_build_error_rate)
-        });
+        let canary = self.recorder.with(|h| h.deploys[usize::from(deploy)].canary.clone());
         let count = self.slots.lock().expect("slots lock").len();
         if deploy > 0 && !self.launcher.lock().await.can_redeploy() {
             return Ok(()); // a stack given by URL keeps the config it has
@@ -189,19 +188,31 @@ impl Shared {
                 return Ok(()); // a newer decision took over
             }
             if deploy > 0 {
-                self.slots.lock().expect("slots lock")[replica].serving = false;
+                self.take_out(replica as u16);
                 self.record(Event::ReplicaDown { replica: replica as u16, cause: DownCause::Deploy });
             }
             let mut launcher = self.launcher.lock().await;
-            let started = launcher.deploy(replica, &canary).await;
-            let url = launcher.url(replica);
+            launcher.deploy(replica, &canary).await?;
+            self.put_back(replica as u16, launcher.url(replica), deploy);
             drop(launcher);
-            started?;
-            *self.slots.lock().expect("slots lock").get_mut(replica).expect("a slot") =
-                Slot { url, deploy, serving: true, bad_build_error_rate };
             self.record(Event::ReplicaUp { replica: replica as u16, config: deploy });
         }
         Ok(())
+    }
+
+    /// The balancer serves the replica at `url`, which runs `deploy`.
+    pub(super) fn put_back(&self, replica: u16, url: Option<String>, deploy: u16) {
+        let bad_build_error_rate = self.recorder.with(|h| h.deploys[usize::from(deploy)].bad_build_error_rate);
+        let mut slots = self.slots.lock().expect("slots lock");
+        slots[usize::from(replica)] = Slot { url, deploy, serving: true, bad_build_error_rate };
+    }
+
+    /// The balancer stops serving the replica; returns the deploy it ran.
+    pub(super) fn take_out(&self, replica: u16) -> u16 {
+        let mut slots = self.slots.lock().expect("slots lock");
+        let slot = &mut slots[usize::from(replica)];
+        slot.serving = false;
+        slot.deploy
     }
 
     /// posim asks `authorize` for a newly denied condominium until it is denied everywhere.
@@ -253,7 +264,12 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         phase: AtomicU16::new(0),
     };
     let world = World::live(fleet, cycle_length, context);
-    let world_url = world::serve(Arc::clone(&world), options.world_port).await?;
+    let bind = match options.stack.world_must_face_containers() {
+        true => std::net::Ipv4Addr::UNSPECIFIED,
+        false => std::net::Ipv4Addr::LOCALHOST,
+    };
+    let world_port = world::serve_on(Arc::clone(&world), bind, options.world_port).await?;
+    let world_url = format!("http://127.0.0.1:{world_port}");
     let scale = |ms: Millis| ((ms as f64 / options.time_scale).round() as Millis).max(1);
     let wall_settings = StackSettings {
         cycle_ttl: scale(scenario.stack.settings.cycle_ttl).max(1000),
@@ -262,9 +278,8 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
     let psp_timeout = scale(scenario.stack.psp_timeout).max(50);
     let replicas = usize::from(scenario.stack.replicas);
     let choice = options.stack.clone();
-    let launcher = tokio::task::block_in_place(|| {
-        Launcher::new(choice, replicas, world_url.clone(), (wall_settings, psp_timeout), options.logs.clone())
-    })?;
+    let launcher =
+        Launcher::new(choice, replicas, world_port, (wall_settings, psp_timeout), options.logs.clone()).await?;
     let mut notes = Vec::new();
     if !launcher.can_redeploy() {
         notes.push(
@@ -290,19 +305,21 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         registry: Mutex::new(Vec::new()),
     });
     let outcome = drive(&shared, options.seed).await;
+    let launcher = shared.launcher.lock().await.kind();
     shared.launcher.lock().await.shutdown().await;
-    let purchases = outcome?;
+    let (purchases, fault_notes) = outcome?;
+    notes.extend(fault_notes);
     let stack_requests = shared.stack_requests.load(Ordering::Relaxed);
     let simulated = scenario.horizon() + scenario.drain;
     drop(shared);
     // The world's server may still hold the recorder: take the history out.
     let history = recorder.with(std::mem::take);
-    Ok(LiveOutcome { history, stack_requests, simulated, purchases, notes })
+    Ok(LiveOutcome { history, stack_requests, simulated, purchases, notes, launcher })
 }
 
 /// The run itself: first deploy, then traffic, analysis, sweeps and the
 /// operator's script until the horizon, the drain, and the final audit.
-async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<u64, LiveError> {
+async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<(u64, Vec<String>), LiveError> {
     let scenario = &shared.scenario;
     let first = shared.recorder.with(|h| shared.controller.lock().expect("controller lock").start(0, h));
     let Some(Command::RollOut { deploy }) = first.first().cloned() else {
@@ -317,11 +334,13 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<u64, LiveError> {
     let progress = tokio::spawn(progress(shared.clock(), end));
     let traffic = tokio::spawn(super::terminals::arrivals(Arc::clone(shared), seed::stream(seed, "traffic")));
     let background = tokio::spawn(background(Arc::clone(shared), end));
+    let stack_faults = tokio::spawn(super::stack_faults::play(Arc::clone(shared)));
     let purchases = traffic.await.map_err(std::io::Error::other)?;
     background.await.map_err(std::io::Error::other)?;
+    let notes = stack_faults.await.map_err(std::io::Error::other)?;
     progress.abort();
     super::terminals::final_audit(shared).await;
-    Ok(purchases)
+    Ok((purchases, notes))
 }
 
 /// A bar over runbook time on stderr (invisible when stderr is not a terminal).

@@ -1,19 +1,16 @@
-//! Starting and redeploying the stack under test, one process per replica:
-//! the embedded default (posim's own reference stack on a throwaway
-//! PostgreSQL), a team's command (`--stack-cmd`, run with `sh -c`), or a
-//! stack already running (`--stack-url`, which posim cannot redeploy). A
-//! deploy stops the old process, starts one with the new env, and waits for
-//! `/health`; a process that exits instead is an error that carries its exit
-//! status and the last lines it printed.
+//! Starting, redeploying and breaking the stack under test, whatever runs
+//! it: local processes (the embedded reference stack or a team's command),
+//! containers (`--stack-image`), or a stack already running (`--stack-url`,
+//! which posim cannot redeploy). A deploy replaces one replica and waits
+//! for `/health`; a replica that exits instead is an error that carries its
+//! exit status and the last lines it printed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
-
-use super::postgres::ThrowawayPostgres;
+use super::containers::{self, ContainerImages, Containers};
+use super::processes::{Processes, Program};
 use crate::contract::canary::{IOT_TIMEOUT_VAR, TTL_VAR};
 use crate::contract::{CanaryConfig, StackSettings};
 
@@ -26,6 +23,16 @@ pub enum StackChoice {
     Command(String),
     /// Already running; posim cannot redeploy it.
     Url(String),
+    /// Containers of `images` on a network of their own; `bugs` go in
+    /// `POSIM_STACK_BUG` (the reference image reads it).
+    Image { images: ContainerImages, bugs: Vec<String> },
+}
+
+impl StackChoice {
+    /// Containers reach posim's world through the host's bridge, not loopback.
+    pub fn world_must_face_containers(&self) -> bool {
+        matches!(self, StackChoice::Image { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,70 +43,110 @@ pub enum LaunchError {
     Exited { status: String, output: String },
     #[error("the stack did not answer /health within {0:?}; its last lines:\n{1}")]
     NotHealthy(Duration, String),
+    #[error("the database did not accept connections within {0:?}; its last lines:\n{1}")]
+    DatabaseNotReady(Duration, String),
     #[error("cannot start the stack: {0}")]
     Spawn(String),
+    #[error("{0}")]
+    Docker(String),
+    #[error(
+        "the image {image} is not on this Docker engine ({why}): build posim's reference one under that name \
+         with `{build}`, or `docker load` your own"
+    )]
+    MissingImage { image: String, why: String, build: String },
+    #[error("{0}")]
+    Container(String),
+    #[error("the stack has no database posim manages")]
+    NoDatabase,
 }
 
-struct Process {
-    child: Child,
-    log: PathBuf,
+enum Backend {
+    Processes(Processes),
+    /// Boxed: it holds the engine client and the containers' handles.
+    Containers(Box<Containers>),
+    Url,
 }
 
 pub struct Launcher {
-    choice: StackChoice,
-    postgres: Option<ThrowawayPostgres>,
+    backend: Backend,
+    bugs: Vec<String>,
     world_url: String,
     settings: StackSettings,
     psp_timeout: u64,
-    logs: PathBuf,
-    processes: Vec<Option<Process>>,
     urls: Vec<Option<String>>,
+    /// Per replica, how many times it was started: a late restart after a
+    /// kill must not replace a replica that a deploy already replaced.
+    generations: Vec<u32>,
     http: reqwest::Client,
 }
 
 impl Launcher {
-    /// Prepares the launcher (and the database for the embedded stack or a command).
-    /// `settings` and `psp_timeout` are wall-clock values (already scaled).
-    pub fn new(
+    /// Prepares the launcher (and the database for the embedded stack, a
+    /// command or containers). `settings` and `psp_timeout` are wall-clock
+    /// values (already scaled); `world_port` is where posim's PSP and gateway listen.
+    pub async fn new(
         choice: StackChoice,
         replicas: usize,
-        world_url: String,
+        world_port: u16,
         (settings, psp_timeout): (StackSettings, u64),
         logs: PathBuf,
     ) -> Result<Launcher, LaunchError> {
-        let postgres = match &choice {
-            StackChoice::Embedded { .. } => Some(ThrowawayPostgres::start()?),
-            StackChoice::Command(_) => ThrowawayPostgres::start().ok(),
-            StackChoice::Url(_) => None,
-        };
-        let urls = match &choice {
-            StackChoice::Url(url) => vec![Some(url.trim_end_matches('/').to_string()); replicas],
-            _ => vec![None; replicas],
-        };
         std::fs::create_dir_all(&logs).map_err(|e| LaunchError::Spawn(format!("{}: {e}", logs.display())))?;
+        let mut world_url = format!("http://127.0.0.1:{world_port}");
+        let mut urls = vec![None; replicas];
+        let (backend, bugs) = match choice {
+            StackChoice::Embedded { bugs } => {
+                let processes = tokio::task::block_in_place(|| Processes::new(Program::Embedded, replicas, &logs))?;
+                (Backend::Processes(processes), bugs)
+            }
+            StackChoice::Command(text) => {
+                let processes = tokio::task::block_in_place(|| Processes::new(Program::Shell(text), replicas, &logs))?;
+                (Backend::Processes(processes), vec![])
+            }
+            StackChoice::Url(url) => {
+                urls = vec![Some(url.trim_end_matches('/').to_string()); replicas];
+                (Backend::Url, vec![])
+            }
+            StackChoice::Image { images, bugs } => {
+                world_url = format!("http://{}:{world_port}", containers::HOST_ALIAS);
+                (Backend::Containers(Box::new(Containers::open(images, replicas, &logs).await?)), bugs)
+            }
+        };
         Ok(Launcher {
-            choice,
-            postgres,
+            backend,
+            bugs,
             world_url,
             settings,
             psp_timeout,
-            logs,
-            processes: (0..replicas).map(|_| None).collect(),
             urls,
+            generations: vec![0; replicas],
             http: reqwest::Client::new(),
         })
     }
 
     pub fn can_redeploy(&self) -> bool {
-        !matches!(self.choice, StackChoice::Url(_))
+        !matches!(self.backend, Backend::Url)
+    }
+
+    /// What runs the replicas, for the report.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Processes(_) => "processes",
+            Backend::Containers(_) => "containers",
+            Backend::Url => "a stack given by URL",
+        }
     }
 
     pub fn url(&self, replica: usize) -> Option<String> {
         self.urls[replica].clone()
     }
 
+    pub fn generation(&self, replica: usize) -> u32 {
+        self.generations[replica]
+    }
+
     /// The env of CONTRACT.md for one replica.
-    fn env(&self, port: u16, canary: &CanaryConfig) -> BTreeMap<String, String> {
+    fn env(&self, port: u16, database_url: Option<String>, canary: &CanaryConfig) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = canary.env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         env.insert("PORT".into(), port.to_string());
         env.insert("PSP_BASE_URL".into(), self.world_url.clone());
@@ -107,28 +154,24 @@ impl Launcher {
         env.insert(TTL_VAR.into(), (self.settings.cycle_ttl / 1000).max(1).to_string());
         env.insert(IOT_TIMEOUT_VAR.into(), self.settings.iot_timeout.max(1).to_string());
         env.insert("PAYMENTS_PSP_TIMEOUT_MS".into(), self.psp_timeout.max(1).to_string());
-        if let Some(postgres) = &self.postgres {
-            env.insert("DATABASE_URL".into(), postgres.url());
+        if let Some(url) = database_url {
+            env.insert("DATABASE_URL".into(), url);
         }
-        if let StackChoice::Embedded { bugs } = &self.choice
-            && !bugs.is_empty()
-        {
-            env.insert("POSIM_STACK_BUG".into(), bugs.join(","));
+        if !self.bugs.is_empty() {
+            env.insert("POSIM_STACK_BUG".into(), self.bugs.join(","));
         }
         env
     }
 
-    /// Stops the replica's process (SIGTERM, then kill after 5 s).
+    /// Stops the replica (its process or container).
     pub async fn stop(&mut self, replica: usize) {
         if self.can_redeploy() {
             self.urls[replica] = None;
         }
-        let Some(mut process) = self.processes[replica].take() else { return };
-        if let Some(pid) = process.child.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-        }
-        if tokio::time::timeout(Duration::from_secs(5), process.child.wait()).await.is_err() {
-            let _ = process.child.kill().await;
+        match &mut self.backend {
+            Backend::Processes(processes) => processes.stop(replica).await,
+            Backend::Containers(containers) => containers.stop(replica).await,
+            Backend::Url => {}
         }
     }
 
@@ -138,62 +181,92 @@ impl Launcher {
             return Ok(());
         }
         self.stop(replica).await;
-        let port = free_port()?;
-        let log = self.logs.join(format!("replica-{replica}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| LaunchError::Spawn(e.to_string()))?;
-        let err = out.try_clone().map_err(|e| LaunchError::Spawn(e.to_string()))?;
-        let mut command = match &self.choice {
-            StackChoice::Embedded { .. } => {
-                let exe = std::env::current_exe().map_err(|e| LaunchError::Spawn(e.to_string()))?;
-                let mut command = Command::new(exe);
-                command.args(["stack", "serve"]);
-                command
-            }
-            StackChoice::Command(text) => {
-                let mut command = Command::new("sh");
-                command.args(["-c", text]);
-                command
-            }
-            StackChoice::Url(_) => unreachable!("checked by can_redeploy"),
+        self.generations[replica] += 1;
+        let (port, database_url) = match &self.backend {
+            Backend::Processes(processes) => (free_port()?, processes.database_url()),
+            Backend::Containers(containers) => (containers::STACK_PORT, Some(containers.database_url())),
+            Backend::Url => unreachable!("checked by can_redeploy"),
         };
-        command.envs(self.env(port, canary)).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
-        let child = command.spawn().map_err(|e| LaunchError::Spawn(e.to_string()))?;
-        self.processes[replica] = Some(Process { child, log: log.clone() });
-        let url = format!("http://127.0.0.1:{port}");
+        let env = self.env(port, database_url, canary);
+        let url = match &mut self.backend {
+            Backend::Processes(processes) => processes.start(replica, port, env)?,
+            Backend::Containers(containers) => containers.start(replica, env).await?,
+            Backend::Url => unreachable!("checked by can_redeploy"),
+        };
         self.wait_healthy(replica, &url).await?;
         self.urls[replica] = Some(url);
         Ok(())
+    }
+
+    async fn exited(&mut self, replica: usize) -> Option<LaunchError> {
+        match &mut self.backend {
+            Backend::Processes(processes) => processes.exited(replica),
+            Backend::Containers(containers) => containers.exited(replica).await,
+            Backend::Url => None,
+        }
+    }
+
+    async fn last_output(&self, replica: usize) -> String {
+        match &self.backend {
+            Backend::Processes(processes) => processes.last_output(replica),
+            Backend::Containers(containers) => containers.last_output(replica).await,
+            Backend::Url => String::new(),
+        }
     }
 
     async fn wait_healthy(&mut self, replica: usize, url: &str) -> Result<(), LaunchError> {
         let limit = Duration::from_secs(30);
         let started = std::time::Instant::now();
         loop {
-            let process = self.processes[replica].as_mut().expect("a started process");
-            if let Ok(Some(status)) = process.child.try_wait() {
-                let output = last_lines(&process.log);
-                self.processes[replica] = None;
-                return Err(LaunchError::Exited { status: status.to_string(), output });
+            if let Some(error) = self.exited(replica).await {
+                return Err(error);
             }
             let health = self.http.get(format!("{url}/health")).timeout(Duration::from_secs(1)).send().await;
             if health.is_ok_and(|response| response.status().is_success()) {
                 return Ok(());
             }
             if started.elapsed() > limit {
-                return Err(LaunchError::NotHealthy(limit, last_lines(&process.log)));
+                return Err(LaunchError::NotHealthy(limit, self.last_output(replica).await));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Stops every replica (and the database with the launcher's drop).
+    /// Freezes (or thaws) a replica: it keeps its connections and answers nothing.
+    pub async fn pause(&mut self, replica: usize, paused: bool) -> Result<(), LaunchError> {
+        match &mut self.backend {
+            Backend::Processes(processes) => processes.pause(replica, paused),
+            Backend::Containers(containers) => containers.pause(replica, paused).await,
+            Backend::Url => Err(LaunchError::Spawn("a stack given by URL cannot be paused by posim".into())),
+        }
+    }
+
+    /// Kills a replica as a crash would (no graceful shutdown).
+    pub async fn kill(&mut self, replica: usize) -> Result<(), LaunchError> {
+        self.urls[replica] = None;
+        match &mut self.backend {
+            Backend::Processes(processes) => processes.kill(replica).await,
+            Backend::Containers(containers) => containers.kill(replica).await,
+            Backend::Url => Err(LaunchError::Spawn("a stack given by URL cannot be killed by posim".into())),
+        }
+    }
+
+    /// Stops or starts the database (started: once it accepts connections).
+    pub async fn database_running(&mut self, running: bool) -> Result<(), LaunchError> {
+        match &mut self.backend {
+            Backend::Processes(processes) => tokio::task::block_in_place(|| processes.database_running(running)),
+            Backend::Containers(containers) => containers.database_running(running).await,
+            Backend::Url => Err(LaunchError::NoDatabase),
+        }
+    }
+
+    /// Stops every replica and removes the database (and containers).
     pub async fn shutdown(&mut self) {
-        for replica in 0..self.processes.len() {
+        for replica in 0..self.urls.len() {
             self.stop(replica).await;
+        }
+        if let Backend::Containers(containers) = &mut self.backend {
+            containers.shutdown().await;
         }
     }
 }
@@ -203,8 +276,8 @@ fn free_port() -> Result<u16, LaunchError> {
     listener.local_addr().map(|a| a.port()).map_err(|e| LaunchError::Spawn(e.to_string()))
 }
 
-fn last_lines(log: &PathBuf) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+/// The last lines of a replica's output, for an error message.
+pub(super) fn last_lines(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }

@@ -3,9 +3,12 @@
 //! gateway of CONTRACT.md) around a real stack.
 
 pub mod clock;
+pub mod containers;
 pub mod engine;
 pub mod images;
 pub mod launcher;
 pub mod postgres;
+pub mod processes;
+mod stack_faults;
 mod terminals;
 pub mod world;

@@ -42,7 +42,8 @@ pub fn find_binaries() -> Option<PathBuf> {
     candidates.into_iter().next()
 }
 
-fn is_root() -> bool {
+/// PostgreSQL refuses to run as root: callers then run it as the `postgres` user.
+pub(super) fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
@@ -71,19 +72,36 @@ impl ThrowawayPostgres {
         if !initdb.status.success() {
             return Err(step("initdb", String::from_utf8_lossy(&initdb.stderr)));
         }
+        server.start_server()?;
+        Ok(server)
+    }
+
+    /// Starts the initialised server (also after [`ThrowawayPostgres::stop_server`]).
+    pub fn start_server(&self) -> Result<(), PostgresError> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
-            server.port,
-            path(server.folder.path())
+            self.port,
+            path(self.folder.path())
         );
-        let log = server.folder.path().join("postgres.log");
+        let log = self.folder.path().join("postgres.log");
+        let data = self.data();
         let started =
-            server.run("pg_ctl", &["-D", path(&data), "-l", path(&log), "-o", &options, "-w", "-t", "60", "start"])?;
+            self.run("pg_ctl", &["-D", path(&data), "-l", path(&log), "-o", &options, "-w", "-t", "60", "start"])?;
         if !started.status.success() {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             return Err(step("pg_ctl start", format!("{}{log}", String::from_utf8_lossy(&started.stderr))));
         }
-        Ok(server)
+        Ok(())
+    }
+
+    /// A fast shutdown, as a restart by an operator would do.
+    pub fn stop_server(&self) -> Result<(), PostgresError> {
+        let data = self.data();
+        let stopped = self.run("pg_ctl", &["-D", path(&data), "-m", "fast", "-w", "stop"])?;
+        if !stopped.status.success() {
+            return Err(step("pg_ctl stop", String::from_utf8_lossy(&stopped.stderr)));
+        }
+        Ok(())
     }
 
     fn data(&self) -> PathBuf {

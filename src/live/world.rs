@@ -382,10 +382,16 @@ pub fn router(world: Arc<World>) -> Router {
 
 /// Serves the world on a loopback port (0: a free one); returns its base URL.
 pub async fn serve(world: Arc<World>, port: u16) -> std::io::Result<String> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    let address = listener.local_addr()?;
+    let port = serve_on(world, std::net::Ipv4Addr::LOCALHOST, port).await?;
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+/// Serves the world on `ip` (all interfaces when containers must reach it); returns the port.
+pub async fn serve_on(world: Arc<World>, ip: std::net::Ipv4Addr, port: u16) -> std::io::Result<u16> {
+    let listener = tokio::net::TcpListener::bind((ip, port)).await?;
+    let port = listener.local_addr()?.port();
     tokio::spawn(async move {
         let _ = axum::serve(listener, router(world)).await;
     });
-    Ok(format!("http://{address}"))
+    Ok(port)
 }

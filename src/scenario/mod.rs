@@ -12,7 +12,7 @@ use toml::Spanned;
 use uuid::Uuid;
 
 use crate::contract::{CanaryMode, Endpoint, StackSettings, validate};
-use crate::faults::{FaultKind, FaultSpec};
+use crate::faults::{FaultKind, FaultSpec, StackFault, StackFaultAction};
 use crate::rollout::{self, Phase, Selection};
 use crate::time::{self, Millis};
 use crate::world::Fleet;
@@ -43,6 +43,8 @@ pub struct Scenario {
     pub rollback_targets: RollbackTargets,
     /// The game-day operator's script, in time order.
     pub operator: Vec<OperatorStep>,
+    /// Pauses, kills and database restarts at planned times, in time order.
+    pub stack_faults: Vec<StackFault>,
     /// After the last phase: no new purchases, sweeps go on, then the audit.
     pub drain: Millis,
 }
@@ -131,6 +133,8 @@ struct RawScenario {
     rollback_targets: RawTargets,
     #[serde(default)]
     operator: Vec<RawOperatorStep>,
+    #[serde(default)]
+    stack_faults: Vec<RawStackFault>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +254,15 @@ struct RawPhase {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawStackFault {
+    at: Spanned<String>,
+    action: StackFaultAction,
+    replica: Option<Spanned<u16>>,
+    duration: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawFault {
     kind: FaultKind,
     probability: Spanned<f64>,
@@ -354,6 +367,7 @@ impl Scenario {
             controller: runbook::controller(&raw.controller),
             rollback_targets: runbook::targets(&source, &raw.rollback_targets)?,
             operator: runbook::operator_steps(&source, &raw.operator)?,
+            stack_faults: stack_faults(&source, &raw.stack_faults, &stack, rollout::phase_starts(&phases).1 + drain)?,
             fleet,
             stack,
             phases,
@@ -553,6 +567,45 @@ fn known_condominiums(source: &Source, ids: &[Spanned<String>], fleet: &Fleet) -
             }
         })
         .collect()
+}
+
+fn stack_faults(
+    source: &Source,
+    raw: &[RawStackFault],
+    stack: &StackSpec,
+    end: Millis,
+) -> Result<Vec<StackFault>, ScenarioError> {
+    let mut faults = raw.iter().map(|fault| stack_fault(source, fault, stack)).collect::<Result<Vec<_>, _>>()?;
+    if let Some((raw, late)) = raw.iter().zip(&faults).find(|(_, fault)| fault.at >= end) {
+        let message = format!("at {} is past the run's end ({})", time::human(late.at), time::human(end));
+        return Err(source.error(raw.at.span(), message));
+    }
+    faults.sort_by_key(|fault| fault.at);
+    Ok(faults)
+}
+
+fn stack_fault(source: &Source, raw: &RawStackFault, stack: &StackSpec) -> Result<StackFault, ScenarioError> {
+    let replica = match (&raw.replica, raw.action.targets_replica()) {
+        (Some(replica), false) => return Err(source.error(replica.span(), "restart_database takes no `replica`")),
+        (Some(replica), true) if *replica.get_ref() >= stack.replicas => {
+            let message = format!(
+                "replica {} does not exist: the stack has {} replicas, numbered from 0",
+                replica.get_ref(),
+                stack.replicas
+            );
+            return Err(source.error(replica.span(), message));
+        }
+        (replica, _) => replica.as_ref().map_or(0, |r| *r.get_ref()),
+    };
+    let duration = raw.duration.as_ref().map(|d| source.duration(d)).transpose()?;
+    let duration = match (duration, raw.action) {
+        (None | Some(0), StackFaultAction::PauseReplica | StackFaultAction::KillReplica) => {
+            let span = raw.duration.as_ref().map_or(raw.at.span(), |d| d.span());
+            return Err(source.error(span, format!("{} needs a `duration` above zero", raw.action.name())));
+        }
+        (duration, _) => duration.unwrap_or(0),
+    };
+    Ok(StackFault { at: source.duration(&raw.at)?, action: raw.action, replica, duration })
 }
 
 fn fault_spec(source: &Source, raw: &RawFault, phases: &[Phase], fleet: &Fleet) -> Result<FaultSpec, ScenarioError> {
