@@ -305,8 +305,10 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         registry: Mutex::new(Vec::new()),
     });
     let outcome = drive(&shared, options.seed).await;
-    let launcher = shared.launcher.lock().await.kind();
-    shared.launcher.lock().await.shutdown().await;
+    let mut stack = shared.launcher.lock().await;
+    let launcher = stack.kind();
+    stack.shutdown().await;
+    drop(stack);
     let (purchases, fault_notes) = outcome?;
     notes.extend(fault_notes);
     let stack_requests = shared.stack_requests.load(Ordering::Relaxed);
