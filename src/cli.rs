@@ -67,8 +67,10 @@ struct ImagesArgs {
     /// Rebuild even when an image of the same content is present.
     #[arg(long)]
     force: bool,
+    /// The name to give the reference stack image.
     #[arg(long, default_value = crate::live::images::STACK_IMAGE)]
     stack_image: String,
+    /// The name to give the PostgreSQL image.
     #[arg(long, default_value = crate::live::images::POSTGRES_IMAGE)]
     postgres_image: String,
 }
