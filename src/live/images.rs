@@ -138,12 +138,8 @@ pub async fn image_exists(docker: &Docker, name: &str) -> Result<bool, ImageErro
 /// Builds the reference stack's image from the running posim executable;
 /// skipped when the image already holds these exact bytes, unless `force`.
 pub async fn build_stack_image(docker: &Docker, name: &str, force: bool) -> Result<Built, ImageError> {
-    let exe = std::env::current_exe().map_err(io_error("finding the running posim executable"))?;
-    build_stack_image_from(docker, name, exe, force).await
-}
-
-async fn build_stack_image_from(docker: &Docker, name: &str, exe: PathBuf, force: bool) -> Result<Built, ImageError> {
     let started = Instant::now();
+    let exe = std::env::current_exe().map_err(io_error("finding the running posim executable"))?;
     let read_from = exe.clone();
     let binary = blocking(move || read(&read_from)).await?;
     let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&binary));
@@ -341,19 +337,10 @@ fn initdb(layout: &PostgresLayout, folder: &Path) -> Result<PathBuf, ImageError>
 }
 
 /// initdb refuses to run as root: as root, it runs as the `postgres` user in a
-/// folder handed to that user (as `ThrowawayPostgres` does in postgres.rs).
+/// folder handed to that user (as for `ThrowawayPostgres`).
 fn initdb_command(initdb: &Path, folder: &Path) -> Result<Command, ImageError> {
-    if !super::postgres::is_root() {
-        return Ok(Command::new(initdb));
-    }
-    let chowned = Command::new("chown").arg("postgres:").arg(folder).status();
-    if !chowned.is_ok_and(|status| status.success()) {
-        let detail = "running as root, and the folder could not be given to the `postgres` user (is there one?)";
-        return Err(ImageError::Initdb { detail: detail.to_string() });
-    }
-    let mut command = Command::new("runuser");
-    command.args(["-u", "postgres", "--"]).arg(initdb);
-    Ok(command)
+    super::postgres::hand_over(folder).map_err(|error| ImageError::Initdb { detail: error.to_string() })?;
+    Ok(super::postgres::postgres_command(initdb))
 }
 
 fn append(file: &Path, text: &str) -> Result<(), ImageError> {

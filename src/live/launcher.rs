@@ -56,6 +56,9 @@ pub enum LaunchError {
     MissingImage { image: String, why: String, build: String },
     #[error("{0}")]
     Container(String),
+    /// A stack fault that could not be carried out.
+    #[error("{0}")]
+    StackFault(String),
     #[error("the stack has no database posim manages")]
     NoDatabase,
 }
@@ -183,7 +186,10 @@ impl Launcher {
         self.stop(replica).await;
         self.generations[replica] += 1;
         let (port, database_url) = match &self.backend {
-            Backend::Processes(processes) => (free_port()?, processes.database_url()),
+            Backend::Processes(processes) => {
+                let port = super::free_port().map_err(|e| LaunchError::Spawn(format!("finding a free port: {e}")))?;
+                (port, processes.database_url())
+            }
             Backend::Containers(containers) => (containers::STACK_PORT, Some(containers.database_url())),
             Backend::Url => unreachable!("checked by can_redeploy"),
         };
@@ -237,7 +243,7 @@ impl Launcher {
         match &mut self.backend {
             Backend::Processes(processes) => processes.pause(replica, paused),
             Backend::Containers(containers) => containers.pause(replica, paused).await,
-            Backend::Url => Err(LaunchError::Spawn("a stack given by URL cannot be paused by posim".into())),
+            Backend::Url => Err(LaunchError::StackFault("a stack given by URL cannot be paused by posim".into())),
         }
     }
 
@@ -247,7 +253,7 @@ impl Launcher {
         match &mut self.backend {
             Backend::Processes(processes) => processes.kill(replica).await,
             Backend::Containers(containers) => containers.kill(replica).await,
-            Backend::Url => Err(LaunchError::Spawn("a stack given by URL cannot be killed by posim".into())),
+            Backend::Url => Err(LaunchError::StackFault("a stack given by URL cannot be killed by posim".into())),
         }
     }
 
@@ -269,11 +275,6 @@ impl Launcher {
             containers.shutdown().await;
         }
     }
-}
-
-fn free_port() -> Result<u16, LaunchError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| LaunchError::Spawn(e.to_string()))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| LaunchError::Spawn(e.to_string()))
 }
 
 /// The last lines of a replica's output, for an error message.

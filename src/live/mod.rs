@@ -12,3 +12,9 @@ pub mod processes;
 mod stack_faults;
 mod terminals;
 pub mod world;
+
+/// A free loopback port (the OS picks it; free until someone binds it).
+pub(crate) fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}

@@ -3,7 +3,6 @@
 //! removed when dropped. PostgreSQL refuses to run as root, so as root the
 //! server runs as the `postgres` user.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -28,7 +27,6 @@ pub struct ThrowawayPostgres {
     bin: PathBuf,
     folder: tempfile::TempDir,
     port: u16,
-    as_user: Option<String>,
 }
 
 /// Where `initdb` and `pg_ctl` live.
@@ -42,14 +40,36 @@ pub fn find_binaries() -> Option<PathBuf> {
     candidates.into_iter().next()
 }
 
-/// PostgreSQL refuses to run as root: callers then run it as the `postgres` user.
-pub(super) fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+/// The user PostgreSQL's programs run as: they refuse root, so as root,
+/// `postgres` (asked once: it does not change while posim runs).
+fn run_as() -> Option<&'static str> {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let root = *ROOT.get_or_init(|| {
+        Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+    });
+    root.then_some("postgres")
 }
 
-fn free_port() -> Result<u16, PostgresError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| step("finding a free port", e))?;
-    listener.local_addr().map(|address| address.port()).map_err(|e| step("finding a free port", e))
+/// Hands `folder` to the user PostgreSQL runs as (nothing to do unless root).
+pub(super) fn hand_over(folder: &Path) -> Result<(), PostgresError> {
+    let Some(user) = run_as() else { return Ok(()) };
+    let status = Command::new("chown").args(["-R", &format!("{user}:")]).arg(folder).status();
+    if !status.is_ok_and(|s| s.success()) {
+        return Err(step("chown to the postgres user", "chown failed (is there a `postgres` user?)"));
+    }
+    Ok(())
+}
+
+/// A command for one of PostgreSQL's programs, as the user it must run as.
+pub(super) fn postgres_command(program: &Path) -> Command {
+    match run_as() {
+        Some(user) => {
+            let mut command = Command::new("runuser");
+            command.args(["-u", user, "--"]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
 }
 
 impl ThrowawayPostgres {
@@ -58,14 +78,9 @@ impl ThrowawayPostgres {
         let bin = find_binaries().ok_or(PostgresError::NotInstalled)?;
         let folder =
             tempfile::Builder::new().prefix("posim-pg-").tempdir().map_err(|e| step("creating a folder", e))?;
-        let as_user = is_root().then(|| "postgres".to_string());
-        if as_user.is_some() {
-            let status = Command::new("chown").args(["-R", "postgres:"]).arg(folder.path()).status();
-            if !status.is_ok_and(|s| s.success()) {
-                return Err(step("chown to the postgres user", "chown failed (is there a `postgres` user?)"));
-            }
-        }
-        let server = ThrowawayPostgres { bin, port: free_port()?, folder, as_user };
+        hand_over(folder.path())?;
+        let port = super::free_port().map_err(|e| step("finding a free port", e))?;
+        let server = ThrowawayPostgres { bin, port, folder };
         let data = server.data();
         let initdb =
             server.run("initdb", &["-D", path(&data), "-U", "posim", "-A", "trust", "-E", "UTF8", "--locale=C"])?;
@@ -109,16 +124,11 @@ impl ThrowawayPostgres {
     }
 
     fn run(&self, program: &'static str, args: &[&str]) -> Result<Output, PostgresError> {
-        let binary = self.bin.join(program);
-        let mut command = match &self.as_user {
-            Some(user) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", user, "--"]).arg(&binary);
-                command
-            }
-            None => Command::new(&binary),
-        };
-        command.args(args).current_dir(self.folder.path()).output().map_err(|e| step(program, e))
+        postgres_command(&self.bin.join(program))
+            .args(args)
+            .current_dir(self.folder.path())
+            .output()
+            .map_err(|e| step(program, e))
     }
 
     /// A connection URL for the `postgres` database as the `posim` superuser.

@@ -106,7 +106,7 @@ impl Processes {
 
     pub async fn kill(&mut self, replica: usize) -> Result<(), LaunchError> {
         let mut process = self.processes[replica].take().ok_or_else(|| not_running(replica))?;
-        process.child.kill().await.map_err(|e| LaunchError::Spawn(format!("kill: {e}")))
+        process.child.kill().await.map_err(|e| LaunchError::StackFault(format!("kill replica {replica}: {e}")))
     }
 
     pub fn database_running(&mut self, running: bool) -> Result<(), LaunchError> {
@@ -116,7 +116,7 @@ impl Processes {
 }
 
 fn not_running(replica: usize) -> LaunchError {
-    LaunchError::Spawn(format!("replica {replica} is not running"))
+    LaunchError::StackFault(format!("replica {replica} is not running"))
 }
 
 fn signal(child: &Child, name: &str) {
