@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::check::{self, kpi, rollback};
 use crate::history::History;
+use crate::judge::HistoryIndex;
 use crate::live::containers::ContainerImages;
 use crate::live::engine::{self, LiveOptions, LiveOutcome};
 use crate::live::launcher::StackChoice;
@@ -207,14 +208,17 @@ fn judge_with_notes(
 ) -> Judged {
     let SimOutcome { history, stack_requests, simulated, purchases, .. } = outcome;
     let violations = check::check(&history);
-    let windows = kpi::windows(&history, &violations, simulated, &scenario.criteria);
-    let rollbacks = rollback::rollback_timings(&history, &scenario.criteria, &scenario.rollback_targets, simulated);
+    let index = HistoryIndex::of(&history);
+    let windows = kpi::windows(&history, &index, simulated, &scenario.criteria);
+    let rollbacks =
+        rollback::rollback_timings(&history, &index, &scenario.criteria, &scenario.rollback_targets, simulated);
     let report = report::build(RunFacts {
         scenario,
         seed,
         engine,
         stack_bugs: bugs.iter().map(|bug| bug.name().to_string()).collect(),
         history: &history,
+        index: &index,
         violations: &violations,
         windows,
         rollbacks,

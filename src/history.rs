@@ -10,6 +10,7 @@ use uuid::Uuid;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::contract::{CanaryConfig, Endpoint, ErrorCode, PaymentStatus, Text};
+use crate::criteria::CriterionResult;
 use crate::faults::{FaultKind, StackFaultAction};
 use crate::time::{self, Millis};
 use crate::world::PurchaseOutcome;
@@ -86,6 +87,9 @@ pub struct Decision {
     pub window_from: Millis,
     /// Why, in a few lines (criteria, ids, audit results).
     pub evidence: Vec<String>,
+    /// The criteria as judged for this decision (empty when it judged none:
+    /// an operator's call, the plan, an incident procedure).
+    pub criteria: Vec<CriterionResult>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -16,8 +16,10 @@
 pub mod check;
 pub mod cli;
 pub mod contract;
+pub mod criteria;
 pub mod faults;
 pub mod history;
+pub mod judge;
 pub mod live;
 pub mod report;
 pub mod rollout;

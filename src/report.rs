@@ -10,9 +10,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::check::Violation;
-use crate::check::kpi::{Judgement, Window};
+use crate::check::kpi::Window;
 use crate::check::rollback::RollbackTiming;
+use crate::criteria::Judgement;
 use crate::history::{Event, History};
+use crate::judge::{Expectation, HistoryIndex, Outcome};
 use crate::scenario::Scenario;
 use crate::time::{self, Millis};
 
@@ -21,7 +23,9 @@ pub mod oplog;
 
 pub use oplog::OplogEntry;
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `outcome` (expected and actual) first; windows judged on four criteria
+/// (a rate's rise over the previous phase and the critical alert included).
+pub const SCHEMA_VERSION: u32 = 2;
 /// Violations listed per code (all are counted).
 const LISTED_PER_CODE: usize = 20;
 
@@ -45,6 +49,9 @@ pub struct ViolationReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub schema_version: u32,
+    /// How the rollout ended, and what the scenario expected.
+    pub outcome: OutcomeReport,
+    pub verdict: &'static str,
     pub scenario: String,
     pub scenario_file: String,
     pub seed: u64,
@@ -52,7 +59,6 @@ pub struct RunReport {
     pub engine: String,
     pub stack_bugs: Vec<String>,
     pub trace_hash: String,
-    pub verdict: &'static str,
     pub simulated_ms: Millis,
     pub stack_requests: u64,
     pub purchases: u64,
@@ -66,6 +72,31 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// The stack faults carried out (live runs), with when each began and ended.
     pub stack_faults: Vec<StackFaultLine>,
+}
+
+/// The rollout's outcome against the scenario's expectation (first in every view).
+#[derive(Clone, Debug, Serialize)]
+pub struct OutcomeReport {
+    pub expected: Expectation,
+    pub actual: Outcome,
+    pub met: bool,
+    /// In words: "rolled back at 45m to allowlist (0)", "completed at 6h 15m".
+    pub text: String,
+}
+
+impl OutcomeReport {
+    pub fn of(history: &History, expected: Expectation) -> OutcomeReport {
+        let actual = Outcome::of(history);
+        let met = actual.meets(expected);
+        let text = actual.describe();
+        OutcomeReport { expected, actual, met, text }
+    }
+
+    /// The line a person reads first.
+    pub fn line(&self) -> String {
+        let verdict = if self.met { "as expected" } else { "NOT what the scenario expects" };
+        format!("outcome: {} — expected `{}`: {verdict}", self.text, self.expected.name())
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -110,6 +141,7 @@ pub struct RunFacts<'a> {
     pub engine: String,
     pub stack_bugs: Vec<String>,
     pub history: &'a History,
+    pub index: &'a HistoryIndex,
     pub violations: &'a [Violation],
     pub windows: Vec<Window>,
     pub rollbacks: Vec<RollbackTiming>,
@@ -143,8 +175,15 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         })
         .collect();
     failed_criteria.extend(facts.rollbacks.iter().flat_map(|r| r.breaches.iter().map(|b| format!("{}: {b}", r.label))));
-    let decisions = oplog::entries(facts.history, facts.violations, facts.scenario.start_unix_seconds, facts.simulated);
-    let passed = facts.violations.is_empty() && failed_criteria.is_empty();
+    let decisions = oplog::entries(
+        facts.history,
+        facts.index,
+        facts.violations,
+        facts.scenario.start_unix_seconds,
+        facts.simulated,
+    );
+    let outcome = OutcomeReport::of(facts.history, facts.scenario.expect);
+    let passed = outcome.met && facts.violations.is_empty() && failed_criteria.is_empty();
     RunReport {
         schema_version: SCHEMA_VERSION,
         scenario: facts.scenario.name.clone(),
@@ -154,6 +193,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         stack_bugs: facts.stack_bugs,
         trace_hash: facts.history.trace_hash(),
         verdict: if passed { "pass" } else { "fail" },
+        outcome,
         simulated_ms: facts.simulated,
         stack_requests: facts.stack_requests,
         purchases: facts.purchases,
@@ -269,6 +309,7 @@ pub fn markdown(report: &RunReport) -> String {
     let mut out = String::new();
     let verdict = if report.passed() { "✅ PASS" } else { "❌ FAIL" };
     let _ = writeln!(out, "# posim run: {} — {verdict}\n", report.scenario);
+    let _ = writeln!(out, "**{}**\n", report.outcome.line());
     let bugs = if report.stack_bugs.is_empty() { "none".to_string() } else { report.stack_bugs.join(", ") };
     let _ = writeln!(
         out,
@@ -390,6 +431,7 @@ pub fn console(report: &RunReport) -> String {
     let widths: Vec<usize> =
         (0..HEADERS.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
+    let _ = writeln!(out, "{}", report.outcome.line());
     for row in &rows {
         let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
@@ -429,6 +471,7 @@ pub fn console(report: &RunReport) -> String {
             }
         }
     }
+    let _ = writeln!(out, "{}", report.outcome.line());
     let _ = writeln!(out, "verdict: {}", if report.passed() { "PASS" } else { "FAIL" });
     let _ = writeln!(out, "trace-hash: {}", report.trace_hash);
     out

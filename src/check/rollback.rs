@@ -7,10 +7,11 @@
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::kpi::{is_failure, wilson_interval};
 use crate::contract::{Endpoint, ErrorCode};
-use crate::history::{DecisionKind, Event, History, NO_PURCHASE};
-use crate::scenario::{Criteria, RollbackTargets};
+use crate::criteria::{Criteria, is_failure, wilson_interval};
+use crate::history::{DecisionKind, Event, History};
+use crate::judge::HistoryIndex;
+use crate::scenario::RollbackTargets;
 use crate::time::{self, Millis};
 
 #[derive(Clone, Debug, Serialize)]
@@ -28,52 +29,14 @@ pub struct RollbackTiming {
     pub breaches: Vec<String>,
 }
 
-/// What the measurements need from the history, gathered once.
-struct Index {
-    replicas: usize,
-    /// Per request: (endpoint, condominium, twin).
-    requests: Vec<Option<(Endpoint, Option<u32>, bool)>>,
-    purchase_condominium: Vec<u32>,
-}
-
-impl Index {
-    fn gather(history: &History) -> Index {
-        let mut index = Index { replicas: 0, requests: Vec::new(), purchase_condominium: Vec::new() };
-        for record in &history.records {
-            match &record.event {
-                Event::ReplicaUp { replica, .. } => index.replicas = index.replicas.max(usize::from(*replica) + 1),
-                Event::Arrived { condominium, .. } => index.purchase_condominium.push(*condominium),
-                Event::Sent { request, purchase, endpoint, twin, .. } => {
-                    let condominium =
-                        (*purchase != NO_PURCHASE).then(|| index.purchase_condominium[*purchase as usize]);
-                    index.set(*request, (*endpoint, condominium, *twin));
-                }
-                Event::Probed { request, condominium } => {
-                    index.set(*request, (Endpoint::Authorize, Some(*condominium), false))
-                }
-                _ => {}
-            }
-        }
-        index
-    }
-
-    fn set(&mut self, request: u32, value: (Endpoint, Option<u32>, bool)) {
-        let slot = request as usize;
-        if self.requests.len() <= slot {
-            self.requests.resize(slot + 1, None);
-        }
-        self.requests[slot] = Some(value);
-    }
-}
-
 /// Measures every rollback (partial, total cut, freeze) and judges the targets.
 pub fn rollback_timings(
     history: &History,
+    index: &HistoryIndex,
     criteria: &Criteria,
     targets: &RollbackTargets,
     end: Millis,
 ) -> Vec<RollbackTiming> {
-    let index = Index::gather(history);
     let deploy_times: Vec<Millis> = history.decisions.iter().filter(|d| d.deploy.is_some()).map(|d| d.at).collect();
     let mut timings = Vec::new();
     for (number, decision) in history.decisions.iter().enumerate() {
@@ -89,7 +52,7 @@ pub fn rollback_timings(
                 history.canary(previous).admits(id) && !history.canary(deploy).admits(id)
             })
             .collect();
-        let (under, stable) = recovery(history, &index, criteria, t0, until);
+        let (under, stable) = recovery(history, index, criteria, t0, until);
         let replicas_on = replicas_on(history, index.replicas, deploy, t0, until);
         let mut timing = RollbackTiming {
             decision: number as u16,
@@ -99,7 +62,7 @@ pub fn rollback_timings(
             affected: affected.len(),
             replicas_on_new_config_ms: replicas_on,
             affected_denied_ms: replicas_on
-                .and_then(|on| denied(history, &index, &affected, t0 + on, until).map(|d| on + d)),
+                .and_then(|on| denied(history, index, &affected, t0 + on, until).map(|d| on + d)),
             rates_under_caps_ms: under,
             stable_ms: stable,
             breaches: Vec::new(),
@@ -129,13 +92,14 @@ fn replicas_on(history: &History, replicas: usize, deploy: u16, t0: Millis, unti
 /// (b) For each affected condominium, the first denial after its last
 /// admission, counted from `t0` (when every replica serves the new config,
 /// so that a denial means every replica denies).
-fn denied(history: &History, index: &Index, affected: &[u32], t0: Millis, until: Millis) -> Option<Millis> {
+fn denied(history: &History, index: &HistoryIndex, affected: &[u32], t0: Millis, until: Millis) -> Option<Millis> {
     let mut state: FxHashMap<u32, Option<Millis>> = affected.iter().map(|c| (*c, None)).collect();
     for record in records_between(history, t0, until) {
         let Event::Answered { request, status, error } = record.event else { continue };
-        let Some(Some((Endpoint::Authorize, Some(condominium), _))) = index.requests.get(request as usize) else {
+        let Some(info) = index.request(request).filter(|info| info.endpoint == Endpoint::Authorize) else {
             continue;
         };
+        let Some(condominium) = &info.condominium else { continue };
         let Some(denied_at) = state.get_mut(condominium) else { continue };
         if (200..300).contains(&status) {
             *denied_at = None; // admitted again: not yet denied everywhere
@@ -149,7 +113,7 @@ fn denied(history: &History, index: &Index, affected: &[u32], t0: Millis, until:
 /// (c) and (d): failure rates per analysis interval after the decision.
 fn recovery(
     history: &History,
-    index: &Index,
+    index: &HistoryIndex,
     criteria: &Criteria,
     t0: Millis,
     until: Millis,
@@ -159,7 +123,8 @@ fn recovery(
     let mut rates = vec![[(0u64, 0u64); 2]; buckets];
     for record in records_between(history, t0, t0 + buckets as Millis * interval) {
         let Event::Heard { request, status, error } = record.event else { continue };
-        let Some(Some((endpoint, _, false))) = index.requests.get(request as usize) else { continue };
+        let Some(info) = index.request(request).filter(|info| !info.twin) else { continue };
+        let endpoint = &info.endpoint;
         let slot = match endpoint {
             Endpoint::Confirm => 0,
             Endpoint::ExecuteCycle => 1,

@@ -285,6 +285,7 @@ pub(super) async fn audit(shared: &Shared, purchases: &[u32], who: &str) {
             previous,
             window_from: at,
             evidence,
+            criteria: Vec::new(),
         };
         history.add_decision(decision);
     });

@@ -5,9 +5,10 @@
 use serde::Serialize;
 
 use crate::check::Violation;
-use crate::check::kpi::{self, Snapshot};
+use crate::check::kpi::Snapshot;
 use crate::contract::CanaryConfig;
 use crate::history::{DecisionKind, History};
+use crate::judge::HistoryIndex;
 use crate::time::{self, Millis};
 
 #[derive(Clone, Debug, Serialize)]
@@ -32,27 +33,26 @@ pub struct OplogEntry {
     pub violations: Vec<String>,
 }
 
-/// One entry per decision, in order.
-pub fn entries(history: &History, violations: &[Violation], start_unix_seconds: u64, end: Millis) -> Vec<OplogEntry> {
+/// One entry per decision, in order. KPIs before are the rates the decision
+/// judged (the index's, at the decision); after, those of the window that
+/// served next, until the next deploy.
+pub fn entries(
+    history: &History,
+    index: &HistoryIndex,
+    violations: &[Violation],
+    start_unix_seconds: u64,
+    end: Millis,
+) -> Vec<OplogEntry> {
     let deploys: Vec<Millis> = history.decisions.iter().filter(|d| d.deploy.is_some()).map(|d| d.at).collect();
-    let ranges: Vec<[(Millis, Millis); 2]> = history
-        .decisions
-        .iter()
-        .map(|decision| {
-            let next = deploys.iter().copied().find(|&at| at > decision.at).unwrap_or(end);
-            [(decision.window_from, decision.at), (decision.at, next)]
-        })
-        .collect();
-    let flat: Vec<(Millis, Millis)> = ranges.iter().flatten().copied().collect();
-    let mut snapshots = kpi::snapshots(history, violations, &flat).into_iter();
     history
         .decisions
         .iter()
-        .zip(&ranges)
-        .map(|(decision, range)| {
+        .zip(&index.decisions)
+        .map(|(decision, windows)| {
+            let next = deploys.iter().copied().find(|&at| at > decision.at).unwrap_or(end);
             let serving = decision.deploy.or(decision.previous);
             let config = serving.map_or_else(CanaryConfig::off, |d| history.canary(d).clone());
-            let (before, after) = (snapshots.next(), snapshots.next());
+            let after = windows.after.map(|w| index.windows[w].rates()).unwrap_or_default();
             OplogEntry {
                 at: time::rfc3339(start_unix_seconds, decision.at),
                 at_ms: decision.at,
@@ -61,10 +61,10 @@ pub fn entries(history: &History, violations: &[Violation], start_unix_seconds: 
                 applied: decision.deploy.is_some(),
                 env: config.env().into_iter().map(|(name, value)| format!("{name}={value}")).collect(),
                 config,
-                kpis_before: before.expect("one snapshot per range"),
-                kpis_after: after.expect("one snapshot per range"),
+                kpis_before: Snapshot::of(&windows.judged_rates, (decision.window_from, decision.at)),
+                kpis_after: Snapshot::of(&after, (decision.at, next)),
                 evidence: decision.evidence.clone(),
-                violations: violations_in(history, violations, range[0].0, range[1].1),
+                violations: violations_in(history, violations, decision.window_from, next),
             }
         })
         .collect()

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::Phase;
-use super::watch::{Rate, Watch, WindowView};
-use crate::check::kpi::wilson_interval;
 use crate::contract::canary::{ALLOWLIST_VAR, BLOCKLIST_VAR, MODE_VAR};
 use crate::contract::{CanaryConfig, CanaryMode};
+use crate::criteria::details;
 use crate::history::{Decision, DecisionKind, DeployInfo, History};
-use crate::scenario::{ControllerMode, Criteria, OperatorAction, OperatorStep, Scenario};
+use crate::judge::{Criteria, CriterionResult, HistoryIndex, Judgement, OnInconclusive, judge};
+use crate::scenario::{ControllerMode, OperatorAction, OperatorStep, Scenario};
 use crate::time::{self, Millis};
 
 /// Who decides when no operator does.
@@ -44,29 +44,21 @@ enum Stage {
     Frozen,
 }
 
-/// A window judged on the criteria.
-#[derive(Debug, Default)]
-struct Verdict {
-    failed: Vec<String>,
-    inconclusive: Vec<String>,
-    passed: Vec<String>,
-}
-
 pub struct Controller {
     phases: Vec<Phase>,
     criteria: Criteria,
     mode: ControllerMode,
     condominiums: Vec<Uuid>,
     horizon: Millis,
-    pub watch: Watch,
+    /// The controller's eyes: the run's one history index.
+    pub index: HistoryIndex,
     stage: Stage,
     phase: usize,
     serving: Option<u16>,
     last_good: Option<u16>,
     phase_started: Millis,
-    held: bool,
-    /// The previous phase's rates, for the tolerated rise.
-    baseline: Option<(Rate, Rate)>,
+    /// Why the phase is held, once logged.
+    held: Option<String>,
 }
 
 impl Controller {
@@ -77,14 +69,13 @@ impl Controller {
             mode: scenario.controller,
             condominiums: scenario.fleet.condominiums.iter().map(|c| c.id).collect(),
             horizon: scenario.horizon(),
-            watch: Watch::default(),
+            index: HistoryIndex::default(),
             stage: Stage::Rolling,
             phase: 0,
             serving: None,
             last_good: None,
             phase_started: 0,
-            held: false,
-            baseline: None,
+            held: None,
         }
     }
 
@@ -108,14 +99,15 @@ impl Controller {
             history,
             (who, DecisionKind::Start),
             (first.name, first.canary, first.bad_build_error_rate),
-            evidence,
+            (evidence, Vec::new()),
         )
     }
 
     /// One analysis interval has passed: judge and decide.
     pub fn tick(&mut self, now: Millis, history: &mut History) -> Vec<Command> {
-        self.watch.catch_up(history);
-        if !self.watch.window.duplicates.is_empty() && self.stage != Stage::Frozen {
+        self.index.catch_up(history);
+        let window = self.index.current().map(|w| w.rates()).unwrap_or_default();
+        if window.duplicates > 0 && self.stage != Stage::Frozen {
             return self.freeze(now, history, AUTO, "duplicates in the ground truth");
         }
         if self.stage != Stage::Rolling {
@@ -124,33 +116,55 @@ impl Controller {
         if self.mode == ControllerMode::Scripted {
             return self.scripted_tick(now, history);
         }
-        let verdict = self.judge(&self.watch.window);
-        if !verdict.failed.is_empty() {
-            return self.roll_back(now, history, AUTO, verdict.failed);
+        let results = judge(&window, &self.criteria);
+        if results.iter().any(|r| r.judgement == Judgement::Fail) {
+            return self.roll_back(now, history, AUTO, results);
         }
         let phase = &self.phases[self.phase];
         let last = self.phase + 1 == self.phases.len();
         if now < self.phase_started + phase.hold || (now >= self.horizon && !last) {
             return Vec::new();
         }
-        if verdict.inconclusive.is_empty() {
-            return self.advance(now, history, AUTO, verdict.passed);
+        if results.iter().all(|r| r.judgement == Judgement::Pass) {
+            return self.advance(now, history, AUTO, results, Vec::new());
         }
         if now < self.phase_started + phase.hold_max {
-            return self.hold(now, history, verdict);
+            return self.hold(now, history, results, "inconclusive".to_string());
         }
-        // Held as long as allowed and still too few samples: judge the raw rates.
-        let window = &self.watch.window;
-        let within = window.confirm.value() <= self.criteria.confirm_failure_rate_max
-            && window.execute.value() <= self.criteria.execute_failure_rate_max;
-        let mut evidence = verdict.inconclusive;
-        let held = time::human(phase.hold_max);
-        if within {
-            evidence.push(format!("held to hold_max ({held}); the observed rates are within their caps: advance"));
-            return self.advance(now, history, AUTO, evidence);
+        self.unproven_at_hold_max(now, history, results)
+    }
+
+    /// Held as long as allowed and still too few samples: the scenario's
+    /// `on_inconclusive` decides, and the log says it did.
+    fn unproven_at_hold_max(
+        &mut self,
+        now: Millis,
+        history: &mut History,
+        results: Vec<CriterionResult>,
+    ) -> Vec<Command> {
+        let held = time::human(self.phases[self.phase].hold_max);
+        match self.criteria.on_inconclusive {
+            OnInconclusive::Hold => {
+                let why = format!(
+                    "still inconclusive at hold_max ({held}): held until an operator decides (on_inconclusive = hold)"
+                );
+                self.hold(now, history, results, why)
+            }
+            OnInconclusive::Advance => {
+                let why = format!(
+                    "still inconclusive at hold_max ({held}): advancing on an unproven phase as the scenario chose (on_inconclusive = advance)"
+                );
+                self.advance(now, history, AUTO, results, vec![why])
+            }
+            OnInconclusive::Rollback => {
+                let why = format!(
+                    "still inconclusive at hold_max ({held}): rolling back as the scenario chose (on_inconclusive = rollback)"
+                );
+                let mut results = results;
+                results.push(CriterionResult { name: "on_inconclusive", judgement: Judgement::Fail, detail: why });
+                self.roll_back(now, history, AUTO, results)
+            }
         }
-        evidence.push(format!("held to hold_max ({held}); the observed rates are above their caps"));
-        self.roll_back(now, history, AUTO, evidence)
     }
 
     fn scripted_tick(&mut self, now: Millis, history: &mut History) -> Vec<Command> {
@@ -158,25 +172,25 @@ impl Controller {
         let last = self.phase + 1 == self.phases.len();
         if now >= self.phase_started + phase.hold && (now < self.horizon || last) {
             let evidence = vec![format!("hold of {} elapsed (scripted game day)", time::human(phase.hold))];
-            return self.advance(now, history, "plan", evidence);
+            return self.advance(now, history, "plan", Vec::new(), evidence);
         }
         Vec::new()
     }
 
     /// A step of the game-day operator's script.
     pub fn operator(&mut self, step: &OperatorStep, now: Millis, history: &mut History) -> Vec<Command> {
-        self.watch.catch_up(history);
+        self.index.catch_up(history);
         let who = step.who.as_str();
         match &step.action {
             OperatorAction::Deploy { mode, allowlist, blocklist, rollback } => {
                 self.operator_deploy(now, history, who, [mode, allowlist, blocklist], *rollback)
             }
             OperatorAction::Advance if self.stage == Stage::Rolling => {
-                self.advance(now, history, who, vec!["operator's call".to_string()])
+                self.advance(now, history, who, Vec::new(), vec!["operator's call".to_string()])
             }
             OperatorAction::Advance => {
                 let evidence = vec![format!("advance refused: the rollout is {:?}", self.stage)];
-                self.log(now, history, who, DecisionKind::Refused, evidence);
+                self.log(now, history, (who, DecisionKind::Refused), evidence, Vec::new());
                 Vec::new()
             }
             OperatorAction::Freeze => self.freeze(now, history, who, "operator's call"),
@@ -185,68 +199,23 @@ impl Controller {
         }
     }
 
-    /// Judges a window on the criteria of §1.
-    fn judge(&self, window: &WindowView) -> Verdict {
-        let mut verdict = Verdict::default();
-        let criteria = &self.criteria;
-        let baseline = self.baseline;
-        let rates = [
-            (
-                "confirm failure",
-                window.confirm,
-                criteria.confirm_failure_rate_max,
-                criteria.confirm_failure_rise_max,
-                baseline.map(|b| b.0),
-            ),
-            (
-                "execute-cycle failure",
-                window.execute,
-                criteria.execute_failure_rate_max,
-                criteria.execute_failure_rise_max,
-                baseline.map(|b| b.1),
-            ),
-        ];
-        for (name, rate, cap, rise, before) in rates {
-            let (low, _) = wilson_interval(rate.failures, rate.attempts);
-            let shown = format!("{name} {}/{} ({:.2}%)", rate.failures, rate.attempts, 100.0 * rate.value());
-            if rate.attempts < criteria.min_samples {
-                verdict.inconclusive.push(format!("{shown}: fewer than {} samples", criteria.min_samples));
-            } else if low > cap {
-                verdict.failed.push(format!(
-                    "{shown}: above the cap of {:.2}% (95% lower bound {:.2}%)",
-                    100.0 * cap,
-                    100.0 * low
-                ));
-            } else if let Some(before) = before.filter(|b| b.attempts >= criteria.min_samples && low > b.value() + rise)
-            {
-                verdict.failed.push(format!(
-                    "{shown}: rose from {:.2}% beyond the tolerated {:.2} points",
-                    100.0 * before.value(),
-                    100.0 * rise
-                ));
-            } else {
-                verdict.passed.push(format!("{shown}: stable"));
-            }
-        }
-        if window.sweep_backlog_max > criteria.sweep_backlog_max {
-            verdict.failed.push(format!(
-                "critical alert: sweep backlog {} above {}",
-                window.sweep_backlog_max, criteria.sweep_backlog_max
-            ));
-        } else {
-            verdict.passed.push(format!("no critical alert (sweep backlog max {})", window.sweep_backlog_max));
-        }
-        verdict.passed.push("duplicates: 0".to_string());
-        verdict
-    }
-
-    fn advance(&mut self, now: Millis, history: &mut History, who: &str, mut evidence: Vec<String>) -> Vec<Command> {
-        self.baseline = Some((self.watch.window.confirm, self.watch.window.execute));
+    /// Advances to the next phase (or completes the rollout) on `results`
+    /// (empty for an operator's or the plan's call) and `extra` evidence.
+    fn advance(
+        &mut self,
+        now: Millis,
+        history: &mut History,
+        who: &str,
+        results: Vec<CriterionResult>,
+        extra: Vec<String>,
+    ) -> Vec<Command> {
         self.last_good = self.serving;
+        let mut evidence: Vec<String> = results.iter().map(|r| r.detail.clone()).collect();
+        evidence.extend(extra);
         if self.phase + 1 >= self.phases.len() {
             self.stage = Stage::Complete;
             evidence.push(format!("phase `{}` held: the rollout is complete", self.phases[self.phase].name));
-            self.log(now, history, who, DecisionKind::Advance, evidence);
+            self.log(now, history, (who, DecisionKind::Advance), evidence, results);
             return Vec::new();
         }
         self.phase += 1;
@@ -258,24 +227,38 @@ impl Controller {
             history,
             (who, DecisionKind::Advance),
             (next.name, next.canary, next.bad_build_error_rate),
-            evidence,
+            (evidence, results),
         )
     }
 
-    fn hold(&mut self, now: Millis, history: &mut History, verdict: Verdict) -> Vec<Command> {
-        if !self.held {
-            self.held = true;
-            let mut evidence = verdict.inconclusive;
+    /// Holds the phase; logged once per reason (inconclusive, then, at
+    /// `hold_max`, the scenario's choice to keep holding).
+    fn hold(&mut self, now: Millis, history: &mut History, results: Vec<CriterionResult>, why: String) -> Vec<Command> {
+        if self.held.as_deref() == Some(why.as_str()) {
+            return Vec::new();
+        }
+        let mut evidence = details(&results, Judgement::Inconclusive);
+        if why == "inconclusive" {
             let until = self.phase_started + self.phases[self.phase].hold_max;
             evidence.push(format!("inconclusive: hold until {} at the most", time::clock(until)));
-            self.log(now, history, AUTO, DecisionKind::Hold, evidence);
+        } else {
+            evidence.push(why.clone());
         }
+        self.held = Some(why);
+        self.log(now, history, (AUTO, DecisionKind::Hold), evidence, results);
         Vec::new()
     }
 
     /// §2: a partial rollback to the stable condominiums, or a total cut of
     /// the affected ones; the last good build comes back with it.
-    fn roll_back(&mut self, now: Millis, history: &mut History, who: &str, mut evidence: Vec<String>) -> Vec<Command> {
+    fn roll_back(
+        &mut self,
+        now: Millis,
+        history: &mut History,
+        who: &str,
+        results: Vec<CriterionResult>,
+    ) -> Vec<Command> {
+        let mut evidence = details(&results, Judgement::Fail);
         let current = self.serving.map(|d| history.canary(d).clone()).unwrap_or_else(CanaryConfig::off);
         let affected = self.affected(&current);
         let names: Vec<String> = affected.iter().map(Uuid::to_string).collect();
@@ -294,17 +277,18 @@ impl Controller {
         };
         self.stage = Stage::RolledBack;
         evidence.push(format!("rollback to {} with the last good build", canary.summary()));
-        self.deploy(now, history, (who, kind), (label.to_string(), canary, 0.0), evidence)
+        self.deploy(now, history, (who, kind), (label.to_string(), canary, 0.0), (evidence, results))
     }
 
     /// Condominiums whose own failure share in the window is above the caps.
     fn affected(&self, current: &CanaryConfig) -> Vec<Uuid> {
         let cap = self.criteria.confirm_failure_rate_max.min(self.criteria.execute_failure_rate_max);
         let mut affected: Vec<Uuid> = self
-            .watch
-            .window
-            .failures_by_condominium
-            .iter()
+            .index
+            .current()
+            .map(|window| &window.by_condominium)
+            .into_iter()
+            .flatten()
             .filter(|(_, rate)| rate.failures >= 2 && rate.value() > cap)
             .map(|(&index, _)| self.condominiums[index as usize])
             .filter(|id| current.admits(*id))
@@ -320,12 +304,17 @@ impl Controller {
         let restricted: Vec<Uuid> = first.allowlist.iter().copied().filter(|id| current.admits(*id)).collect();
         let canary = CanaryConfig::new(CanaryMode::Allowlist, restricted, vec![]);
         let mut evidence = vec![format!("freeze: {why}")];
-        evidence.extend(self.watch.window.duplicates.iter().cloned());
+        evidence.extend(self.index.current().into_iter().flat_map(|w| w.duplicates.iter().cloned()));
         evidence.push(format!("allowlist restricted to {}", canary.summary()));
         let suspects = self.suspects();
         self.stage = Stage::Frozen;
-        let mut commands =
-            self.deploy(now, history, (who, DecisionKind::Freeze), ("freeze".to_string(), canary, 0.0), evidence);
+        let mut commands = self.deploy(
+            now,
+            history,
+            (who, DecisionKind::Freeze),
+            ("freeze".to_string(), canary, 0.0),
+            (evidence, vec![]),
+        );
         if !suspects.is_empty() {
             commands.push(Command::Audit { purchases: suspects, who: who.to_string() });
         }
@@ -334,20 +323,15 @@ impl Controller {
 
     /// The purchases to audit: double confirmations and duplicated ground truth.
     fn suspects(&self) -> Vec<u32> {
-        let mut suspects: Vec<u32> = self.watch.double_confirmed.iter().rev().take(5).copied().collect();
+        let mut suspects: Vec<u32> = self.index.double_confirmed.iter().rev().take(5).copied().collect();
         suspects.sort_unstable();
         suspects
     }
 
     fn complaint(&mut self, now: Millis, history: &mut History, who: &str) -> Vec<Command> {
-        let Some(&purchase) = self.watch.double_confirmed.last() else {
-            self.log(
-                now,
-                history,
-                who,
-                DecisionKind::Audit,
-                vec!["a complaint, but no purchase was confirmed twice".into()],
-            );
+        let Some(&purchase) = self.index.double_confirmed.last() else {
+            let evidence = vec!["a complaint, but no purchase was confirmed twice".into()];
+            self.log(now, history, (who, DecisionKind::Audit), evidence, Vec::new());
             return Vec::new();
         };
         if self.stage == Stage::Frozen {
@@ -357,19 +341,19 @@ impl Controller {
     }
 
     fn reprocess(&mut self, now: Millis, history: &mut History, who: &str) -> Vec<Command> {
-        let purchases = std::mem::take(&mut self.watch.gave_up_executing);
+        let purchases = std::mem::take(&mut self.index.gave_up_executing);
         if purchases.is_empty() {
             return Vec::new();
         }
         let payments: Vec<String> = purchases
             .iter()
-            .map(|p| self.watch.payment_of(*p).map_or(format!("purchase {p}"), |id| id.to_string()))
+            .map(|p| self.index.payment_of(*p).map_or(format!("purchase {p}"), |id| id.to_string()))
             .collect();
         let evidence = vec![
             format!("{} customer(s) paid and their machine did not start (§4A)", purchases.len()),
             format!("reprocessing execution for payments: {}", payments.join(", ")),
         ];
-        self.log(now, history, who, DecisionKind::Reprocess, evidence);
+        self.log(now, history, (who, DecisionKind::Reprocess), evidence, Vec::new());
         vec![Command::Reprocess { purchases }]
     }
 
@@ -391,7 +375,7 @@ impl Controller {
                     format!("deploy refused at start-up: {error}"),
                     format!("the previous config keeps serving: {serving}"),
                 ];
-                self.log(now, history, who, DecisionKind::Refused, evidence);
+                self.log(now, history, (who, DecisionKind::Refused), evidence, Vec::new());
                 return Vec::new();
             }
         };
@@ -413,18 +397,19 @@ impl Controller {
             let build = self.serving.map_or(0.0, |d| history.deploys[usize::from(d)].bad_build_error_rate);
             (DecisionKind::Deploy, "operator deploy", build)
         };
-        self.deploy(now, history, (who, kind), (label.to_string(), canary, build), evidence)
+        self.deploy(now, history, (who, kind), (label.to_string(), canary, build), (evidence, Vec::new()))
     }
 
-    /// Records a deploy and its decision, opens a new window, and asks the
-    /// engine to roll it out (and to probe the condominiums it now denies).
+    /// Records a deploy and its decision, and asks the engine to roll it
+    /// out (and to probe the condominiums it now denies). The index opens
+    /// the deploy's window when it reads the deploy.
     fn deploy(
         &mut self,
         now: Millis,
         history: &mut History,
         (who, kind): (&str, DecisionKind),
         (label, canary, bad_build_error_rate): (String, CanaryConfig, f64),
-        evidence: Vec<String>,
+        (evidence, criteria): (Vec<String>, Vec<CriterionResult>),
     ) -> Vec<Command> {
         let previous = self.serving;
         let denied_now: Vec<u32> = match previous {
@@ -440,19 +425,18 @@ impl Controller {
         };
         let info = DeployInfo { label, canary, phase: self.phase as u16, bad_build_error_rate };
         let deploy = history.add_deploy(now, info);
-        let window_from = self.watch.window.from;
         history.add_decision(Decision {
             at: now,
             who: who.to_string(),
             kind,
             deploy: Some(deploy),
             previous,
-            window_from,
+            window_from: self.window_from(),
             evidence,
+            criteria,
         });
         self.serving = Some(deploy);
-        self.held = false;
-        self.watch.open_window(now, deploy);
+        self.held = None;
         let mut commands = vec![Command::RollOut { deploy }];
         if kind.is_rollback() && !denied_now.is_empty() {
             commands.push(Command::Probe { deploy, condominiums: denied_now });
@@ -460,18 +444,31 @@ impl Controller {
         commands
     }
 
-    fn log(&mut self, now: Millis, history: &mut History, who: &str, kind: DecisionKind, evidence: Vec<String>) {
-        let window_from = self.watch.window.from;
+    /// Records a decision that deploys nothing.
+    fn log(
+        &mut self,
+        now: Millis,
+        history: &mut History,
+        (who, kind): (&str, DecisionKind),
+        evidence: Vec<String>,
+        criteria: Vec<CriterionResult>,
+    ) {
         let decision = Decision {
             at: now,
             who: who.to_string(),
             kind,
             deploy: None,
             previous: self.serving,
-            window_from,
+            window_from: self.window_from(),
             evidence,
+            criteria,
         };
         history.add_decision(decision);
+    }
+
+    /// Where the window being judged opened (the serving deploy's start).
+    fn window_from(&self) -> Millis {
+        self.index.current().map_or(0, |window| window.from)
     }
 }
 

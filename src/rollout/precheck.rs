@@ -65,6 +65,8 @@ pub fn smoke_scenario(scenario: &Scenario, canary: CanaryConfig) -> Scenario {
     smoke.faults.clear();
     smoke.operator.clear();
     smoke.controller = ControllerMode::Scripted;
+    // A smoke run proves the env serves; the scenario's incident expectation is not its.
+    smoke.expect = crate::judge::Expectation::Complete;
     smoke.phases = vec![Phase {
         name: "pre-check".to_string(),
         mode: canary.mode,

@@ -13,14 +13,16 @@ use uuid::Uuid;
 
 use crate::contract::{CanaryMode, Endpoint, StackSettings, validate};
 use crate::faults::{FaultKind, FaultSpec, StackFault, StackFaultAction};
-use crate::rollout::{self, Phase, Selection};
 use crate::time::{self, Millis};
 use crate::world::Fleet;
 
+pub mod phases;
 mod runbook;
 
+pub use crate::judge::Expectation;
 use crate::world::fleet::{FixtureCondominium, FleetShape};
-pub use runbook::{ControllerMode, Criteria, OperatorAction, OperatorStep, RollbackTargets};
+use phases::{Phase, Selection};
+pub use runbook::{ControllerMode, Criteria, OnInconclusive, OperatorAction, OperatorStep, RollbackTargets};
 use runbook::{RawController, RawCriteria, RawOperatorStep, RawTargets};
 
 /// A validated scenario.
@@ -39,6 +41,8 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     pub faults: Vec<FaultSpec>,
     pub criteria: Criteria,
+    /// The rollout's outcome the run must end with (default: complete).
+    pub expect: Expectation,
     pub controller: ControllerMode,
     pub rollback_targets: RollbackTargets,
     /// The game-day operator's script, in time order.
@@ -113,6 +117,8 @@ struct RawScenario {
     seed: Option<u64>,
     start: Option<Spanned<String>>,
     drain: Option<Spanned<String>>,
+    #[serde(default)]
+    expect: Expectation,
     fleet: Spanned<RawFleet>,
     #[serde(default)]
     traffic: RawTraffic,
@@ -364,10 +370,11 @@ impl Scenario {
             terminals: terminals(&source, &raw.terminals)?,
             latency: latency(&source, &raw.latency)?,
             criteria: runbook::criteria(&source, &raw.criteria)?,
+            expect: raw.expect,
             controller: runbook::controller(&raw.controller),
             rollback_targets: runbook::targets(&source, &raw.rollback_targets)?,
             operator: runbook::operator_steps(&source, &raw.operator)?,
-            stack_faults: stack_faults(&source, &raw.stack_faults, &stack, rollout::phase_starts(&phases).1 + drain)?,
+            stack_faults: stack_faults(&source, &raw.stack_faults, &stack, phases::phase_starts(&phases).1 + drain)?,
             fleet,
             stack,
             phases,
@@ -378,7 +385,7 @@ impl Scenario {
 
     /// The rollout's end: the sum of the phases' holds.
     pub fn horizon(&self) -> Millis {
-        rollout::phase_starts(&self.phases).1
+        phases::phase_starts(&self.phases).1
     }
 }
 
@@ -544,7 +551,7 @@ fn one_phase(source: &Source, raw: RawPhase, fleet: &Fleet) -> Result<Phase, Sce
             return Err(source.error(raw.name.span(), message));
         }
     };
-    let canary = rollout::canary_for(fleet, raw.mode, &selection);
+    let canary = phases::canary_for(fleet, raw.mode, &selection);
     let hold_max = match &raw.hold_max {
         Some(value) if source.duration(value)? < hold => {
             return Err(source.error(value.span(), "hold_max must be at least hold"));

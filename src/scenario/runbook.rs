@@ -10,23 +10,7 @@ use super::{ScenarioError, Source};
 use crate::contract::CanaryMode;
 use crate::time::{self, Millis};
 
-/// The advance criteria (§1) as a reviewer can check them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Criteria {
-    pub confirm_failure_rate_max: f64,
-    pub execute_failure_rate_max: f64,
-    /// Tolerated rise of a failure rate over the previous phase (absolute).
-    pub confirm_failure_rise_max: f64,
-    pub execute_failure_rise_max: f64,
-    /// Below this many attempts a rate is not judged (inconclusive → hold).
-    pub min_samples: u64,
-    /// "Sem alerta crítico novo": the sweep's backlog past the TTL may not exceed this.
-    pub sweep_backlog_max: u32,
-    /// How often the controller judges the phase so far.
-    pub analysis_interval: Millis,
-    /// §4B: how long rates must stay under their caps after a rollback.
-    pub stable_for: Millis,
-}
+pub use crate::judge::{Criteria, OnInconclusive};
 
 /// Who steers the rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -82,6 +66,7 @@ pub(super) struct RawCriteria {
     sweep_backlog_max: u32,
     analysis_interval: Spanned<String>,
     stable_for: Spanned<String>,
+    on_inconclusive: OnInconclusive,
 }
 
 impl Default for RawCriteria {
@@ -96,6 +81,7 @@ impl Default for RawCriteria {
             sweep_backlog_max: 10,
             analysis_interval: Spanned::new(0..0, "5m".into()),
             stable_for: Spanned::new(0..0, "15m".into()),
+            on_inconclusive: OnInconclusive::Hold,
         }
     }
 }
@@ -165,6 +151,7 @@ pub(super) fn criteria(source: &Source, raw: &RawCriteria) -> Result<Criteria, S
         sweep_backlog_max: raw.sweep_backlog_max,
         analysis_interval: interval,
         stable_for: source.duration(&raw.stable_for)?,
+        on_inconclusive: raw.on_inconclusive,
     })
 }
 

@@ -114,7 +114,7 @@ impl Sim<'_> {
                 };
                 self.record(Event::AuditedCharge { provider_ref: charge.provider_ref.clone(), payments: by_ref });
             }
-            let cycles = self.controller.watch.cycles_of(payment);
+            let cycles = self.controller.index.cycles_of(payment);
             evidence.push(audit_line(purchase, &key, by_key.len(), charges.len(), standing, cycles as usize));
         }
         let window_from = self.history.decisions.last().map_or(0, |d| d.at);
@@ -126,6 +126,7 @@ impl Sim<'_> {
             previous: Some(self.latest_deploy),
             window_from,
             evidence,
+            criteria: Vec::new(),
         };
         self.history.add_decision(decision);
     }
@@ -188,6 +189,7 @@ impl Sim<'_> {
             previous: Some(self.latest_deploy),
             window_from: self.now,
             evidence,
+            criteria: Vec::new(),
         };
         self.history.add_decision(decision);
     }

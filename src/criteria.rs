@@ -1,0 +1,271 @@
+//! The runbook's advance criteria (§1) and the one function that judges a
+//! window's rates on them. The controller decides on this judgement and the
+//! report shows it: there is no second judge to disagree with the first.
+//! It knows rates and caps, nothing of histories or engines.
+
+use serde::Serialize;
+
+use crate::contract::{Endpoint, ErrorCode};
+use crate::time::Millis;
+
+/// The advance criteria (§1) as a reviewer can check them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Criteria {
+    pub confirm_failure_rate_max: f64,
+    pub execute_failure_rate_max: f64,
+    /// Tolerated rise of a failure rate over the previous phase (absolute).
+    pub confirm_failure_rise_max: f64,
+    pub execute_failure_rise_max: f64,
+    /// Below this many attempts a rate is not judged (inconclusive → hold).
+    pub min_samples: u64,
+    /// "Sem alerta crítico novo": the sweep's backlog past the TTL may not exceed this.
+    pub sweep_backlog_max: u32,
+    /// How often the controller judges the phase so far.
+    pub analysis_interval: Millis,
+    /// §4B: how long rates must stay under their caps after a rollback.
+    pub stable_for: Millis,
+    /// What the controller does with a phase still inconclusive at `hold_max`.
+    pub on_inconclusive: OnInconclusive,
+}
+
+/// The scenario's choice for a phase that is still unproven at `hold_max`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInconclusive {
+    /// The runbook's caution: never advance on an unproven phase without an
+    /// operator's word; the rollout stays where it is.
+    #[default]
+    Hold,
+    /// Advance anyway (the operation log says it was the scenario's choice).
+    Advance,
+    /// Roll back as if the phase had failed.
+    Rollback,
+}
+
+/// Attempts and failures of one endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Rate {
+    pub attempts: u64,
+    pub failures: u64,
+}
+
+impl Rate {
+    pub fn value(self) -> f64 {
+        if self.attempts == 0 { 0.0 } else { self.failures as f64 / self.attempts as f64 }
+    }
+
+    pub fn note(&mut self, failed: bool) {
+        self.attempts += 1;
+        self.failures += u64::from(failed);
+    }
+}
+
+/// The verdict of one criterion in one window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Judgement {
+    Pass,
+    Fail,
+    /// Too few samples to judge.
+    Inconclusive,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CriterionResult {
+    pub name: &'static str,
+    pub judgement: Judgement,
+    pub detail: String,
+}
+
+/// What a window is judged on: its rates, the previous phase's (for the
+/// tolerated rise), the sweep's backlog and the duplicates it saw.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowRates {
+    pub confirm: Rate,
+    pub execute: Rate,
+    pub baseline: Option<(Rate, Rate)>,
+    pub sweep_backlog_max: u32,
+    pub duplicates: u64,
+}
+
+/// Is what a terminal heard a failure of that step? A timeout, a 5xx, or a
+/// refusal the flow should never meet; a declined card (402) and the gate's
+/// answer to authorize are business outcomes, not failures.
+pub fn is_failure(endpoint: Endpoint, status: Option<u16>, error: Option<ErrorCode>) -> bool {
+    match (status, error) {
+        (None, _) => true,
+        (_, Some(ErrorCode::PaymentNotCaptured)) => false,
+        (_, Some(ErrorCode::CanaryNotAllowed)) => endpoint != Endpoint::Authorize,
+        (Some(status), _) => status >= 400,
+    }
+}
+
+/// The Wilson score interval (95%) of a failure rate: a rate is judged above
+/// its cap only when the whole interval is, so that a handful of failures in
+/// a small window does not fail a phase by chance.
+pub fn wilson_interval(failures: u64, attempts: u64) -> (f64, f64) {
+    if attempts == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.96_f64;
+    let n = attempts as f64;
+    let p = failures as f64 / n;
+    let centre = p + z * z / (2.0 * n);
+    let margin = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    let denominator = 1.0 + z * z / n;
+    (((centre - margin) / denominator).max(0.0), ((centre + margin) / denominator).min(1.0))
+}
+
+/// The advance criteria of §1 on one window: each failure rate under its cap
+/// and not risen beyond the tolerance over the previous phase ("estável"),
+/// no critical alert (the sweep's backlog), no duplicate.
+pub fn judge(window: &WindowRates, criteria: &Criteria) -> Vec<CriterionResult> {
+    let baseline = window.baseline;
+    vec![
+        judge_rate(
+            ("confirm_failure_rate", "confirm failure"),
+            window.confirm,
+            (criteria.confirm_failure_rate_max, criteria.confirm_failure_rise_max),
+            baseline.map(|b| b.0),
+            criteria.min_samples,
+        ),
+        judge_rate(
+            ("execute_failure_rate", "execute-cycle failure"),
+            window.execute,
+            (criteria.execute_failure_rate_max, criteria.execute_failure_rise_max),
+            baseline.map(|b| b.1),
+            criteria.min_samples,
+        ),
+        judge_backlog(window.sweep_backlog_max, criteria.sweep_backlog_max),
+        CriterionResult {
+            name: "duplicates",
+            judgement: if window.duplicates == 0 { Judgement::Pass } else { Judgement::Fail },
+            detail: format!("duplicates: {} (must be 0)", window.duplicates),
+        },
+    ]
+}
+
+fn judge_rate(
+    (name, label): (&'static str, &str),
+    rate: Rate,
+    (cap, rise): (f64, f64),
+    before: Option<Rate>,
+    min_samples: u64,
+) -> CriterionResult {
+    let (low, high) = wilson_interval(rate.failures, rate.attempts);
+    let shown = format!(
+        "{label} {}/{} ({:.2}%, 95% interval {:.2}–{:.2}%, cap {:.2}%)",
+        rate.failures,
+        rate.attempts,
+        100.0 * rate.value(),
+        100.0 * low,
+        100.0 * high,
+        100.0 * cap
+    );
+    // A rise, like a cap, must be proven: the whole interval now above the
+    // whole interval before, plus the tolerance (a small baseline is noisy).
+    let risen = before.filter(|b| b.attempts >= min_samples && low > wilson_interval(b.failures, b.attempts).1 + rise);
+    let (judgement, detail) = if rate.attempts < min_samples {
+        (Judgement::Inconclusive, format!("{shown}: fewer than {min_samples} samples"))
+    } else if low > cap {
+        (Judgement::Fail, format!("{shown}: above the cap (95% lower bound {:.2}%)", 100.0 * low))
+    } else if let Some(before) = risen {
+        let detail = format!(
+            "{shown}: rose from {:.2}% (95% upper bound {:.2}%) beyond the tolerated {:.2} points",
+            100.0 * before.value(),
+            100.0 * wilson_interval(before.failures, before.attempts).1,
+            100.0 * rise
+        );
+        (Judgement::Fail, detail)
+    } else {
+        (Judgement::Pass, format!("{shown}: stable"))
+    };
+    CriterionResult { name, judgement, detail }
+}
+
+fn judge_backlog(seen: u32, max: u32) -> CriterionResult {
+    if seen > max {
+        let detail = format!("critical alert: sweep backlog {seen} above {max}");
+        CriterionResult { name: "critical_alert", judgement: Judgement::Fail, detail }
+    } else {
+        let detail = format!("no critical alert (sweep backlog max {seen}, limit {max})");
+        CriterionResult { name: "critical_alert", judgement: Judgement::Pass, detail }
+    }
+}
+
+/// The criteria of one judgement, split the way a decision reads them.
+pub fn details(results: &[CriterionResult], judgement: Judgement) -> Vec<String> {
+    results.iter().filter(|r| r.judgement == judgement).map(|r| r.detail.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn criteria() -> Criteria {
+        Criteria {
+            confirm_failure_rate_max: 0.05,
+            execute_failure_rate_max: 0.05,
+            confirm_failure_rise_max: 0.03,
+            execute_failure_rise_max: 0.03,
+            min_samples: 30,
+            sweep_backlog_max: 10,
+            analysis_interval: 300_000,
+            stable_for: 900_000,
+            on_inconclusive: OnInconclusive::Hold,
+        }
+    }
+
+    #[test]
+    fn the_wilson_interval_brackets_the_rate() {
+        let (low, high) = wilson_interval(4, 36);
+        assert!(low < 4.0 / 36.0 && 4.0 / 36.0 < high);
+        assert!((0.04..0.05).contains(&low), "{low}");
+        let (low, _) = wilson_interval(300, 1000);
+        assert!(low > 0.27, "many samples narrow the interval: {low}");
+        assert_eq!(wilson_interval(0, 0), (0.0, 1.0));
+    }
+
+    #[test]
+    fn failures_are_what_the_flow_should_never_meet() {
+        assert!(is_failure(Endpoint::Confirm, None, None));
+        assert!(is_failure(Endpoint::Confirm, Some(502), Some(ErrorCode::ProviderUnavailable)));
+        assert!(!is_failure(Endpoint::Confirm, Some(402), Some(ErrorCode::PaymentNotCaptured)));
+        assert!(!is_failure(Endpoint::Authorize, Some(403), Some(ErrorCode::CanaryNotAllowed)));
+        assert!(is_failure(Endpoint::ExecuteCycle, Some(403), Some(ErrorCode::CanaryNotAllowed)));
+        assert!(!is_failure(Endpoint::ExecuteCycle, Some(200), None));
+    }
+
+    #[test]
+    fn a_window_passes_fails_or_waits_for_samples() {
+        let healthy = WindowRates {
+            confirm: Rate { attempts: 100, failures: 1 },
+            execute: Rate { attempts: 100, failures: 2 },
+            ..WindowRates::default()
+        };
+        assert!(judge(&healthy, &criteria()).iter().all(|r| r.judgement == Judgement::Pass));
+        let small = WindowRates { confirm: Rate { attempts: 10, failures: 0 }, ..healthy.clone() };
+        assert_eq!(judge(&small, &criteria())[0].judgement, Judgement::Inconclusive);
+        let broken = WindowRates { execute: Rate { attempts: 100, failures: 40 }, ..healthy.clone() };
+        assert_eq!(judge(&broken, &criteria())[1].judgement, Judgement::Fail);
+        let backlog = WindowRates { sweep_backlog_max: 11, ..healthy.clone() };
+        assert_eq!(judge(&backlog, &criteria())[2].judgement, Judgement::Fail);
+        let duplicated = WindowRates { duplicates: 1, ..healthy };
+        assert_eq!(judge(&duplicated, &criteria())[3].judgement, Judgement::Fail);
+    }
+
+    #[test]
+    fn a_rise_over_the_previous_phase_fails_under_the_cap() {
+        let mut criteria = criteria();
+        criteria.confirm_failure_rate_max = 0.5;
+        let window = WindowRates {
+            confirm: Rate { attempts: 200, failures: 40 },
+            execute: Rate { attempts: 200, failures: 0 },
+            baseline: Some((Rate { attempts: 200, failures: 2 }, Rate { attempts: 200, failures: 0 })),
+            ..WindowRates::default()
+        };
+        let results = judge(&window, &criteria);
+        assert_eq!(results[0].judgement, Judgement::Fail, "{:?}", results[0]);
+        assert!(results[0].detail.contains("rose from 1.00%"), "{}", results[0].detail);
+    }
+}
