@@ -9,7 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::contract::{CanaryConfig, Endpoint, ErrorCode, PaymentStatus, Text};
+use crate::contract::{CanaryConfig, Endpoint, ErrorCode, PaymentStatus, Reply, Text};
 use crate::criteria::CriterionResult;
 use crate::faults::{FaultKind, StackFaultAction};
 use crate::time::{self, Millis};
@@ -149,11 +149,18 @@ pub enum Event {
         replica: u16,
         config: u16,
     },
-    /// The stack answered (whether or not the answer arrives).
+    /// The stack answered (whether or not the answer arrives), with the
+    /// identifiers it named, so that its promises can be judged (D9).
     Answered {
         request: u32,
         status: u16,
         error: Option<ErrorCode>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payment: Option<Uuid>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        execute_key: Option<Text>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cycle: Option<Text>,
     },
     /// What the terminal heard: a status, or nothing before its timeout.
     Heard {
@@ -224,6 +231,18 @@ impl Event {
     /// A request posim itself sends (the sweep's cron, a probe, the operator).
     pub fn sent_by_posim(request: u32, endpoint: Endpoint) -> Event {
         Event::Sent { request, purchase: NO_PURCHASE, endpoint, attempt: 1, twin: false }
+    }
+
+    /// The stack's `reply` to `request`, sent with HTTP `status`: the
+    /// payment, execute_key and cycle it names are kept.
+    pub fn answered(request: u32, status: u16, reply: &Reply) -> Event {
+        let (payment, execute_key, cycle) = match reply {
+            Reply::Authorized { payment, .. } => (Some(payment.payment_id), None, None),
+            Reply::Confirmed { payment_id, execute_key, .. } => (Some(*payment_id), Some(execute_key.clone()), None),
+            Reply::Executed { payment_id, cycle_id } => (Some(*payment_id), None, Some(cycle_id.clone())),
+            _ => (None, None, None),
+        };
+        Event::Answered { request, status, error: reply.error_code(), payment, execute_key, cycle }
     }
 }
 
@@ -319,6 +338,17 @@ impl History {
             Event::Charged { purchase, payment, provider_ref, captured } => {
                 let what = if *captured { "captures" } else { "declines" };
                 format!("PSP {what} charge {provider_ref} for payment {payment} (purchase {purchase})")
+            }
+            Event::Answered { request, status, error, payment, execute_key, cycle } => {
+                let mut text = format!("the stack answers request {request} with {status}");
+                let named = [
+                    error.map(|code| format!(" `{}`", code.as_str())),
+                    payment.map(|payment| format!(" for payment {payment}")),
+                    execute_key.as_ref().map(|key| format!(" (execute_key {key})")),
+                    cycle.as_ref().map(|cycle| format!(" (cycle {cycle})")),
+                ];
+                text.extend(named.into_iter().flatten());
+                text
             }
             other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
         }

@@ -2,7 +2,7 @@
 //! for real: it plays the world around a payments stack (terminals, the card
 //! acquirer, the IoT gateway and the laundry machines), drives the stack
 //! through the runbook's canary phases, injects faults, and checks the
-//! invariants D1–D8 on the recorded history.
+//! invariants D1–D9 on the recorded history.
 //!
 //! The modules follow the architecture of `DESIGN.md`:
 //! - [`contract`]: the wire contract (requests, replies, errors, canary config);

@@ -341,7 +341,7 @@ pub fn markdown(report: &RunReport) -> String {
     }
     let _ = writeln!(out, "\n## Invariants\n");
     if report.violation_counts.is_empty() {
-        let _ = writeln!(out, "D1–D8 hold: no violation.");
+        let _ = writeln!(out, "D1–D9 hold: no violation.");
     }
     for (code, count) in &report.violation_counts {
         let _ = writeln!(out, "- **{code}**: {count}");
@@ -460,7 +460,7 @@ pub fn console(report: &RunReport) -> String {
         let _ = writeln!(out, "criterion broken: {line}");
     }
     if report.violation_counts.is_empty() {
-        let _ = writeln!(out, "invariants: D1–D8 hold");
+        let _ = writeln!(out, "invariants: D1–D9 hold");
     } else {
         let counts: Vec<String> = report.violation_counts.iter().map(|(code, n)| format!("{code}×{n}")).collect();
         let _ = writeln!(out, "invariants broken: {}", counts.join(" "));

@@ -83,12 +83,30 @@ fn the_reference_stack_keeps_the_invariants_under_faults_and_rollbacks_live() {
         let (output, summary) = live(scenario, &[]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(output.status.code(), Some(0), "{scenario}: {stdout}");
-        assert!(stdout.contains("invariants: D1–D8 hold"), "{scenario}: {stdout}");
+        assert!(stdout.contains("invariants: D1–D9 hold"), "{scenario}: {stdout}");
         let summary: serde_json::Value = serde_json::from_str(&summary).expect("summary.json");
         let faults = summary["stack_faults"].as_array().expect("stack faults");
         let undone = faults.iter().filter(|f| f["ended_ms"].is_u64()).count();
         assert_eq!((faults.len(), undone), (planned, planned), "{scenario}: carried out and undone: {faults:?}");
     }
+}
+
+/// D9 live: replayed authorizes (lost responses, double taps) answered with a
+/// second payment break the contract; the reference stack keeps it.
+#[test]
+#[ignore = "needs PostgreSQL"]
+fn a_replayed_authorize_answered_with_a_second_payment_is_caught_live() {
+    assert!(posim::live::postgres::find_binaries().is_some(), "this test needs PostgreSQL's server binaries");
+    let (output, summary) = live("live-replays", &["--stack-bug", "authorize-replay-new-payment"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&summary).expect("summary.json");
+    let counts = summary["violation_counts"].as_object().expect("violation counts");
+    assert!(counts.get("D9").and_then(|n| n.as_u64()).unwrap_or(0) > 0, "expected D9: {counts:?}");
+    let (output, _) = live("live-replays", &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("invariants: D1–D9 hold"), "{stdout}");
 }
 
 #[test]

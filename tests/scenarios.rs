@@ -43,13 +43,15 @@ fn load(name: &str) -> Scenario {
 }
 
 /// Each switch, the scenario that exposes it, and the invariant it breaks.
-const CAUGHT: [(StackBug, &str, &str); 9] = [
+const CAUGHT: [(StackBug, &str, &str); 11] = [
     (StackBug::NonidempotentConfirm, "terminal-faults", "D2"),
     (StackBug::ResendAfterTimeout, "iot-faults", "D2"),
     (StackBug::RefundRacesCycle, "iot-faults", "D4"),
     (StackBug::GateBlocksInflight, "rollback", "D8"),
     (StackBug::StateLostOnRedeploy, "replica-crashes", "D6"),
     (StackBug::InvertedAllowlist, "rollout", "D5"),
+    (StackBug::AuthorizeReplayNewPayment, "terminal-faults", "D9"),
+    (StackBug::AuthorizeReplayNewPayment, "rollout", "D9"),
     // The runbook's incidents, each with the defect that would turn it into a real one.
     (StackBug::ResendAfterTimeout, "incident-a-paid-no-wash", "D2"),
     (StackBug::GateBlocksInflight, "incident-b-bad-deploy", "D8"),
@@ -71,6 +73,25 @@ fn every_bug_switch_is_caught_by_name() {
         let witnessed = report.violations.iter().find(|v| v.code == code).expect("a listed violation");
         assert!(!witnessed.witness.is_empty(), "{code} comes with its witness");
         assert_eq!(report.stack_bugs, vec![bug.name().to_string()]);
+    }
+}
+
+/// A second payment for a replayed authorize breaks no invariant of the
+/// world (the extra payment just expires): only the contract's own promise,
+/// D9, sees it — on every seed that replays an authorize.
+#[test]
+fn a_replayed_authorize_answered_with_a_second_payment_is_caught_over_50_seeds() {
+    // (scenario, how many of 50 seeds replay an authorize at least once)
+    for (name, at_least) in [("terminal-faults", 50), ("rollout", 30)] {
+        let scenario = load(name);
+        let mut caught = 0;
+        for seed in 0..50 {
+            let report = simulate(&scenario, seed, &[StackBug::AuthorizeReplayNewPayment]).report;
+            let codes: Vec<&str> = report.violation_counts.keys().copied().collect();
+            assert!(codes.iter().all(|code| *code == "D9"), "{name} seed {seed}: only D9 sees it: {codes:?}");
+            caught += usize::from(codes == ["D9"]);
+        }
+        assert!(caught >= at_least, "{name}: {caught} of 50 seeds caught, expected at least {at_least}");
     }
 }
 

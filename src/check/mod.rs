@@ -1,8 +1,10 @@
-//! The checkers: invariants D1–D8 of DESIGN.md, judged on the recorded
+//! The checkers: invariants D1–D8 of DESIGN.md and D9, the contract's own
+//! promises ([`conformance`]), judged on the recorded
 //! history alone (ground truth from the PSP ledger and the machines' logs,
 //! what each terminal was told, and the stack's answers to the final audit).
 //! Every violation carries its witness: the ids and the records that show it.
 
+pub mod conformance;
 pub mod kpi;
 pub mod rollback;
 
@@ -129,6 +131,7 @@ pub fn check(history: &History) -> Vec<Violation> {
     lost_payments(&facts, &mut violations);
     stuck_payments(&facts, &mut violations);
     stranded_by_rollback(history, &facts, &mut violations);
+    conformance::contract_breaches(history, &facts, &mut violations);
     violations.sort_by(|a, b| {
         (a.code, a.witness.iter().min(), &a.summary).cmp(&(b.code, b.witness.iter().min(), &b.summary))
     });
@@ -283,7 +286,7 @@ mod tests {
         Uuid::from_u128(n)
     }
 
-    fn history(events: Vec<(Millis, Event)>) -> History {
+    pub(super) fn history(events: Vec<(Millis, Event)>) -> History {
         let mut history = History {
             deploys: vec![crate::history::DeployInfo {
                 label: "100%".into(),
@@ -385,10 +388,13 @@ mod tests {
             (0, Event::Arrived { purchase: 0, condominium: 0, machine: 0 }),
             (1, Event::Sent { request: 0, purchase: 0, endpoint: Endpoint::Authorize, attempt: 1, twin: false }),
             (2, Event::Received { request: 0, replica: 0, config: 0 }),
-            (3, Event::Answered { request: 0, status: 201, error: None }),
+            (
+                3,
+                Event::Answered { request: 0, status: 201, error: None, payment: None, execute_key: None, cycle: None },
+            ),
             (4, Event::Sent { request: 1, purchase: 0, endpoint: Endpoint::Confirm, attempt: 1, twin: false }),
             (5, Event::Received { request: 1, replica: 0, config: 0 }),
-            (6, Event::Answered { request: 1, status: 403, error: Some(ErrorCode::CanaryNotAllowed) }),
+            (6, Event::answered(1, 403, &crate::contract::Reply::error(ErrorCode::CanaryNotAllowed, "gate"))),
         ]);
         assert_eq!(codes(&h), ["D8"], "an open gate admits; a 403 on confirm strands");
         h.deploys[0].canary = CanaryConfig::new(crate::contract::CanaryMode::Allowlist, vec![], vec![]);

@@ -95,7 +95,7 @@ fn replicas_on(history: &History, replicas: usize, deploy: u16, t0: Millis, unti
 fn denied(history: &History, index: &HistoryIndex, affected: &[u32], t0: Millis, until: Millis) -> Option<Millis> {
     let mut state: FxHashMap<u32, Option<Millis>> = affected.iter().map(|c| (*c, None)).collect();
     for record in records_between(history, t0, until) {
-        let Event::Answered { request, status, error } = record.event else { continue };
+        let Event::Answered { request, status, error, .. } = record.event else { continue };
         let Some(info) = index.request(request).filter(|info| info.endpoint == Endpoint::Authorize) else {
             continue;
         };

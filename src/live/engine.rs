@@ -110,15 +110,17 @@ impl Shared {
     /// answered; `drop_answer` is a response lost after the stack acted.
     pub(super) async fn send(&self, id: u32, request: &Request, timeout: Millis, drop_answer: bool) -> Heard {
         let Some((replica, url, deploy, rate)) = self.pick() else {
-            self.record(Event::Answered { request: id, status: 503, error: Some(ErrorCode::Unavailable) });
-            return Heard::Reply(Reply::error(ErrorCode::Unavailable, "no replica is serving"));
+            let reply = Reply::error(ErrorCode::Unavailable, "no replica is serving");
+            self.record(Event::answered(id, reply.http_status(), &reply));
+            return Heard::Reply(reply);
         };
         self.stack_requests.fetch_add(1, Ordering::Relaxed);
         let exposed = matches!(request, Request::Confirm(_) | Request::ExecuteCycle(_));
         if exposed && rate > 0.0 && self.bad_build.unit([u64::from(id), u64::from(deploy), 0]) < rate {
             self.record(Event::Received { request: id, replica, config: deploy });
-            self.record(Event::Answered { request: id, status: 503, error: Some(ErrorCode::Unavailable) });
-            return Heard::Reply(Reply::error(ErrorCode::Unavailable, "the build failed this request"));
+            let reply = Reply::error(ErrorCode::Unavailable, "the build failed this request");
+            self.record(Event::answered(id, reply.http_status(), &reply));
+            return Heard::Reply(reply);
         }
         let (method, path, body) = request_to_http(request);
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a contract method");
@@ -133,7 +135,7 @@ impl Shared {
         let reply = reply_from_json(request.endpoint(), status, &body).unwrap_or_else(|error| {
             Reply::error(ErrorCode::Unavailable, format!("the stack broke the contract: {error}"))
         });
-        self.record(Event::Answered { request: id, status, error: reply.error_code() });
+        self.record(Event::answered(id, status, &reply));
         if drop_answer { Heard::Nothing } else { Heard::Reply(reply) }
     }
 

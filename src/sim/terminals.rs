@@ -126,8 +126,7 @@ impl Sim<'_> {
     /// The stack's answer leaves: to the terminal (unless lost) or to the cron.
     pub(super) fn answer(&mut self, origin: Origin, reply: Reply) {
         let request = origin.request();
-        let (status, error) = (reply.http_status(), reply.error_code());
-        self.record(Event::Answered { request, status, error });
+        self.record(Event::answered(request, reply.http_status(), &reply));
         match origin {
             Origin::Terminal(_) => {}
             Origin::Cron(_) => {

@@ -208,7 +208,7 @@ impl Stack {
     pub fn resume(&self, operation: &mut Operation, input: Input, now: Millis, ids: &mut dyn IdSource) -> Effect {
         let step = std::mem::replace(&mut operation.step, Step::Done);
         match (step, input) {
-            (Step::Authorize(request), Input::Store(result)) => authorized(&request, result),
+            (Step::Authorize(request), Input::Store(result)) => self.authorized(operation, request, result, now, ids),
             (Step::Lookup, Input::Store(result)) => match result {
                 StoreResult::Done(payment) => Effect::Reply(Reply::Payment(Box::new(payment.view()))),
                 _ => Effect::Reply(Reply::error(ErrorCode::NotFound, "no such payment")),
@@ -244,17 +244,38 @@ impl Stack {
         if !self.admits(condominio) {
             return Effect::Reply(Reply::error(ErrorCode::CanaryNotAllowed, "condominium not in the POS canary"));
         }
-        let new = NewPayment {
-            id: ids.next_uuid(),
-            condominio_id: condominio,
-            machine_id: request.machine_id.clone(),
-            terminal_id: request.terminal_id.clone(),
-            amount_cents: request.amount_cents,
-            idempotency_key: request.idempotency_key.clone(),
-        };
-        let record = PaymentRecord::authorized(new, now);
+        let record = PaymentRecord::authorized(new_payment(&request, condominio, ids), now);
         operation.step = Step::Authorize(request);
         Effect::Store(StoreOp::Insert(Box::new(record)))
+    }
+
+    /// The insert answered: a new payment (201), a replay (200), or a conflict.
+    fn authorized(
+        &self,
+        operation: &mut Operation,
+        request: AuthorizeRequest,
+        result: StoreResult,
+        now: Millis,
+        ids: &mut dyn IdSource,
+    ) -> Effect {
+        match result {
+            StoreResult::Done(payment) => {
+                Effect::Reply(Reply::Authorized { payment: Box::new(payment.view()), created: true })
+            }
+            StoreResult::Existing(payment) if !same_authorize(&payment, &request) => {
+                reply_error(ErrorCode::IdempotencyKeyConflict, "idempotency_key reused with a different request")
+            }
+            StoreResult::Existing(payment) if self.bugs.has(StackBug::AuthorizeReplayNewPayment) => {
+                // The bug: the replay is taken for a new purchase and mints a second payment.
+                let record = PaymentRecord::authorized(new_payment(&request, payment.condominio_id, ids), now);
+                operation.step = Step::Authorize(request);
+                Effect::Store(StoreOp::InsertReplayCopy(Box::new(record)))
+            }
+            StoreResult::Existing(payment) => {
+                Effect::Reply(Reply::Authorized { payment: Box::new(payment.view()), created: false })
+            }
+            other => panic!("authorize insert answered {other:?}"),
+        }
     }
 
     fn audit(&self, operation: &mut Operation, field: &str, key: Text, op: fn(Text) -> StoreOp) -> Effect {
@@ -571,24 +592,24 @@ fn validate_execute(request: &ExecuteRequest) -> Result<PaymentId, String> {
     Ok(id)
 }
 
-fn authorized(request: &AuthorizeRequest, result: StoreResult) -> Effect {
-    match result {
-        StoreResult::Done(payment) => {
-            Effect::Reply(Reply::Authorized { payment: Box::new(payment.view()), created: true })
-        }
-        StoreResult::Existing(payment) => {
-            let same = payment.machine_id == request.machine_id
-                && payment.terminal_id == request.terminal_id
-                && payment.amount_cents == request.amount_cents
-                && Some(payment.condominio_id) == Uuid::try_parse(&request.condominio_id).ok();
-            if same {
-                Effect::Reply(Reply::Authorized { payment: Box::new(payment.view()), created: false })
-            } else {
-                reply_error(ErrorCode::IdempotencyKeyConflict, "idempotency_key reused with a different request")
-            }
-        }
-        other => panic!("authorize insert answered {other:?}"),
+/// A payment for `request`, with a fresh id.
+fn new_payment(request: &AuthorizeRequest, condominio: Uuid, ids: &mut dyn IdSource) -> NewPayment {
+    NewPayment {
+        id: ids.next_uuid(),
+        condominio_id: condominio,
+        machine_id: request.machine_id.clone(),
+        terminal_id: request.terminal_id.clone(),
+        amount_cents: request.amount_cents,
+        idempotency_key: request.idempotency_key.clone(),
     }
+}
+
+/// Is `request` the one that created `payment` (a replay, not a conflict)?
+fn same_authorize(payment: &PaymentRecord, request: &AuthorizeRequest) -> bool {
+    payment.machine_id == request.machine_id
+        && payment.terminal_id == request.terminal_id
+        && payment.amount_cents == request.amount_cents
+        && Some(payment.condominio_id) == Uuid::try_parse(&request.condominio_id).ok()
 }
 
 /// Mints an execute_key: once per payment, unless the bug reissues it.
@@ -816,6 +837,28 @@ mod tests {
         );
         let (denied, _) = drive(&gated, &mut store, &mut ids, authorize("k3", 1500), 8, &mut no_world);
         assert_eq!(denied.error_code(), Some(ErrorCode::CanaryNotAllowed));
+    }
+
+    #[test]
+    fn a_replayed_authorize_mints_a_second_payment_when_the_bug_is_on() {
+        let (buggy, mut store, mut ids) =
+            (stack_with(StackBug::AuthorizeReplayNewPayment), MemoryStore::default(), Counter(0));
+        let mut no_world = |e: &Effect| panic!("{e:?}");
+        let (first, _) = drive(&buggy, &mut store, &mut ids, authorize("k1", 1500), 0, &mut no_world);
+        let (again, _) = drive(&buggy, &mut store, &mut ids, authorize("k1", 1500), 5, &mut no_world);
+        let (Reply::Authorized { payment: a, .. }, Reply::Authorized { payment: b, .. }) = (&first, &again) else {
+            panic!("{first:?} {again:?}")
+        };
+        assert_ne!(a.payment_id, b.payment_id, "the bug answers a replay with another payment");
+        assert_eq!(b.idempotency_key, a.idempotency_key);
+        let (conflict, _) = drive(&buggy, &mut store, &mut ids, authorize("k1", 999), 6, &mut no_world);
+        assert_eq!(
+            conflict.error_code(),
+            Some(ErrorCode::IdempotencyKeyConflict),
+            "a different request still conflicts"
+        );
+        let audit = store.apply(StoreOp::FindByIdempotencyKey("k1".into()), 7);
+        assert!(matches!(audit, StoreResult::Found(ref rows) if rows.len() == 2), "the audit shows both: {audit:?}");
     }
 
     #[test]

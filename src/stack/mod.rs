@@ -32,16 +32,19 @@ pub enum StackBug {
     StateLostOnRedeploy,
     /// The allowlist is read as a blocklist.
     InvertedAllowlist,
+    /// A replayed authorize (same key, same request) creates and returns a second payment.
+    AuthorizeReplayNewPayment,
 }
 
 impl StackBug {
-    pub const ALL: [StackBug; 6] = [
+    pub const ALL: [StackBug; 7] = [
         StackBug::NonidempotentConfirm,
         StackBug::ResendAfterTimeout,
         StackBug::RefundRacesCycle,
         StackBug::GateBlocksInflight,
         StackBug::StateLostOnRedeploy,
         StackBug::InvertedAllowlist,
+        StackBug::AuthorizeReplayNewPayment,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +55,7 @@ impl StackBug {
             StackBug::GateBlocksInflight => "gate-blocks-inflight",
             StackBug::StateLostOnRedeploy => "state-lost-on-redeploy",
             StackBug::InvertedAllowlist => "inverted-allowlist",
+            StackBug::AuthorizeReplayNewPayment => "authorize-replay-new-payment",
         }
     }
 }
@@ -79,10 +83,27 @@ pub struct BugSet(u8);
 
 impl BugSet {
     pub fn new(bugs: &[StackBug]) -> Self {
+        const { assert!(StackBug::ALL.len() <= u8::BITS as usize, "one bit per bug") };
         BugSet(bugs.iter().fold(0, |bits, bug| bits | (1 << *bug as u8)))
     }
 
     pub fn has(self, bug: StackBug) -> bool {
         self.0 & (1 << bug as u8) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_switch_is_named_parsed_and_held_apart() {
+        for bug in StackBug::ALL {
+            assert_eq!(bug.name().parse::<StackBug>(), Ok(bug), "POSIM_STACK_BUG and --stack-bug accept `{bug}`");
+            let alone = BugSet::new(&[bug]);
+            assert!(StackBug::ALL.iter().all(|other| alone.has(*other) == (*other == bug)), "{bug} has its own bit");
+        }
+        assert!("authorize-replay-new-payment".parse::<StackBug>().is_ok());
+        assert!("gremlins".parse::<StackBug>().is_err());
     }
 }

@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS payments (
     machine_id text NOT NULL,
     terminal_id text NOT NULL,
     amount_cents bigint NOT NULL CHECK (amount_cents BETWEEN 1 AND 100000000),
-    idempotency_key text NOT NULL UNIQUE,
+    idempotency_key text NOT NULL,
     provider_ref text UNIQUE,
     execute_key text UNIQUE,
     cycle_id text,
@@ -29,8 +29,11 @@ CREATE TABLE IF NOT EXISTS payments (
     execute_attempts integer NOT NULL DEFAULT 0,
     lease_until bigint,
     created_at bigint NOT NULL,
-    updated_at bigint NOT NULL
+    updated_at bigint NOT NULL,
+    -- A second payment under a taken key: only the authorize-replay-new-payment bug writes one.
+    replay_copy boolean NOT NULL DEFAULT false
 );
+CREATE UNIQUE INDEX IF NOT EXISTS payments_idempotency_key ON payments (idempotency_key) WHERE NOT replay_copy;
 CREATE TABLE IF NOT EXISTS payment_cycles (
     payment_id uuid PRIMARY KEY REFERENCES payments (id),
     cycle_id text NOT NULL
@@ -139,6 +142,7 @@ impl PgStore {
         let now = now as i64;
         match op {
             StoreOp::Insert(record) => insert(&**client, &record).await,
+            StoreOp::InsertReplayCopy(record) => insert_replay_copy(&**client, &record).await,
             StoreOp::Get(id) => current(&**client, id).await,
             StoreOp::FindByIdempotencyKey(key) => find(&**client, "idempotency_key", &key).await,
             StoreOp::FindByProviderRef(reference) => find(&**client, "provider_ref", &reference).await,
@@ -226,11 +230,36 @@ async fn conditional(
 }
 
 async fn insert(client: &impl GenericClient, r: &PaymentRecord) -> Result<StoreResult, StoreError> {
-    let inserted = client
+    let tail = "ON CONFLICT (idempotency_key) WHERE NOT replay_copy DO NOTHING RETURNING *";
+    if let Some(row) = insert_row(client, r, false, tail).await? {
+        return Ok(StoreResult::Done(Box::new(record(&row))));
+    }
+    let existing = client
+        .query_one("SELECT * FROM payments WHERE idempotency_key = $1 AND NOT replay_copy", &[&&*r.idempotency_key])
+        .await?;
+    Ok(StoreResult::Existing(Box::new(record(&existing))))
+}
+
+/// The bug's second payment under a key that is taken.
+async fn insert_replay_copy(client: &impl GenericClient, r: &PaymentRecord) -> Result<StoreResult, StoreError> {
+    let row = insert_row(client, r, true, "RETURNING *").await?;
+    done(row).ok_or_else(|| StoreError("an unconditional INSERT returned no row".into()))
+}
+
+async fn insert_row(
+    client: &impl GenericClient,
+    r: &PaymentRecord,
+    replay_copy: bool,
+    tail: &str,
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = format!(
+        "INSERT INTO payments (id, condominio_id, machine_id, terminal_id, amount_cents, idempotency_key,
+         replay_copy, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'authorized', $8, $8) {tail}"
+    );
+    let created_at = r.created_at as i64;
+    client
         .query_opt(
-            "INSERT INTO payments (id, condominio_id, machine_id, terminal_id, amount_cents, idempotency_key,
-             state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'authorized', $7, $7)
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+            &statement,
             &[
                 &r.id,
                 &r.condominio_id,
@@ -238,16 +267,11 @@ async fn insert(client: &impl GenericClient, r: &PaymentRecord) -> Result<StoreR
                 &&*r.terminal_id,
                 &r.amount_cents,
                 &&*r.idempotency_key,
-                &(r.created_at as i64),
+                &replay_copy,
+                &created_at,
             ],
         )
-        .await?;
-    if let Some(row) = inserted {
-        return Ok(StoreResult::Done(Box::new(record(&row))));
-    }
-    let existing =
-        client.query_one("SELECT * FROM payments WHERE idempotency_key = $1", &[&&*r.idempotency_key]).await?;
-    Ok(StoreResult::Existing(Box::new(record(&existing))))
+        .await
 }
 
 async fn find(client: &impl GenericClient, column: &str, value: &str) -> Result<StoreResult, StoreError> {

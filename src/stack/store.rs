@@ -135,6 +135,9 @@ impl PaymentRecord {
 pub enum StoreOp {
     /// Insert unless the idempotency key exists (then: `Existing`).
     Insert(Box<PaymentRecord>),
+    /// Insert although the idempotency key exists: the
+    /// `authorize-replay-new-payment` bug's second payment.
+    InsertReplayCopy(Box<PaymentRecord>),
     Get(PaymentId),
     FindByIdempotencyKey(Text),
     FindByProviderRef(Text),
@@ -209,6 +212,8 @@ pub struct MemoryStore {
     rows: Vec<PaymentRecord>,
     by_id: HashMap<Uuid, usize>,
     by_idempotency_key: HashMap<Text, usize>,
+    /// The bug's further payments under a key, after the first.
+    replay_copies: HashMap<Text, Vec<usize>>,
     by_provider_ref: HashMap<Text, usize>,
     open_by_age: BTreeSet<(Millis, usize)>,
 }
@@ -231,14 +236,33 @@ impl MemoryStore {
         if let Some(&index) = self.by_idempotency_key.get(&record.idempotency_key) {
             return StoreResult::Existing(Box::new(self.rows[index].clone()));
         }
+        let index = self.push(record);
+        self.by_idempotency_key.insert(self.rows[index].idempotency_key.clone(), index);
+        self.done(index)
+    }
+
+    fn insert_replay_copy(&mut self, record: PaymentRecord) -> StoreResult {
+        assert!(self.by_idempotency_key.contains_key(&record.idempotency_key), "a copy replays a taken key");
+        let index = self.push(record);
+        self.replay_copies.entry(self.rows[index].idempotency_key.clone()).or_default().push(index);
+        self.done(index)
+    }
+
+    /// Adds a freshly authorized row; returns its index.
+    fn push(&mut self, record: PaymentRecord) -> usize {
         assert!(!self.by_id.contains_key(&record.id), "payment id {} minted twice", record.id);
         assert_eq!(record.state, PaymentState::Authorized);
         let index = self.rows.len();
         self.by_id.insert(record.id, index);
-        self.by_idempotency_key.insert(record.idempotency_key.clone(), index);
         self.open_by_age.insert((record.created_at, index));
         self.rows.push(record);
-        StoreResult::Done(Box::new(self.rows[index].clone()))
+        index
+    }
+
+    fn find_by_idempotency_key(&self, key: &Text) -> StoreResult {
+        let first = self.by_idempotency_key.get(key).copied();
+        let copies = self.replay_copies.get(key).map(Vec::as_slice).unwrap_or(&[]);
+        StoreResult::Found(first.iter().chain(copies).map(|&index| self.rows[index].clone()).collect())
     }
 
     /// Moves a row to `next`, asserting the state machine, and keeps the
@@ -382,11 +406,12 @@ impl Store for MemoryStore {
     fn apply(&mut self, op: StoreOp, now: Millis) -> StoreResult {
         match op {
             StoreOp::Insert(record) => self.insert(*record),
+            StoreOp::InsertReplayCopy(record) => self.insert_replay_copy(*record),
             StoreOp::Get(id) => match self.row(id) {
                 Some(index) => self.done(index),
                 None => StoreResult::Missing,
             },
-            StoreOp::FindByIdempotencyKey(key) => self.found(self.by_idempotency_key.get(&key).copied()),
+            StoreOp::FindByIdempotencyKey(key) => self.find_by_idempotency_key(&key),
             StoreOp::FindByProviderRef(provider_ref) => self.found(self.by_provider_ref.get(&provider_ref).copied()),
             StoreOp::Confirm { id, provider_ref, execute_key, reissue } => {
                 self.confirm(id, provider_ref, execute_key, reissue, now)
