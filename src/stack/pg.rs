@@ -2,7 +2,8 @@
 //! store, each one conditional SQL statement, with the uniqueness a payments
 //! system needs enforced by the database itself — the idempotency key, the
 //! provider_ref and the execute_key are UNIQUE, and one cycle per payment is
-//! a primary key — never by a check-then-insert.
+//! a primary key — never by a check-then-insert. `tests/store_conformance.rs`
+//! checks that both stores answer every operation alike.
 
 use deadpool_postgres::Pool;
 use tokio_postgres::GenericClient;
@@ -13,17 +14,19 @@ use uuid::Uuid;
 use super::store::{PaymentRecord, PaymentState, StoreOp, StoreResult};
 use crate::time::Millis;
 
-/// Applied at start-up; each statement is idempotent.
+/// Applied at start-up; each statement is idempotent. A violation is told
+/// apart by its constraint's name; the names are those PostgreSQL gives
+/// unnamed constraints, so a table an older migration made has them too.
 pub const MIGRATIONS: &str = "
 CREATE TABLE IF NOT EXISTS payments (
-    id uuid PRIMARY KEY,
+    id uuid CONSTRAINT payments_pkey PRIMARY KEY,
     condominio_id uuid NOT NULL,
     machine_id text NOT NULL,
     terminal_id text NOT NULL,
     amount_cents bigint NOT NULL CHECK (amount_cents BETWEEN 1 AND 100000000),
     idempotency_key text NOT NULL,
-    provider_ref text UNIQUE,
-    execute_key text UNIQUE,
+    provider_ref text CONSTRAINT payments_provider_ref_key UNIQUE,
+    execute_key text CONSTRAINT payments_execute_key_key UNIQUE,
     cycle_id text,
     state text NOT NULL CHECK (state IN ('authorized', 'confirmed', 'compensating', 'executed', 'compensated', 'expired')),
     execute_attempts integer NOT NULL DEFAULT 0,
@@ -35,7 +38,7 @@ CREATE TABLE IF NOT EXISTS payments (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS payments_idempotency_key ON payments (idempotency_key) WHERE NOT replay_copy;
 CREATE TABLE IF NOT EXISTS payment_cycles (
-    payment_id uuid PRIMARY KEY REFERENCES payments (id),
+    payment_id uuid CONSTRAINT payment_cycles_pkey PRIMARY KEY REFERENCES payments (id),
     cycle_id text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS payments_open_by_age ON payments (created_at, id)
@@ -49,7 +52,11 @@ pub struct StoreError(String);
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
-        StoreError(error.to_string())
+        // The driver's own text of a server's error is only "db error".
+        match error.as_db_error() {
+            Some(server) => StoreError(server.to_string()),
+            None => StoreError(error.to_string()),
+        }
     }
 }
 
@@ -108,8 +115,15 @@ fn done(row: Option<Row>) -> Option<StoreResult> {
     row.map(|row| StoreResult::Done(Box::new(record(&row))))
 }
 
-fn unique_violation(error: &tokio_postgres::Error) -> bool {
-    error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+/// The constraints [`MIGRATIONS`] names and the store tells apart.
+const PROVIDER_REF_UNIQUE: &str = "payments_provider_ref_key";
+const EXECUTE_KEY_UNIQUE: &str = "payments_execute_key_key";
+const ONE_CYCLE: &str = "payment_cycles_pkey";
+
+/// The name of the UNIQUE constraint a statement violated, if that is why it failed.
+fn violated(error: &tokio_postgres::Error) -> Option<&str> {
+    let error = error.as_db_error().filter(|error| *error.code() == SqlState::UNIQUE_VIOLATION)?;
+    error.constraint()
 }
 
 /// The payments table on PostgreSQL.
@@ -136,48 +150,55 @@ impl PgStore {
         Ok(())
     }
 
+    /// Every payment, ordered by id.
+    pub async fn payments(&self) -> Result<Vec<PaymentRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client.query("SELECT * FROM payments ORDER BY id", &[]).await?;
+        Ok(rows.iter().map(record).collect())
+    }
+
     /// Applies one operation; see [`StoreOp`] for what each one means.
     pub async fn apply(&self, op: StoreOp, now: Millis) -> Result<StoreResult, StoreError> {
         let client = self.pool.get().await?;
+        let client = &**client;
         let now = now as i64;
         match op {
-            StoreOp::Insert(record) => insert(&**client, &record).await,
-            StoreOp::InsertReplayCopy(record) => insert_replay_copy(&**client, &record).await,
-            StoreOp::Get(id) => current(&**client, id).await,
-            StoreOp::FindByIdempotencyKey(key) => find(&**client, "idempotency_key", &key).await,
-            StoreOp::FindByProviderRef(reference) => find(&**client, "provider_ref", &reference).await,
+            StoreOp::Insert(record) => insert(client, &record).await,
+            StoreOp::InsertReplayCopy(record) => insert_replay_copy(client, &record).await,
+            StoreOp::Get(id) => current(client, id).await,
+            StoreOp::FindByIdempotencyKey(key) => find(client, "idempotency_key", &key).await,
+            StoreOp::FindByProviderRef(reference) => find(client, "provider_ref", &reference).await,
             StoreOp::Confirm { id, provider_ref, execute_key, reissue } => {
-                confirm(&**client, id, (&provider_ref, &execute_key), reissue, now).await
+                confirm(client, id, (&provider_ref, &execute_key), reissue, now).await
             }
-            StoreOp::ClaimExecution { id, lease_until } => {
-                claim_execution(&**client, id, lease_until as i64, now).await
-            }
+            StoreOp::ClaimExecution { id, lease_until } => claim_execution(client, id, lease_until as i64, now).await,
             StoreOp::ReleaseExecution { id } => {
                 let row = client
                     .query_opt("UPDATE payments SET lease_until = NULL WHERE id = $1 RETURNING *", &[&id])
                     .await?;
                 Ok(done(row).unwrap_or(StoreResult::Missing))
             }
-            StoreOp::RecordCycle { id, cycle_id } => {
-                let mut client = client;
-                record_cycle(&mut client, id, &cycle_id, now).await
-            }
+            StoreOp::RecordCycle { id, cycle_id } => record_cycle(client, id, &cycle_id, now).await,
             StoreOp::ListOverdue { created_before, limit } => {
                 let rows = client
                     .query(
                         "SELECT * FROM payments WHERE state IN ('authorized', 'confirmed', 'compensating')
                          AND created_at <= $1 ORDER BY created_at, id LIMIT $2",
-                        &[&(created_before as i64), &(limit as i64)],
+                        &[&(created_before as i64), &i64::try_from(limit).unwrap_or(i64::MAX)],
                     )
                     .await?;
                 Ok(StoreResult::Found(rows.iter().map(record).collect()))
             }
             StoreOp::ClaimCompensation { id, from, seen_attempts, honour_lease, provider_ref } => {
+                if !from.may_become(PaymentState::Compensating) {
+                    return unchanged(client, id).await;
+                }
                 let row = client
                     .query_opt(
                         "UPDATE payments SET state = 'compensating', provider_ref = COALESCE(provider_ref, $5),
                          updated_at = $6 WHERE id = $1 AND state = $2 AND execute_attempts = $3
-                         AND (NOT $4 OR lease_until IS NULL OR lease_until <= $6) RETURNING *",
+                         AND (NOT $4 OR lease_until IS NULL OR lease_until <= $6)
+                         AND COALESCE(provider_ref, $5) IS NOT NULL RETURNING *",
                         &[
                             &id,
                             &state_name(from),
@@ -188,17 +209,17 @@ impl PgStore {
                         ],
                     )
                     .await;
-                conditional(&**client, id, row).await
+                conditional(client, id, row).await
             }
             StoreOp::Finish { id, to } => {
-                let from = if to == PaymentState::Expired { "authorized" } else { "compensating" };
+                let Some(from) = to.finished_from() else { return unchanged(client, id).await };
                 let row = client
                     .query_opt(
                         "UPDATE payments SET state = $2, updated_at = $4 WHERE id = $1 AND state = $3 RETURNING *",
-                        &[&id, &state_name(to), &from, &now],
+                        &[&id, &state_name(to), &state_name(from), &now],
                     )
                     .await;
-                conditional(&**client, id, row).await
+                conditional(client, id, row).await
             }
         }
     }
@@ -209,7 +230,16 @@ async fn current(client: &impl GenericClient, id: Uuid) -> Result<StoreResult, S
     Ok(done(row).unwrap_or(StoreResult::Missing))
 }
 
-/// An UPDATE … WHERE that matched nothing: the row as it is, or missing.
+/// The row as it is, as a conflict (or missing).
+async fn unchanged(client: &impl GenericClient, id: Uuid) -> Result<StoreResult, StoreError> {
+    Ok(match current(client, id).await? {
+        StoreResult::Done(row) => StoreResult::Conflict(row),
+        other => other,
+    })
+}
+
+/// A conditional UPDATE's answer: the row it wrote; or, when its WHERE matched
+/// nothing or it would break a UNIQUE constraint, the row as it is.
 async fn conditional(
     client: &impl GenericClient,
     id: Uuid,
@@ -217,15 +247,12 @@ async fn conditional(
 ) -> Result<StoreResult, StoreError> {
     match updated {
         Ok(Some(row)) => Ok(StoreResult::Done(Box::new(record(&row)))),
-        Ok(None) => Ok(match current(client, id).await? {
-            StoreResult::Done(row) => StoreResult::Conflict(row),
-            other => other,
-        }),
-        Err(error) if unique_violation(&error) => Ok(match current(client, id).await? {
-            StoreResult::Done(row) => StoreResult::Conflict(row),
-            other => other,
-        }),
-        Err(error) => Err(error.into()),
+        Ok(None) => unchanged(client, id).await,
+        Err(error) => match violated(&error) {
+            Some(PROVIDER_REF_UNIQUE) => Ok(StoreResult::ProviderRefTaken),
+            Some(EXECUTE_KEY_UNIQUE | ONE_CYCLE) => unchanged(client, id).await,
+            _ => Err(error.into()),
+        },
     }
 }
 
@@ -281,6 +308,10 @@ async fn find(client: &impl GenericClient, column: &str, value: &str) -> Result<
     Ok(StoreResult::Found(rows.iter().map(record).collect()))
 }
 
+/// One statement: authorized → confirmed; with `reissue` (the bug) also a
+/// confirmed or executed payment, keeping its provider_ref and losing its
+/// cycle. A payment past `authorized` always has a provider_ref, so
+/// COALESCE sets it exactly on a first confirm.
 async fn confirm(
     client: &impl GenericClient,
     id: Uuid,
@@ -288,31 +319,40 @@ async fn confirm(
     reissue: bool,
     now: i64,
 ) -> Result<StoreResult, StoreError> {
-    let updated = if reissue {
-        // The bug: a confirmed or executed row is rewritten with a fresh key.
-        client.execute("DELETE FROM payment_cycles WHERE payment_id = $1", &[&id]).await?;
-        client
-            .query_opt(
-                "UPDATE payments SET state = 'confirmed', execute_key = $2, cycle_id = NULL, lease_until = NULL,
-                 updated_at = $3 WHERE id = $1 AND state IN ('confirmed', 'executed') RETURNING *",
-                &[&id, &execute_key, &now],
-            )
-            .await
-    } else {
-        client
-            .query_opt(
-                "UPDATE payments SET state = 'confirmed', provider_ref = $2, execute_key = $3, updated_at = $4
-                 WHERE id = $1 AND state = 'authorized' RETURNING *",
-                &[&id, &provider_ref, &execute_key, &now],
-            )
-            .await
-    };
-    match updated {
-        Err(error) if unique_violation(&error) && error.to_string().contains("provider_ref") => {
-            Ok(StoreResult::ProviderRefTaken)
-        }
-        other => conditional(client, id, other).await,
+    let updated = client
+        .query_opt(
+            "WITH confirmed AS (
+                 UPDATE payments SET state = 'confirmed', provider_ref = COALESCE(provider_ref, $2),
+                 execute_key = $3, cycle_id = NULL, lease_until = NULL, updated_at = $4
+                 WHERE id = $1 AND (state = 'authorized' OR ($5 AND state IN ('confirmed', 'executed')))
+                 RETURNING *),
+             forgotten AS (DELETE FROM payment_cycles WHERE payment_id IN (SELECT id FROM confirmed))
+             SELECT * FROM confirmed",
+            &[&id, &provider_ref, &execute_key, &now, &reissue],
+        )
+        .await;
+    // PostgreSQL names one violated constraint; the provider_ref's comes
+    // first, as in the memory store. A provider_ref is never changed once
+    // set, so asking after the failed statement reads what it met.
+    if let Err(error) = &updated
+        && violated(error) == Some(EXECUTE_KEY_UNIQUE)
+        && provider_ref_taken(client, id, provider_ref).await?
+    {
+        return Ok(StoreResult::ProviderRefTaken);
     }
+    conditional(client, id, updated).await
+}
+
+/// Would a first confirm of payment `id` with `provider_ref` break its UNIQUE?
+async fn provider_ref_taken(client: &impl GenericClient, id: Uuid, provider_ref: &str) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM payments WHERE id = $1 AND provider_ref IS NULL)
+             AND EXISTS (SELECT 1 FROM payments WHERE provider_ref = $2 AND id <> $1)",
+            &[&id, &provider_ref],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 async fn claim_execution(
@@ -338,37 +378,34 @@ async fn claim_execution(
     })
 }
 
-/// Confirmed → executed and the payment's one cycle, in one transaction.
+/// One statement: confirmed → executed, and the payment's one cycle.
 async fn record_cycle(
-    client: &mut deadpool_postgres::Object,
+    client: &impl GenericClient,
     id: Uuid,
     cycle_id: &str,
     now: i64,
 ) -> Result<StoreResult, StoreError> {
-    let transaction = client.transaction().await?;
-    let updated = transaction
+    let updated = client
         .query_opt(
-            "UPDATE payments SET state = 'executed', cycle_id = $2, lease_until = NULL, updated_at = $3
-             WHERE id = $1 AND state = 'confirmed' RETURNING *",
+            "WITH executed AS (
+                 UPDATE payments SET state = 'executed', cycle_id = $2, lease_until = NULL, updated_at = $3
+                 WHERE id = $1 AND state = 'confirmed' RETURNING *),
+             cycle AS (INSERT INTO payment_cycles (payment_id, cycle_id) SELECT id, cycle_id FROM executed)
+             SELECT * FROM executed",
             &[&id, &cycle_id, &now],
         )
-        .await?;
-    let Some(row) = updated else {
-        drop(transaction);
-        return conditional(&***client, id, Ok(None)).await;
-    };
-    let cycle = transaction
-        .execute("INSERT INTO payment_cycles (payment_id, cycle_id) VALUES ($1, $2)", &[&id, &cycle_id])
         .await;
-    match cycle {
-        Ok(_) => {
-            transaction.commit().await?;
-            Ok(StoreResult::Done(Box::new(record(&row))))
+    conditional(client, id, updated).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migrations_name_the_constraints_the_store_tells_apart() {
+        for name in [PROVIDER_REF_UNIQUE, EXECUTE_KEY_UNIQUE, ONE_CYCLE] {
+            assert!(MIGRATIONS.contains(&format!("CONSTRAINT {name} ")), "{name} is not named in the migrations");
         }
-        Err(error) if unique_violation(&error) => {
-            drop(transaction);
-            conditional(&***client, id, Ok(None)).await
-        }
-        Err(error) => Err(error.into()),
     }
 }

@@ -27,7 +27,9 @@ pub enum PaymentState {
 }
 
 impl PaymentState {
-    fn may_become(self, next: PaymentState) -> bool {
+    /// The state machine: both stores refuse any other step (only the
+    /// `nonidempotent-confirm` bug rewrites a payment outside it).
+    pub fn may_become(self, next: PaymentState) -> bool {
         use PaymentState::*;
         match self {
             Authorized => matches!(next, Confirmed | Compensating | Expired),
@@ -39,6 +41,18 @@ impl PaymentState {
 
     pub fn is_final(self) -> bool {
         matches!(self, PaymentState::Executed | PaymentState::Compensated | PaymentState::Expired)
+    }
+
+    /// The one state a [`StoreOp::Finish`] to `self` starts from; `None`
+    /// when `self` is no finish (the sweep only compensates or expires).
+    pub fn finished_from(self) -> Option<PaymentState> {
+        let from = match self {
+            PaymentState::Compensated => PaymentState::Compensating,
+            PaymentState::Expired => PaymentState::Authorized,
+            _ => return None,
+        };
+        assert!(from.may_become(self));
+        Some(from)
     }
 }
 
@@ -141,8 +155,11 @@ pub enum StoreOp {
     Get(PaymentId),
     FindByIdempotencyKey(Text),
     FindByProviderRef(Text),
-    /// Authorized → confirmed. `reissue` is the `nonidempotent-confirm` bug:
-    /// it rewrites a confirmed or executed payment with a fresh key.
+    /// Authorized → confirmed, unless the provider_ref (then:
+    /// `ProviderRefTaken`) or the execute_key (then: `Conflict`) is another
+    /// payment's. `reissue` is the `nonidempotent-confirm` bug: it rewrites a
+    /// confirmed or executed payment with a fresh execute_key (keeping its
+    /// provider_ref).
     Confirm {
         id: PaymentId,
         provider_ref: Text,
@@ -167,7 +184,9 @@ pub enum StoreOp {
         created_before: Millis,
         limit: usize,
     },
-    /// `from` → compensating, if the payment is still as the sweep saw it.
+    /// `from` → compensating, if the payment is still as the sweep saw it and
+    /// has a charge to refund: its own provider_ref, or else `provider_ref`
+    /// (`ProviderRefTaken` when that is another payment's).
     ClaimCompensation {
         id: PaymentId,
         from: PaymentState,
@@ -206,22 +225,36 @@ pub trait Store {
 
 /// The in-memory store of the simulator. Lookups go through hash maps; the
 /// only iteration (overdue payments) walks an ordered set, so the order is
-/// deterministic.
+/// deterministic — and, ordered by (created_at, id), the order PostgreSQL's.
 #[derive(Default)]
 pub struct MemoryStore {
     rows: Vec<PaymentRecord>,
     by_id: HashMap<Uuid, usize>,
+    /// The UNIQUE columns, as the database's constraints.
     by_idempotency_key: HashMap<Text, usize>,
     /// The bug's further payments under a key, after the first.
     replay_copies: HashMap<Text, Vec<usize>>,
     by_provider_ref: HashMap<Text, usize>,
-    open_by_age: BTreeSet<(Millis, usize)>,
+    by_execute_key: HashMap<Text, usize>,
+    open_by_age: BTreeSet<(Millis, PaymentId)>,
+}
+
+/// Whether `value` is already another row's (a UNIQUE constraint's check).
+fn taken(unique: &HashMap<Text, usize>, value: &Text, index: usize) -> bool {
+    unique.get(value).is_some_and(|&owner| owner != index)
 }
 
 impl MemoryStore {
     /// Forgets everything (the `state-lost-on-redeploy` bug).
     pub fn clear(&mut self) {
         *self = MemoryStore::default();
+    }
+
+    /// Every payment, ordered by id (a table has no order of its own).
+    pub fn payments(&self) -> Vec<PaymentRecord> {
+        let mut rows = self.rows.clone();
+        rows.sort_by_key(|row| row.id);
+        rows
     }
 
     fn row(&self, id: PaymentId) -> Option<usize> {
@@ -251,10 +284,13 @@ impl MemoryStore {
     /// Adds a freshly authorized row; returns its index.
     fn push(&mut self, record: PaymentRecord) -> usize {
         assert!(!self.by_id.contains_key(&record.id), "payment id {} minted twice", record.id);
+        // PostgreSQL's INSERT takes only what an authorize knows.
         assert_eq!(record.state, PaymentState::Authorized);
+        assert!(record.provider_ref.is_none() && record.execute_key.is_none() && record.cycle_id.is_none());
+        assert!(record.execute_attempts == 0 && record.lease_until.is_none() && record.updated_at == record.created_at);
         let index = self.rows.len();
         self.by_id.insert(record.id, index);
-        self.open_by_age.insert((record.created_at, index));
+        self.open_by_age.insert((record.created_at, record.id));
         self.rows.push(record);
         index
     }
@@ -273,7 +309,7 @@ impl MemoryStore {
         row.state = next;
         row.updated_at = now;
         if next.is_final() {
-            self.open_by_age.remove(&(row.created_at, index));
+            self.open_by_age.remove(&(row.created_at, row.id));
         }
     }
 
@@ -294,33 +330,48 @@ impl MemoryStore {
         now: Millis,
     ) -> StoreResult {
         let Some(index) = self.row(id) else { return StoreResult::Missing };
-        if let Some(&owner) = self.by_provider_ref.get(&provider_ref)
-            && owner != index
-        {
-            return StoreResult::ProviderRefTaken;
-        }
         let state = self.rows[index].state;
         if reissue && matches!(state, PaymentState::Confirmed | PaymentState::Executed) {
-            // The bug: the row is rewritten as if confirmed for the first time.
-            let row = &mut self.rows[index];
-            if state == PaymentState::Executed {
-                self.open_by_age.insert((row.created_at, index));
-            }
-            row.state = PaymentState::Confirmed;
-            row.execute_key = Some(execute_key);
-            row.cycle_id = None;
-            row.lease_until = None;
-            row.updated_at = now;
-            return self.done(index);
+            return self.reissue(index, execute_key, now);
         }
+        // As PostgreSQL's UPDATE: its WHERE first, then the constraints, a
+        // clash of provider_ref before one of execute_key.
         if state != PaymentState::Authorized {
             return self.conflict(index);
         }
+        if taken(&self.by_provider_ref, &provider_ref, index) {
+            return StoreResult::ProviderRefTaken;
+        }
+        if taken(&self.by_execute_key, &execute_key, index) {
+            return self.conflict(index);
+        }
         self.by_provider_ref.insert(provider_ref.clone(), index);
+        self.by_execute_key.insert(execute_key.clone(), index);
         let row = &mut self.rows[index];
         row.provider_ref = Some(provider_ref);
         row.execute_key = Some(execute_key);
         self.transition(index, PaymentState::Confirmed, now);
+        self.done(index)
+    }
+
+    /// The `nonidempotent-confirm` bug: the row is rewritten as if confirmed
+    /// for the first time, with a fresh execute_key.
+    fn reissue(&mut self, index: usize, execute_key: Text, now: Millis) -> StoreResult {
+        if taken(&self.by_execute_key, &execute_key, index) {
+            return self.conflict(index);
+        }
+        let row = &mut self.rows[index];
+        if let Some(old) = row.execute_key.replace(execute_key.clone()) {
+            self.by_execute_key.remove(&old);
+        }
+        self.by_execute_key.insert(execute_key, index);
+        if row.state == PaymentState::Executed {
+            self.open_by_age.insert((row.created_at, row.id));
+        }
+        row.state = PaymentState::Confirmed;
+        row.cycle_id = None;
+        row.lease_until = None;
+        row.updated_at = now;
         self.done(index)
     }
 
@@ -355,12 +406,18 @@ impl MemoryStore {
         let Some(index) = self.row(op.id) else { return StoreResult::Missing };
         let row = &self.rows[index];
         let unchanged = row.state == op.from && row.execute_attempts == op.seen_attempts;
-        if !unchanged || (op.honour_lease && row.lease_live(now)) {
+        let refundable =
+            op.from.may_become(PaymentState::Compensating) && (row.provider_ref.is_some() || op.provider_ref.is_some());
+        if !unchanged || !refundable || (op.honour_lease && row.lease_live(now)) {
             return self.conflict(index);
         }
         if let Some(provider_ref) = op.provider_ref
             && self.rows[index].provider_ref.is_none()
         {
+            if taken(&self.by_provider_ref, &provider_ref, index) {
+                return StoreResult::ProviderRefTaken;
+            }
+            self.by_provider_ref.insert(provider_ref.clone(), index);
             self.rows[index].provider_ref = Some(provider_ref);
         }
         self.transition(index, PaymentState::Compensating, now);
@@ -369,12 +426,7 @@ impl MemoryStore {
 
     fn finish(&mut self, id: PaymentId, to: PaymentState, now: Millis) -> StoreResult {
         let Some(index) = self.row(id) else { return StoreResult::Missing };
-        let from = self.rows[index].state;
-        let allowed = matches!(
-            (from, to),
-            (PaymentState::Compensating, PaymentState::Compensated) | (PaymentState::Authorized, PaymentState::Expired)
-        );
-        if !allowed {
+        if to.finished_from() != Some(self.rows[index].state) {
             return self.conflict(index);
         }
         self.transition(index, to, now);
@@ -387,7 +439,7 @@ impl MemoryStore {
             .iter()
             .take_while(|(created_at, _)| *created_at <= created_before)
             .take(limit)
-            .map(|(_, index)| self.rows[*index].clone())
+            .map(|(_, id)| self.rows[self.by_id[id]].clone())
             .collect();
         StoreResult::Found(rows)
     }
