@@ -26,4 +26,5 @@ pub mod seed;
 pub mod sim;
 pub mod stack;
 pub mod time;
+pub mod traffic;
 pub mod world;

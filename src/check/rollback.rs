@@ -42,7 +42,9 @@ impl Index {
         for record in &history.records {
             match &record.event {
                 Event::ReplicaUp { replica, .. } => index.replicas = index.replicas.max(usize::from(*replica) + 1),
-                Event::Arrived { condominium, .. } => index.purchase_condominium.push(*condominium),
+                Event::Arrived { purchase, condominium, .. } => {
+                    crate::history::note_arrival(&mut index.purchase_condominium, *purchase, *condominium)
+                }
                 Event::Sent { request, purchase, endpoint, twin, .. } => {
                     let condominium =
                         (*purchase != NO_PURCHASE).then(|| index.purchase_condominium[*purchase as usize]);

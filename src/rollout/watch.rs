@@ -104,8 +104,7 @@ impl Watch {
     fn note(&mut self, event: &Event) {
         match event {
             Event::Arrived { purchase, condominium, .. } => {
-                debug_assert_eq!(*purchase as usize, self.purchase_condominium.len());
-                self.purchase_condominium.push(*condominium);
+                crate::history::note_arrival(&mut self.purchase_condominium, *purchase, *condominium);
             }
             Event::Sent { request, purchase, endpoint, twin, .. } if *purchase != NO_PURCHASE => {
                 let sent = SentRequest { endpoint: *endpoint, purchase: *purchase, twin: *twin, served_by: None };
