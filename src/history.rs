@@ -130,7 +130,8 @@ pub enum Event {
         replica: u16,
         cause: DownCause,
     },
-    /// A customer starts a purchase at a terminal.
+    /// A customer starts a purchase at a terminal. Numbers follow the
+    /// traffic plan: a customer who found every machine taken leaves a gap.
     Arrived {
         purchase: u32,
         condominium: u32,
@@ -353,6 +354,14 @@ impl History {
             other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
         }
     }
+}
+
+/// Notes an `Arrived` purchase's condominium in a table by purchase number
+/// (gaps, customers who found every machine taken, hold `u32::MAX`).
+pub fn note_arrival(by_purchase: &mut Vec<u32>, purchase: u32, condominium: u32) {
+    assert!(purchase as usize >= by_purchase.len(), "purchases arrive in plan order");
+    by_purchase.resize(purchase as usize, u32::MAX);
+    by_purchase.push(condominium);
 }
 
 /// Feeds `Hash` into xxh3 (derived `Hash` gives a stable, field-by-field encoding).

@@ -28,4 +28,5 @@ pub mod seed;
 pub mod sim;
 pub mod stack;
 pub mod time;
+pub mod traffic;
 pub mod world;

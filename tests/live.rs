@@ -141,6 +141,9 @@ fn a_running_stack_is_driven_by_url_and_never_redeployed() {
         .env("DATABASE_URL", postgres.url())
         .env("PSP_BASE_URL", &world)
         .env("IOT_GATEWAY_URL", &world)
+        // The scenario's 5m cycle TTL at 120×: an authorization a customer
+        // left (a declined card, a walk-away) must expire before the end (D7).
+        .env("PAYMENTS_CYCLE_TTL_SECONDS", "3")
         .spawn()
         .expect("the stack starts");
     let up = (0..200).any(|_| {

@@ -61,8 +61,7 @@ impl Facts {
     fn note(&mut self, index: usize, event: &Event) {
         match event {
             Event::Arrived { purchase, condominium, .. } => {
-                assert_eq!(*purchase as usize, self.purchase_condominium.len(), "purchases are numbered in order");
-                self.purchase_condominium.push(*condominium);
+                crate::history::note_arrival(&mut self.purchase_condominium, *purchase, *condominium);
             }
             Event::Sent { request, purchase, endpoint, .. } => {
                 let slot = *request as usize;

@@ -195,8 +195,7 @@ impl HistoryIndex {
             Event::Decided { decision } => self.decided(history, at, *decision),
             Event::ReplicaUp { replica, .. } => self.replicas = self.replicas.max(usize::from(*replica) + 1),
             Event::Arrived { purchase, condominium, .. } => {
-                assert_eq!(*purchase as usize, self.purchase_condominium.len(), "purchases are numbered in order");
-                self.purchase_condominium.push(*condominium);
+                crate::history::note_arrival(&mut self.purchase_condominium, *purchase, *condominium);
                 self.in_current(|w| w.purchases += 1);
             }
             Event::Sent { request, purchase, endpoint, twin, .. } => {

@@ -4,6 +4,7 @@
 //! stack at every decision, and records the same history the simulator
 //! does — so the same checkers, KPIs, controller and report apply.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::rollout::controller::{Command, Controller};
 use crate::scenario::Scenario;
 use crate::seed::{self, KeyedRoll};
 use crate::time::Millis;
+use crate::traffic::TrafficPlan;
 
 /// What `posim live` is asked for beyond the scenario.
 #[derive(Clone, Debug)]
@@ -74,8 +76,10 @@ pub(super) struct Shared {
     latest_deploy: AtomicU16,
     controller: Mutex<Controller>,
     pub(super) launcher: tokio::sync::Mutex<Launcher>,
-    /// Per purchase: its idempotency key and, once authorized, its payment.
-    pub(super) registry: Mutex<Vec<(crate::contract::Text, Option<uuid::Uuid>)>>,
+    /// Per purchase number: its idempotency key and, once authorized, its payment.
+    pub(super) registry: Mutex<BTreeMap<u32, (crate::contract::Text, Option<uuid::Uuid>)>>,
+    /// The traffic plan, as the simulator has it.
+    pub(super) traffic: TrafficPlan,
 }
 
 /// The answer to one request, as the client saw it.
@@ -304,7 +308,8 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         latest_deploy: AtomicU16::new(0),
         controller: Mutex::new(Controller::new(scenario)),
         launcher: tokio::sync::Mutex::new(launcher),
-        registry: Mutex::new(Vec::new()),
+        registry: Mutex::new(BTreeMap::new()),
+        traffic: TrafficPlan::new(scenario, options.seed),
     });
     let outcome = drive(&shared, options.seed).await;
     let mut stack = shared.launcher.lock().await;
@@ -336,7 +341,7 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<(u64, Vec<String>), Li
     }
     let end = scenario.horizon() + scenario.drain;
     let progress = tokio::spawn(progress(shared.clock(), end));
-    let traffic = tokio::spawn(super::terminals::arrivals(Arc::clone(shared), seed::stream(seed, "traffic")));
+    let traffic = tokio::spawn(super::terminals::arrivals(Arc::clone(shared), seed::stream(seed, "card")));
     let background = tokio::spawn(background(Arc::clone(shared), end));
     let stack_faults = tokio::spawn(super::stack_faults::play(Arc::clone(shared)));
     let purchases = traffic.await.map_err(std::io::Error::other)?;

@@ -5,7 +5,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -15,69 +14,39 @@ use crate::contract::{ChargeStatus, Endpoint, ExecuteRequest, PaymentStatus, Rep
 use crate::faults::{Boundary, Crossing, FaultKind};
 use crate::history::{Decision, DecisionKind, Event};
 use crate::rollout::controller::audit_line;
-use crate::time::{DAY, Millis};
+use crate::time::Millis;
 use crate::world::terminal::{Heard as Told, Next};
 use crate::world::{Purchase, PurchaseStep};
 
-/// Every customer's arrival until the horizon: per condominium a Poisson
-/// process drawn from the traffic stream, merged in time order.
-fn plan(shared: &Shared, rng: &mut ChaCha8Rng) -> Vec<(Millis, u32)> {
-    let scenario = &shared.scenario;
-    let mut arrivals = Vec::new();
-    for (index, site) in scenario.fleet.condominiums.iter().enumerate() {
-        let per_ms = site.machines.len() as f64 * scenario.traffic.washes_per_machine_per_day / DAY as f64;
-        if per_ms <= 0.0 {
-            continue;
-        }
-        let mut at = -(1.0 - rng.random::<f64>()).ln() / per_ms;
-        while at < scenario.horizon() as f64 {
-            arrivals.push((at as Millis, index as u32));
-            at += -(1.0 - rng.random::<f64>()).ln() / per_ms;
-        }
-    }
-    arrivals.sort_unstable();
-    arrivals
-}
-
-/// Plays the customers; returns how many purchases started.
-pub(super) async fn arrivals(shared: Arc<Shared>, mut rng: ChaCha8Rng) -> u64 {
+/// Plays the customers of the traffic plan; returns how many purchases started.
+pub(super) async fn arrivals(shared: Arc<Shared>, mut card_rng: ChaCha8Rng) -> u64 {
     let reserved = Arc::new(Mutex::new(vec![false; shared.scenario.fleet.machines.len()]));
     let mut tasks = JoinSet::new();
-    let mut count = 0u32;
-    for (at, condominium) in plan(&shared, &mut rng) {
-        shared.clock().sleep_until(at).await;
-        let site = &shared.scenario.fleet.condominiums[condominium as usize];
+    let mut count = 0u64;
+    for planned in shared.traffic.clone() {
+        shared.clock().sleep_until(planned.at).await;
         let now = shared.clock().now();
-        let free: Vec<u32> = {
+        let machine = {
             let taken = reserved.lock().expect("reservations lock");
-            site.machines
-                .iter()
-                .copied()
-                .filter(|&m| !taken[m as usize] && shared.world.machine_idle(m as usize, now))
-                .collect()
+            shared.traffic.pick_machine(&planned, |m| !taken[m as usize] && shared.world.machine_idle(m as usize, now))
         };
-        if free.is_empty() {
-            continue;
-        }
-        let machine = free[rng.random_range(0..free.len())];
-        let terminal = site.terminals[rng.random_range(0..site.terminals.len())];
-        let amount = rng.random_range(shared.scenario.traffic.amount_cents.0..=shared.scenario.traffic.amount_cents.1);
-        let card = between(&mut rng, shared.scenario.latency.card);
-        let declined = rng.random_bool(shared.scenario.traffic.decline_rate);
-        let purchase = Purchase::in_fleet(&shared.scenario.fleet, (machine, terminal), amount, count);
-        shared.registry.lock().expect("registry lock").push((purchase.idempotency_key.clone(), None));
+        let Some(machine) = machine else { continue };
+        let number = planned.purchase;
+        let card = between(&mut card_rng, shared.scenario.latency.card);
+        let purchase =
+            Purchase::in_fleet(&shared.scenario.fleet, (machine, planned.terminal), planned.amount_cents, number);
+        shared.registry.lock().expect("registry lock").insert(number, (purchase.idempotency_key.clone(), None));
         reserved.lock().expect("reservations lock")[machine as usize] = true;
-        shared.record(Event::Arrived { purchase: count, condominium, machine });
+        shared.record(Event::Arrived { purchase: number, condominium: planned.condominium, machine });
         let (shared, reserved) = (Arc::clone(&shared), Arc::clone(&reserved));
-        let number = count;
         tasks.spawn(async move {
-            buy(&shared, number, purchase, (card, declined)).await;
+            buy(&shared, number, purchase, (card, planned.declined)).await;
             reserved.lock().expect("reservations lock")[machine as usize] = false;
         });
         count += 1;
     }
     while tasks.join_next().await.is_some() {}
-    u64::from(count)
+    count
 }
 
 /// One purchase, start to end.
@@ -96,8 +65,10 @@ async fn buy(shared: &Arc<Shared>, number: u32, mut purchase: Purchase, (card, d
                     Heard::Nothing => Told::Nothing,
                 };
                 let next = purchase.on_heard(told, policy.max_attempts, walks_away);
-                if let Some(payment) = purchase.payment_id {
-                    shared.registry.lock().expect("registry lock")[number as usize].1 = Some(payment);
+                if let Some(payment) = purchase.payment_id
+                    && let Some(entry) = shared.registry.lock().expect("registry lock").get_mut(&number)
+                {
+                    entry.1 = Some(payment);
                 }
                 next
             }
@@ -157,8 +128,7 @@ async fn attempt(
             shared.record(Event::Heard { request: id, status: None, error: None });
             return Heard::Nothing;
         }
-        let delay = (u64::from(number) * 7919 + u64::from(attempt) * 104_729)
-            % (shared.scenario.terminals.duplicate_delay_max + 1);
+        let delay = shared.traffic.duplicate_delay(number, endpoint, attempt);
         let (shared, twins, request) = (Arc::clone(shared), Arc::clone(twins), request.clone());
         twin_tasks.spawn(async move { twin(&shared, number, (endpoint, attempt), request, delay, &twins).await });
     }
@@ -242,7 +212,7 @@ async fn charge(shared: &Shared, number: u32, purchase: &mut Purchase, card: Mil
 
 fn payment_of(shared: &Shared, purchase: u32) -> Option<(uuid::Uuid, crate::contract::Text)> {
     let registry = shared.registry.lock().expect("registry lock");
-    let (key, payment) = registry.get(purchase as usize)?;
+    let (key, payment) = registry.get(&purchase)?;
     payment.map(|payment| (payment, key.clone()))
 }
 
@@ -316,7 +286,7 @@ pub(super) async fn reprocess(shared: &Shared, purchases: Vec<u32>) {
 /// charge, read back through the stack's own API (§4C).
 pub(super) async fn final_audit(shared: &Shared) {
     let mut payments: Vec<uuid::Uuid> =
-        shared.registry.lock().expect("registry lock").iter().filter_map(|(_, p)| *p).collect();
+        shared.registry.lock().expect("registry lock").values().filter_map(|(_, p)| *p).collect();
     payments.sort_unstable();
     payments.dedup();
     for payment in payments {

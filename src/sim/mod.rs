@@ -30,6 +30,7 @@ use crate::stack::core::IdSource;
 use crate::stack::store::MemoryStore;
 use crate::stack::{BugSet, Operation, Stack};
 use crate::time::Millis;
+use crate::traffic::{PlannedPurchase, TrafficPlan};
 use crate::world::{MachineState, PspLedger, Purchase};
 
 use queue::Agenda;
@@ -80,7 +81,7 @@ pub fn run_observed(scenario: &Scenario, options: SimOptions, progress: &mut dyn
     SimOutcome {
         stack_requests: sim.stack_requests,
         simulated: end,
-        purchases: sim.purchases.len() as u64,
+        purchases: sim.purchases.started,
         history: sim.history,
     }
 }
@@ -115,9 +116,8 @@ enum SimEvent {
         replica: u16,
         incarnation: u32,
     },
-    Arrival {
-        condominium: u32,
-    },
+    /// The plan's next customer arrives.
+    Arrival,
     /// The purchase sends its current step's request (again).
     SendStep {
         purchase: u32,
@@ -212,6 +212,41 @@ struct InFlightCommand {
     round_trip: Millis,
 }
 
+/// The purchases by number. A planned customer who found every machine
+/// taken left a gap: numbers follow the traffic plan, not the run.
+#[derive(Default)]
+struct Purchases {
+    by_number: Vec<Option<Purchase>>,
+    started: u64,
+}
+
+impl Purchases {
+    fn insert(&mut self, number: u32, purchase: Purchase) {
+        assert!(number as usize >= self.by_number.len(), "purchases start in plan order");
+        self.by_number.resize_with(number as usize, || None);
+        self.by_number.push(Some(purchase));
+        self.started += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Purchase> {
+        self.by_number.iter().flatten()
+    }
+}
+
+impl std::ops::Index<usize> for Purchases {
+    type Output = Purchase;
+
+    fn index(&self, number: usize) -> &Purchase {
+        self.by_number[number].as_ref().expect("only started purchases are referred to")
+    }
+}
+
+impl std::ops::IndexMut<usize> for Purchases {
+    fn index_mut(&mut self, number: usize) -> &mut Purchase {
+        self.by_number[number].as_mut().expect("only started purchases are referred to")
+    }
+}
+
 /// Seeded UUIDs for the stack's ids.
 struct SeededIds(ChaCha8Rng);
 
@@ -228,7 +263,9 @@ struct Sim<'s> {
     agenda: Agenda<SimEvent>,
     faults: FaultPlan,
     latency_rng: ChaCha8Rng,
-    traffic_rng: ChaCha8Rng,
+    traffic: TrafficPlan,
+    /// The customer the pending `Arrival` brings.
+    next_arrival: Option<PlannedPurchase>,
     ids: SeededIds,
     store: MemoryStore,
     stacks: Vec<Rc<Stack>>,
@@ -239,7 +276,7 @@ struct Sim<'s> {
     op_serial: u64,
     requests: Vec<RequestSlot>,
     commands: Vec<InFlightCommand>,
-    purchases: Vec<Purchase>,
+    purchases: Purchases,
     /// The purchase holding each machine (a customer stands at it).
     reserved: Vec<Option<u32>>,
     machine_index: HashMap<Text, u32>,
@@ -278,7 +315,8 @@ impl<'s> Sim<'s> {
             agenda: Agenda::new(),
             faults: FaultPlan::new(options.seed, scenario.faults.clone()),
             latency_rng: seed::stream(options.seed, "latency"),
-            traffic_rng: seed::stream(options.seed, "traffic"),
+            traffic: TrafficPlan::new(scenario, options.seed),
+            next_arrival: None,
             ids: SeededIds(seed::stream(options.seed, "stack-ids")),
             store: MemoryStore::default(),
             stacks: Vec::new(),
@@ -288,7 +326,7 @@ impl<'s> Sim<'s> {
             op_serial: 0,
             requests: Vec::new(),
             commands: Vec::new(),
-            purchases: Vec::new(),
+            purchases: Purchases::default(),
             reserved: vec![None; fleet.machines.len()],
             machine_index: fleet.machines.iter().enumerate().map(|(i, m)| (m.id.clone(), i as u32)).collect(),
             psp: PspLedger::default(),
@@ -312,9 +350,7 @@ impl<'s> Sim<'s> {
         for (index, step) in self.scenario.operator.iter().enumerate() {
             self.agenda.schedule(step.at, SimEvent::Operator { step: index as u16 });
         }
-        for condominium in 0..self.scenario.fleet.condominiums.len() as u32 {
-            self.schedule_arrival(condominium);
-        }
+        self.schedule_arrival();
         self.agenda.schedule(self.scenario.stack.sweep_interval, SimEvent::Sweep);
     }
 
@@ -327,7 +363,7 @@ impl<'s> Sim<'s> {
             SimEvent::DeployStep { config, replica } => self.deploy_step(config, replica),
             SimEvent::ReplicaRestarted { config, replica } => self.replica_restarted(config, replica),
             SimEvent::ReplicaRecovered { replica, incarnation } => self.replica_recovered(replica, incarnation),
-            SimEvent::Arrival { condominium } => self.arrival(condominium),
+            SimEvent::Arrival => self.arrival(),
             SimEvent::SendStep { purchase } => self.send_step(purchase),
             SimEvent::SendTwin { request } => self.send_twin(request),
             SimEvent::AtStack { request } => self.at_stack(request),

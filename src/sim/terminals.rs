@@ -5,8 +5,6 @@
 
 use std::rc::Rc;
 
-use rand::RngExt;
-
 use super::{Origin, RequestSlot, Sim, SimEvent};
 use crate::contract::{Endpoint, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKind};
@@ -14,49 +12,33 @@ use crate::history::{Event, NO_PURCHASE};
 use crate::stack::Stack;
 use crate::stack::core::{Effect, Input};
 use crate::stack::store::Store as _;
-use crate::time::{DAY, Millis};
 use crate::world::terminal::{Heard, Next};
 use crate::world::{Purchase, PurchaseStep};
 
 impl Sim<'_> {
-    /// Schedules the condominium's next customer (a Poisson process).
-    pub(super) fn schedule_arrival(&mut self, condominium: u32) {
-        let machines = self.scenario.fleet.condominiums[condominium as usize].machines.len() as f64;
-        let per_ms = machines * self.scenario.traffic.washes_per_machine_per_day / DAY as f64;
-        if per_ms <= 0.0 {
-            return;
-        }
-        let uniform: f64 = self.traffic_rng.random();
-        let gap = (-(1.0 - uniform).ln() / per_ms).ceil() as Millis;
-        let at = self.now.saturating_add(gap.max(1));
-        if at < self.horizon {
-            self.agenda.schedule(at, SimEvent::Arrival { condominium });
+    /// Schedules the plan's next customer.
+    pub(super) fn schedule_arrival(&mut self) {
+        self.next_arrival = self.traffic.next_arrival();
+        if let Some(planned) = &self.next_arrival {
+            self.agenda.schedule(planned.at, SimEvent::Arrival);
         }
     }
 
-    /// A customer picks a free machine and a terminal and starts a purchase.
-    pub(super) fn arrival(&mut self, condominium: u32) {
-        self.schedule_arrival(condominium);
-        let fleet = &self.scenario.fleet;
-        let site = &fleet.condominiums[condominium as usize];
-        let free: Vec<u32> = site
-            .machines
-            .iter()
-            .copied()
-            .filter(|&m| self.reserved[m as usize].is_none() && self.machines[m as usize].is_idle(self.now))
-            .collect();
-        if free.is_empty() {
+    /// A customer takes a free machine and starts a purchase at the planned terminal.
+    pub(super) fn arrival(&mut self) {
+        let planned = self.next_arrival.take().expect("an arrival is planned");
+        self.schedule_arrival();
+        let (reserved, machines, now) = (&self.reserved, &self.machines, self.now);
+        let is_free = |m: u32| reserved[m as usize].is_none() && machines[m as usize].is_idle(now);
+        let Some(machine) = self.traffic.pick_machine(&planned, is_free) else {
             return; // every machine is taken: the customer comes back another time
-        }
-        let machine = free[self.traffic_rng.random_range(0..free.len())];
-        let terminal = site.terminals[self.traffic_rng.random_range(0..site.terminals.len())];
-        let (low, high) = self.scenario.traffic.amount_cents;
-        let amount = self.traffic_rng.random_range(low..=high);
-        let serial = self.purchases.len() as u32;
-        let purchase = Purchase::in_fleet(fleet, (machine, terminal), amount, serial);
-        self.purchases.push(purchase);
+        };
+        let serial = planned.purchase;
+        let purchase =
+            Purchase::in_fleet(&self.scenario.fleet, (machine, planned.terminal), planned.amount_cents, serial);
+        self.purchases.insert(serial, purchase);
         self.reserved[machine as usize] = Some(serial);
-        self.record(Event::Arrived { purchase: serial, condominium, machine });
+        self.record(Event::Arrived { purchase: serial, condominium: planned.condominium, machine });
         self.send_step(serial);
     }
 
@@ -83,7 +65,7 @@ impl Sim<'_> {
                 self.record(Event::Fault { fault, kind: spec.kind, subject: u64::from(id) });
                 let request = self.requests[id as usize].request.clone();
                 let twin = self.new_request(purchase, endpoint, attempt, true, request);
-                let delay = self.traffic_rng.random_range(0..=self.scenario.terminals.duplicate_delay_max);
+                let delay = self.traffic.duplicate_delay(purchase, endpoint, attempt);
                 self.agenda.schedule(self.now + delay, SimEvent::SendTwin { request: twin });
                 self.travel_to_stack(id);
             }
@@ -230,7 +212,7 @@ impl Sim<'_> {
 
     /// The card is charged at the PSP (the terminal talks to it directly).
     pub(super) fn card_charged(&mut self, purchase: u32) {
-        let declined = self.traffic_rng.random_bool(self.scenario.traffic.decline_rate);
+        let declined = self.traffic.declined(purchase);
         let state = &self.purchases[purchase as usize];
         assert_eq!(state.step, PurchaseStep::Charge);
         let payment = state.payment_id.expect("authorized before the charge");
