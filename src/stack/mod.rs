@@ -9,16 +9,32 @@ pub mod http;
 pub mod pg;
 pub mod store;
 
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::names;
+
 pub use self::core::{Effect, Input, IotCall, IotOutcome, Operation, PspCall, PspOutcome, Stack};
 
 /// A deliberate defect of the reference stack, off by default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum StackBug {
     /// Confirm mints a fresh `execute_key` on every call and resets the payment to confirmed.
     NonidempotentConfirm,
@@ -34,42 +50,12 @@ pub enum StackBug {
     InvertedAllowlist,
 }
 
-impl StackBug {
-    pub const ALL: [StackBug; 6] = [
-        StackBug::NonidempotentConfirm,
-        StackBug::ResendAfterTimeout,
-        StackBug::RefundRacesCycle,
-        StackBug::GateBlocksInflight,
-        StackBug::StateLostOnRedeploy,
-        StackBug::InvertedAllowlist,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            StackBug::NonidempotentConfirm => "nonidempotent-confirm",
-            StackBug::ResendAfterTimeout => "resend-after-timeout",
-            StackBug::RefundRacesCycle => "refund-races-cycle",
-            StackBug::GateBlocksInflight => "gate-blocks-inflight",
-            StackBug::StateLostOnRedeploy => "state-lost-on-redeploy",
-            StackBug::InvertedAllowlist => "inverted-allowlist",
-        }
-    }
-}
-
-impl fmt::Display for StackBug {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 impl FromStr for StackBug {
     type Err = String;
 
+    /// `--stack-bug` and `POSIM_STACK_BUG` name bugs; an unknown one lists the names.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        StackBug::ALL.into_iter().find(|bug| bug.name() == text).ok_or_else(|| {
-            let names: Vec<&str> = StackBug::ALL.iter().map(|bug| bug.name()).collect();
-            format!("unknown stack bug `{text}`; expected one of: {}", names.join(", "))
-        })
+        names::parse("stack bug", text)
     }
 }
 
@@ -84,5 +70,18 @@ impl BugSet {
 
     pub fn has(self, bug: StackBug) -> bool {
         self.0 & (1 << bug as u8) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bugs_are_named_in_kebab_case_and_unknown_names_are_listed() {
+        names::assert_round_trip::<StackBug>();
+        assert_eq!(StackBug::NonidempotentConfirm.to_string(), "nonidempotent-confirm");
+        let error = "gremlins".parse::<StackBug>().expect_err("no such bug");
+        assert!(error.starts_with("unknown stack bug `gremlins`; expected one of: nonidempotent-confirm, "), "{error}");
     }
 }
