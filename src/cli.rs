@@ -216,7 +216,7 @@ fn judge_with_notes(
         scenario,
         seed,
         engine,
-        stack_bugs: bugs.iter().map(|bug| bug.name().to_string()).collect(),
+        stack_bugs: bugs.iter().map(StackBug::to_string).collect(),
         history: &history,
         index: &index,
         violations: &violations,
@@ -258,8 +258,11 @@ fn run(args: RunArgs) -> u8 {
     };
     let seed = args.seed.unwrap_or(scenario.seed);
     let bugs = &args.stack.stack_bugs;
-    let label =
-        if bugs.is_empty() { "none".to_string() } else { bugs.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ") };
+    let label = if bugs.is_empty() {
+        "none".to_string()
+    } else {
+        bugs.iter().map(|b| b.into()).collect::<Vec<&str>>().join(", ")
+    };
     println!(
         "posim run · scenario {} ({}) · seed {seed} · stack bugs: {label}",
         scenario.name,
@@ -446,7 +449,7 @@ fn live(args: LiveArgs) -> u8 {
     }
     let seed = args.seed.unwrap_or(scenario.seed);
     let dir = args.out.clone().unwrap_or_else(|| default_dir(&format!("{}-live", scenario.name), seed));
-    let bugs: Vec<String> = args.stack_bugs.iter().map(|b| b.name().to_string()).collect();
+    let bugs: Vec<String> = args.stack_bugs.iter().map(StackBug::to_string).collect();
     let stack = match (&args.stack_cmd, &args.stack_url, &args.stack_image) {
         (Some(command), _, _) => StackChoice::Command(command.clone()),
         (None, Some(url), _) => StackChoice::Url(url.clone()),

@@ -11,8 +11,23 @@ use crate::contract::Endpoint;
 use crate::seed::KeyedRoll;
 use crate::time::Millis;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum FaultKind {
     /// Terminal → stack: the request never arrives.
     RequestLost,
@@ -30,6 +45,7 @@ pub enum FaultKind {
     IotAckLost,
     /// The gateway answers 504 after the machine started.
     #[serde(rename = "gateway_504")]
+    #[strum(serialize = "gateway_504")]
     Gateway504,
     /// The machine goes offline for `duration`.
     MachineOffline,
@@ -64,22 +80,6 @@ impl FaultKind {
             FaultKind::CustomerWalksAway => Boundary::Customer,
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultKind::RequestLost => "request_lost",
-            FaultKind::ResponseLost => "response_lost",
-            FaultKind::DuplicateRequest => "duplicate_request",
-            FaultKind::PspTimeout => "psp_timeout",
-            FaultKind::PspError => "psp_error",
-            FaultKind::IotCommandLost => "iot_command_lost",
-            FaultKind::IotAckLost => "iot_ack_lost",
-            FaultKind::Gateway504 => "gateway_504",
-            FaultKind::MachineOffline => "machine_offline",
-            FaultKind::ReplicaCrash => "replica_crash",
-            FaultKind::CustomerWalksAway => "customer_walks_away",
-        }
-    }
 }
 
 /// One planned fault, validated.
@@ -103,8 +103,23 @@ pub struct FaultSpec {
 /// A fault on the stack's own infrastructure at a planned time (a game-day
 /// action rather than a roll): the live engine carries it out on the
 /// replica's process or container, or on the database.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum StackFaultAction {
     /// The replica is frozen (SIGSTOP, `docker pause`): connections queue, nothing answers.
     PauseReplica,
@@ -115,14 +130,6 @@ pub enum StackFaultAction {
 }
 
 impl StackFaultAction {
-    pub fn name(self) -> &'static str {
-        match self {
-            StackFaultAction::PauseReplica => "pause_replica",
-            StackFaultAction::KillReplica => "kill_replica",
-            StackFaultAction::RestartDatabase => "restart_database",
-        }
-    }
-
     pub fn targets_replica(self) -> bool {
         !matches!(self, StackFaultAction::RestartDatabase)
     }
@@ -251,5 +258,18 @@ mod tests {
                 assert_eq!(first, second);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+    use crate::contract::names;
+
+    #[test]
+    fn fault_names_are_the_scenarios_words() {
+        names::assert_round_trip::<FaultKind>();
+        names::assert_round_trip::<StackFaultAction>();
+        assert_eq!(FaultKind::Gateway504.to_string(), "gateway_504");
     }
 }

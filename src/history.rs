@@ -32,14 +32,18 @@ pub struct DeployInfo {
 }
 
 /// What a decision was, in the runbook's words (§5 "Decisão").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// The operation log writes it in words (`partial rollback`), the JSON in snake case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, strum::Display, strum::IntoStaticStr, strum::EnumIter)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum DecisionKind {
     /// The first deploy of the rollout (phase 1).
     Start,
     Advance,
     Hold,
+    #[strum(serialize = "partial rollback")]
     PartialRollback,
+    #[strum(serialize = "total cut")]
     TotalCut,
     Freeze,
     /// An operator deploy outside the plan.
@@ -53,21 +57,6 @@ pub enum DecisionKind {
 }
 
 impl DecisionKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            DecisionKind::Start => "start",
-            DecisionKind::Advance => "advance",
-            DecisionKind::Hold => "hold",
-            DecisionKind::PartialRollback => "partial rollback",
-            DecisionKind::TotalCut => "total cut",
-            DecisionKind::Freeze => "freeze",
-            DecisionKind::Deploy => "deploy",
-            DecisionKind::Refused => "refused",
-            DecisionKind::Reprocess => "reprocess",
-            DecisionKind::Audit => "audit",
-        }
-    }
-
     pub fn is_rollback(self) -> bool {
         matches!(self, DecisionKind::PartialRollback | DecisionKind::TotalCut | DecisionKind::Freeze)
     }
@@ -343,7 +332,7 @@ impl History {
             Event::Answered { request, status, error, payment, execute_key, cycle } => {
                 let mut text = format!("the stack answers request {request} with {status}");
                 let named = [
-                    error.map(|code| format!(" `{}`", code.as_str())),
+                    error.map(|code| format!(" `{}`", <&'static str>::from(code))),
                     payment.map(|payment| format!(" for payment {payment}")),
                     execute_key.as_ref().map(|key| format!(" (execute_key {key})")),
                     cycle.as_ref().map(|cycle| format!(" (cycle {cycle})")),
@@ -374,5 +363,22 @@ impl Hasher for TraceHasher {
 
     fn finish(&self) -> u64 {
         self.0.digest()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::IntoEnumIterator;
+
+    use super::*;
+
+    #[test]
+    fn decisions_are_words_in_the_log_and_snake_case_in_json() {
+        for kind in DecisionKind::iter() {
+            let json = serde_json::to_value(kind).expect("a unit variant serialises");
+            assert_eq!(json.as_str().map(|name| name.replace('_', " ")), Some(kind.to_string()), "{kind:?}");
+        }
+        assert_eq!(DecisionKind::PartialRollback.to_string(), "partial rollback");
+        assert_eq!(serde_json::to_value(DecisionKind::TotalCut).ok(), Some(serde_json::json!("total_cut")));
     }
 }

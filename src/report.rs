@@ -115,7 +115,7 @@ fn stack_fault_lines(history: &History) -> Vec<StackFaultLine> {
         if let Event::StackFault { fault, action, replica, ended } = record.event {
             let replica = action.targets_replica().then_some(replica);
             let line = lines.entry(fault).or_insert(StackFaultLine {
-                action: action.name(),
+                action: action.into(),
                 replica,
                 began_ms: record.at,
                 ended_ms: None,
@@ -367,7 +367,7 @@ fn four_times(r: &RollbackTiming) -> [String; 4] {
 fn decision_line(entry: &OplogEntry) -> String {
     let config = if entry.applied { format!(" → {}", entry.config.summary()) } else { String::new() };
     let why = entry.evidence.first().map_or(String::new(), |first| format!(": {first}"));
-    format!("{} {} {}{config}{why}", time::clock(entry.at_ms), entry.who, entry.decision.name())
+    format!("{} {} {}{config}{why}", time::clock(entry.at_ms), entry.who, entry.decision)
 }
 
 /// The phase timeline, the rollback times and the operation log (§5).
@@ -419,7 +419,7 @@ fn timeline_markdown(report: &RunReport, out: &mut String) {
             e.who,
             e.kpis_before.brief(),
             e.kpis_after.brief(),
-            e.decision.name()
+            e.decision
         );
     }
 }

@@ -74,7 +74,7 @@ fn status_breach(endpoint: Option<Endpoint>, status: u16, error: Option<ErrorCod
     match error {
         Some(code) if code.http_status() != status => Some(format!(
             "answered {status} with `{}`, which the contract pairs with {}",
-            code.as_str(),
+            <&'static str>::from(code),
             code.http_status()
         )),
         Some(_) => None,

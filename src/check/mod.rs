@@ -228,9 +228,9 @@ fn lost_payments(facts: &Facts, out: &mut Vec<Violation>) {
     for (payment, (told, told_at)) in &facts.told {
         let Some((audited, audited_at)) = facts.audited.get(payment) else { continue };
         let summary = match audited {
-            None => format!("payment {payment} was {} to a terminal and the stack cannot find it", told.as_str()),
+            None => format!("payment {payment} was {told} to a terminal and the stack cannot find it"),
             Some(now) if !told.may_become(*now) => {
-                format!("payment {payment} was {} to a terminal and is now {}", told.as_str(), now.as_str())
+                format!("payment {payment} was {told} to a terminal and is now {now}")
             }
             Some(_) => continue,
         };
@@ -249,7 +249,7 @@ fn lost_payments(facts: &Facts, out: &mut Vec<Violation>) {
 fn stuck_payments(facts: &Facts, out: &mut Vec<Violation>) {
     for (payment, (status, index)) in &facts.audited {
         if let Some(status) = status.filter(|status| !status.is_final()) {
-            let summary = format!("payment {payment} is still {} at the end of the run", status.as_str());
+            let summary = format!("payment {payment} is still {status} at the end of the run");
             out.push(violation("D7", "stuck", summary, Some(*payment), None, vec![*index]));
         }
     }
@@ -266,7 +266,7 @@ fn stranded_by_rollback(history: &History, facts: &Facts, out: &mut Vec<Violatio
             witness.extend(facts.received.get(request as usize).copied().flatten().map(|(_, i)| i));
             witness.push(index);
             let summary =
-                format!("purchase {purchase} was refused {} by the canary gate after it authorized", endpoint.name());
+                format!("purchase {purchase} was refused {} by the canary gate after it authorized", endpoint);
             out.push(violation("D8", "stranded by rollback", summary, None, Some(*purchase), witness));
         }
     }

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::validate;
+use super::{names, validate};
 use crate::time::{Millis, SECOND};
 
 pub const MODE_VAR: &str = "PAYMENTS_POS_CANARY_MODE";
@@ -17,31 +17,25 @@ pub const BLOCKLIST_VAR: &str = "PAYMENTS_POS_CANARY_BLOCKLIST";
 pub const TTL_VAR: &str = "PAYMENTS_CYCLE_TTL_SECONDS";
 pub const IOT_TIMEOUT_VAR: &str = "PAYMENTS_IOT_TIMEOUT_MS";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CanaryMode {
     Off,
     Allowlist,
     Blocklist,
-}
-
-impl CanaryMode {
-    pub fn parse(text: &str) -> Option<CanaryMode> {
-        match text {
-            "off" => Some(CanaryMode::Off),
-            "allowlist" => Some(CanaryMode::Allowlist),
-            "blocklist" => Some(CanaryMode::Blocklist),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CanaryMode::Off => "off",
-            CanaryMode::Allowlist => "allowlist",
-            CanaryMode::Blocklist => "blocklist",
-        }
-    }
 }
 
 /// The canary gate a replica applies. Lists are kept sorted and unique.
@@ -78,7 +72,7 @@ impl CanaryConfig {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let join = |list: &[Uuid]| list.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
         vec![
-            (MODE_VAR, self.mode.as_str().to_string()),
+            (MODE_VAR, self.mode.to_string()),
             (ALLOWLIST_VAR, join(&self.allowlist)),
             (BLOCKLIST_VAR, join(&self.blocklist)),
         ]
@@ -87,10 +81,10 @@ impl CanaryConfig {
     /// Parses the gate from the environment (`lookup` returns a variable's value).
     pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mode_text = lookup(MODE_VAR).unwrap_or_else(|| "off".to_string());
-        let mode = CanaryMode::parse(mode_text.trim()).ok_or_else(|| ConfigError {
+        let mode = names::parse::<CanaryMode>("mode", mode_text.trim()).map_err(|_| ConfigError {
             variable: MODE_VAR,
             value: mode_text.clone(),
-            reason: "expected one of `off`, `allowlist`, `blocklist`".to_string(),
+            reason: format!("expected one of `{}`", names::all::<CanaryMode>().join("`, `")),
         })?;
         let allowlist = parse_uuid_list(ALLOWLIST_VAR, lookup(ALLOWLIST_VAR).as_deref())?;
         let blocklist = parse_uuid_list(BLOCKLIST_VAR, lookup(BLOCKLIST_VAR).as_deref())?;

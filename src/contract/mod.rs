@@ -2,9 +2,16 @@
 //! the IoT gateway say to each other. Both engines and the reference stack use
 //! these types, so a change to the contract is a change in one place.
 
+pub mod bodies;
 pub mod canary;
+pub mod instant;
+pub mod names;
 pub mod validate;
 pub mod wire;
+pub mod world_api;
+
+#[cfg(test)]
+mod round_trip_tests;
 
 use std::sync::Arc;
 
@@ -21,8 +28,23 @@ pub type PaymentId = Uuid;
 pub type CondominioId = Uuid;
 
 /// The stack's endpoints, as the KPIs and the history name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Endpoint {
     Authorize,
     Confirm,
@@ -35,28 +57,9 @@ pub enum Endpoint {
 impl Endpoint {
     pub const TERMINAL: [Endpoint; 3] = [Endpoint::Authorize, Endpoint::Confirm, Endpoint::ExecuteCycle];
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::Authorize => "authorize",
-            Endpoint::Confirm => "confirm",
-            Endpoint::ExecuteCycle => "execute-cycle",
-            Endpoint::GetPayment => "get-payment",
-            Endpoint::Audit => "audit",
-            Endpoint::CompensationAlert => "compensation-alert",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Endpoint> {
-        [
-            Endpoint::Authorize,
-            Endpoint::Confirm,
-            Endpoint::ExecuteCycle,
-            Endpoint::GetPayment,
-            Endpoint::Audit,
-            Endpoint::CompensationAlert,
-        ]
-        .into_iter()
-        .find(|endpoint| endpoint.name() == text)
+    /// Reads an endpoint's name (`execute-cycle`), listing the names on error.
+    pub fn parse(text: &str) -> Result<Endpoint, String> {
+        names::parse("endpoint", text)
     }
 }
 
@@ -108,8 +111,23 @@ impl Request {
 }
 
 /// The contract's error codes, with their HTTP status and retry rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     InvalidRequest,
     PaymentNotCaptured,
@@ -142,27 +160,26 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(self, ErrorCode::ProviderUnavailable | ErrorCode::IotFailed | ErrorCode::Unavailable)
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::PaymentNotCaptured => "payment_not_captured",
-            ErrorCode::CanaryNotAllowed => "canary_not_allowed",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::IdempotencyKeyConflict => "idempotency_key_conflict",
-            ErrorCode::ProviderRefConflict => "provider_ref_conflict",
-            ErrorCode::InvalidState => "invalid_state",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::ProviderUnavailable => "provider_unavailable",
-            ErrorCode::IotFailed => "iot_failed",
-            ErrorCode::Unavailable => "unavailable",
-        }
-    }
 }
 
 /// A payment's status as the contract shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum PaymentStatus {
     Authorized,
     Confirmed,
@@ -185,20 +202,10 @@ impl PaymentStatus {
             Executed | Compensated | Expired => next == self,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Authorized => "authorized",
-            PaymentStatus::Confirmed => "confirmed",
-            PaymentStatus::Executed => "executed",
-            PaymentStatus::Compensated => "compensated",
-            PaymentStatus::Expired => "expired",
-        }
-    }
 }
 
-/// `GET /api/payments/{id}`'s body; times are run-relative until the HTTP edge.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `GET /api/payments/{id}`'s body; times are RFC 3339 on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentView {
     pub payment_id: PaymentId,
     pub condominio_id: CondominioId,
@@ -210,7 +217,9 @@ pub struct PaymentView {
     pub execute_key: Option<Text>,
     pub cycle_id: Option<Text>,
     pub status: PaymentStatus,
+    #[serde(with = "instant")]
     pub created_at: Millis,
+    #[serde(with = "instant")]
     pub updated_at: Millis,
 }
 
@@ -273,16 +282,29 @@ impl Reply {
 
 // ---- The world's side of the contract: PSP and IoT gateway ----
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ChargeStatus {
     Captured,
     Declined,
     Refunded,
 }
 
-/// A charge in the PSP's ledger.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A charge in the PSP's ledger, as `GET /v1/charges/{provider_ref}` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charge {
     pub provider_ref: Text,
     pub payment_id: PaymentId,
@@ -291,11 +313,12 @@ pub struct Charge {
 }
 
 /// A cycle in a machine's log, as `GET …/cycles?execute_key=` returns it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CycleRecord {
     pub cycle_id: Text,
     pub execute_key: Text,
     pub payment_id: PaymentId,
+    #[serde(with = "instant")]
     pub started_at: Millis,
 }
 

@@ -1,13 +1,13 @@
-//! The contract's JSON, both ways: the stack's replies as bodies with their
-//! HTTP status, and bodies read back into replies (posim is a client of any
-//! stack that speaks the contract). Times are RFC 3339 UTC on the wire and
-//! milliseconds since the Unix epoch inside.
+//! The contract's HTTP, both ways: requests as method, path and body; the
+//! stack's replies as bodies (see [`super::bodies`]) with their HTTP status;
+//! and bodies read back into replies (posim is a client of any stack that
+//! speaks the contract).
 
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use super::{Endpoint, ErrorCode, PaymentStatus, PaymentView, Reply, SweepReport, Text};
-use crate::time;
+use super::bodies::{Authorized, Confirmed, ErrorBody, Executed, PaymentList, ReplyBody};
+use super::{Endpoint, PaymentStatus, PaymentView, Reply, Text};
 
 /// Percent-encodes an id for one URL path segment or query value.
 pub fn encode(text: &str) -> String {
@@ -32,125 +32,97 @@ pub fn request_to_http(request: &super::Request) -> (&'static str, String, Optio
         Request::GetPayment(id) => ("GET", format!("/api/payments/{}", encode(id)), None),
         Request::AuditByProviderRef(r) => ("GET", format!("/api/payments?provider_ref={}", encode(r)), None),
         Request::AuditByIdempotencyKey(k) => ("GET", format!("/api/payments?idempotency_key={}", encode(k)), None),
-        Request::CompensationSweep => ("POST", "/api/payments/compensation/alert".into(), Some(json!({}))),
+        Request::CompensationSweep => {
+            ("POST", "/api/payments/compensation/alert".into(), Some(Value::Object(Default::default())))
+        }
     }
 }
 
 /// A reply as the stack sends it: status and body.
-pub fn reply_to_json(reply: &Reply) -> (u16, Value) {
-    let body = match reply {
-        Reply::Authorized { payment, .. } => json!({
-            "payment_id": payment.payment_id,
-            "status": "authorized",
-            "condominio_id": payment.condominio_id,
-            "machine_id": &*payment.machine_id,
-            "amount_cents": payment.amount_cents,
-            "idempotency_key": &*payment.idempotency_key,
+pub fn reply_to_json(reply: &Reply) -> (u16, ReplyBody) {
+    let body = match reply.clone() {
+        Reply::Authorized { payment, .. } => ReplyBody::Authorized(Authorized {
+            payment_id: payment.payment_id,
+            status: PaymentStatus::Authorized,
+            condominio_id: payment.condominio_id,
+            machine_id: payment.machine_id,
+            amount_cents: payment.amount_cents,
+            idempotency_key: payment.idempotency_key,
         }),
-        Reply::Confirmed { payment_id, provider_ref, execute_key } => json!({
-            "payment_id": payment_id, "status": "confirmed",
-            "provider_ref": &**provider_ref, "execute_key": &**execute_key,
-        }),
-        Reply::Executed { payment_id, cycle_id } => {
-            json!({ "payment_id": payment_id, "status": "executed", "cycle_id": &**cycle_id })
+        Reply::Confirmed { payment_id, provider_ref, execute_key } => {
+            ReplyBody::Confirmed(Confirmed { payment_id, status: PaymentStatus::Confirmed, provider_ref, execute_key })
         }
-        Reply::Payment(view) => payment_json(view),
-        Reply::Payments(views) => json!({ "payments": views.iter().map(payment_json).collect::<Vec<_>>() }),
-        Reply::Sweep(report) => serde_json::to_value(report).unwrap_or(Value::Null),
-        Reply::Error { code, message } => json!({ "error": code.as_str(), "message": message }),
+        Reply::Executed { payment_id, cycle_id } => {
+            ReplyBody::Executed(Executed { payment_id, status: PaymentStatus::Executed, cycle_id })
+        }
+        Reply::Payment(view) => ReplyBody::Payment(view),
+        Reply::Payments(payments) => ReplyBody::Payments(PaymentList { payments }),
+        Reply::Sweep(report) => ReplyBody::Sweep(report),
+        Reply::Error { code, message } => ReplyBody::Error(ErrorBody { error: code, message }),
     };
     (reply.http_status(), body)
-}
-
-fn payment_json(view: &PaymentView) -> Value {
-    json!({
-        "payment_id": view.payment_id,
-        "condominio_id": view.condominio_id,
-        "machine_id": &*view.machine_id,
-        "terminal_id": &*view.terminal_id,
-        "amount_cents": view.amount_cents,
-        "idempotency_key": &*view.idempotency_key,
-        "provider_ref": view.provider_ref.as_deref(),
-        "execute_key": view.execute_key.as_deref(),
-        "cycle_id": view.cycle_id.as_deref(),
-        "status": view.status.as_str(),
-        "created_at": time::rfc3339(0, view.created_at),
-        "updated_at": time::rfc3339(0, view.updated_at),
-    })
 }
 
 /// Reads a stack's answer to `endpoint` back into a reply. An answer that
 /// breaks the contract is an error that says how.
 pub fn reply_from_json(endpoint: Endpoint, status: u16, body: &Value) -> Result<Reply, String> {
     if status >= 400 {
-        let code =
-            body.get("error").and_then(Value::as_str).ok_or_else(|| format!("a {status} without an `error` code"))?;
-        let code: ErrorCode = serde_json::from_value(Value::String(code.to_string()))
-            .map_err(|_| format!("unknown error code `{code}`"))?;
-        let message = body.get("message").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ErrorBody { error: code, message } = read(status, body)?;
         return Ok(Reply::Error { code, message });
     }
-    let text = |field: &str| -> Result<Text, String> {
-        body.get(field).and_then(Value::as_str).map(Text::from).ok_or_else(|| format!("`{field}` missing or not text"))
-    };
-    let uuid =
-        |field: &str| -> Result<Uuid, String> { Uuid::try_parse(&text(field)?).map_err(|e| format!("`{field}`: {e}")) };
     match endpoint {
         Endpoint::Authorize => {
-            Ok(Reply::Authorized { payment: Box::new(view_from_json(body)?), created: status == 201 })
+            let body: Authorized = read(status, body)?;
+            expect_status(body.status, PaymentStatus::Authorized)?;
+            let payment = PaymentView {
+                payment_id: body.payment_id,
+                condominio_id: body.condominio_id,
+                machine_id: body.machine_id,
+                // Authorize's body is a subset of the payment: the rest is unknown here.
+                terminal_id: Text::from(""),
+                amount_cents: body.amount_cents,
+                idempotency_key: body.idempotency_key,
+                provider_ref: None,
+                execute_key: None,
+                cycle_id: None,
+                status: body.status,
+                created_at: 0,
+                updated_at: 0,
+            };
+            Ok(Reply::Authorized { payment: Box::new(payment), created: status == 201 })
         }
-        Endpoint::Confirm => Ok(Reply::Confirmed {
-            payment_id: uuid("payment_id")?,
-            provider_ref: text("provider_ref")?,
-            execute_key: text("execute_key")?,
-        }),
-        Endpoint::ExecuteCycle => Ok(Reply::Executed { payment_id: uuid("payment_id")?, cycle_id: text("cycle_id")? }),
-        Endpoint::GetPayment => Ok(Reply::Payment(Box::new(view_from_json(body)?))),
-        Endpoint::Audit => {
-            let list = body.get("payments").and_then(Value::as_array).ok_or("`payments` missing")?;
-            Ok(Reply::Payments(list.iter().map(view_from_json).collect::<Result<_, _>>()?))
+        Endpoint::Confirm => {
+            let Confirmed { payment_id, status: found, provider_ref, execute_key } = read(status, body)?;
+            expect_status(found, PaymentStatus::Confirmed)?;
+            Ok(Reply::Confirmed { payment_id, provider_ref, execute_key })
         }
-        Endpoint::CompensationAlert => {
-            serde_json::from_value::<SweepReport>(body.clone()).map(Reply::Sweep).map_err(|e| e.to_string())
+        Endpoint::ExecuteCycle => {
+            let Executed { payment_id, status: found, cycle_id } = read(status, body)?;
+            expect_status(found, PaymentStatus::Executed)?;
+            Ok(Reply::Executed { payment_id, cycle_id })
         }
+        Endpoint::GetPayment => read(status, body).map(|view| Reply::Payment(Box::new(view))),
+        Endpoint::Audit => read(status, body).map(|list: PaymentList| Reply::Payments(list.payments)),
+        Endpoint::CompensationAlert => read(status, body).map(Reply::Sweep),
     }
 }
 
-/// A payment as `GET /api/payments/{id}` shows it (authorize's body is a subset).
-fn view_from_json(body: &Value) -> Result<PaymentView, String> {
-    let text = |field: &str| body.get(field).and_then(Value::as_str).map(Text::from);
-    let required = |field: &str| text(field).ok_or_else(|| format!("`{field}` missing or not text"));
-    let uuid = |field: &str| -> Result<Uuid, String> {
-        Uuid::try_parse(&required(field)?).map_err(|e| format!("`{field}`: {e}"))
-    };
-    let status = match text("status").as_deref() {
-        Some("authorized") => PaymentStatus::Authorized,
-        Some("confirmed") => PaymentStatus::Confirmed,
-        Some("executed") => PaymentStatus::Executed,
-        Some("compensated") => PaymentStatus::Compensated,
-        Some("expired") => PaymentStatus::Expired,
-        other => return Err(format!("unknown status {other:?}")),
-    };
-    let instant = |field: &str| text(field).and_then(|t| time::parse_instant_millis(&t).ok()).unwrap_or(0);
-    Ok(PaymentView {
-        payment_id: uuid("payment_id")?,
-        condominio_id: uuid("condominio_id")?,
-        machine_id: required("machine_id")?,
-        terminal_id: text("terminal_id").unwrap_or_else(|| Text::from("")),
-        amount_cents: body.get("amount_cents").and_then(Value::as_i64).ok_or("`amount_cents` missing")?,
-        idempotency_key: required("idempotency_key")?,
-        provider_ref: text("provider_ref"),
-        execute_key: text("execute_key"),
-        cycle_id: text("cycle_id"),
-        status,
-        created_at: instant("created_at"),
-        updated_at: instant("updated_at"),
-    })
+fn read<T: DeserializeOwned>(status: u16, body: &Value) -> Result<T, String> {
+    T::deserialize(body).map_err(|error| format!("a {status} whose body does not match the contract: {error}"))
+}
+
+/// A reply names the status the contract gives it (D9: no other status is allowed).
+fn expect_status(found: PaymentStatus, expected: PaymentStatus) -> Result<(), String> {
+    if found == expected { Ok(()) } else { Err(format!("status `{found}` where the contract says `{expected}`")) }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+    use uuid::Uuid;
+
     use super::*;
+    use crate::contract::{ErrorCode, SweepReport};
 
     fn view() -> PaymentView {
         PaymentView {
@@ -167,6 +139,11 @@ mod tests {
             created_at: 1_796_112_000_000,
             updated_at: 1_796_112_000_500,
         }
+    }
+
+    fn json_of(reply: &Reply) -> (u16, Value) {
+        let (status, body) = reply_to_json(reply);
+        (status, serde_json::to_value(body).expect("a reply body serialises"))
     }
 
     #[test]
@@ -186,11 +163,26 @@ mod tests {
             ),
         ];
         for (endpoint, reply) in replies {
-            let (status, body) = reply_to_json(&reply);
+            let (status, body) = json_of(&reply);
             assert_eq!(reply_from_json(endpoint, status, &body), Ok(reply.clone()), "{body}");
         }
-        let (status, body) = reply_to_json(&Reply::error(ErrorCode::PayloadTooLarge, "big"));
+        let (status, body) = json_of(&Reply::error(ErrorCode::PayloadTooLarge, "big"));
         assert_eq!((status, body["error"].as_str()), (413, Some("payload_too_large")));
         assert!(reply_from_json(Endpoint::Confirm, 502, &json!({"oops": 1})).is_err());
+    }
+
+    #[test]
+    fn an_answer_with_another_status_breaks_the_contract() {
+        let confirmed =
+            Reply::Confirmed { payment_id: Uuid::from_u128(1), provider_ref: "ch".into(), execute_key: "x".into() };
+        let (status, mut body) = json_of(&confirmed);
+        body["status"] = json!("executed");
+        let error = reply_from_json(Endpoint::Confirm, status, &body).expect_err("executed is not a confirm's status");
+        assert!(error.contains("`executed`"), "{error}");
+        body["status"] = json!("paid");
+        assert!(reply_from_json(Endpoint::Confirm, status, &body).is_err(), "an unknown status");
+        let (status, mut body) = json_of(&Reply::Payment(Box::new(view())));
+        body["created_at"] = json!("yesterday");
+        assert!(reply_from_json(Endpoint::GetPayment, status, &body).is_err(), "times are RFC 3339");
     }
 }

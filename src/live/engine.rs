@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use super::clock::{Clock, Recorder};
 use super::launcher::{LaunchError, Launcher, StackChoice};
 use super::world::{self, LiveContext, World};
+use crate::contract::bodies::Health;
 use crate::contract::wire::{reply_from_json, request_to_http};
 use crate::contract::{Endpoint, ErrorCode, Reply, Request, StackSettings};
 use crate::faults::FaultPlan;
@@ -370,11 +371,11 @@ async fn progress(clock: Clock, end: Millis) {
 /// (CONTRACT.md) so that the gate is judged against what it really applies.
 async fn adopt_health(shared: &Shared) {
     let Some(url) = shared.slots.lock().expect("slots lock").first().and_then(|s| s.url.clone()) else { return };
-    let health: Option<Value> = match shared.http.get(format!("{url}/health")).send().await {
+    let health: Option<Health> = match shared.http.get(format!("{url}/health")).send().await {
         Ok(response) => response.json().await.ok(),
         Err(_) => None,
     };
-    let canary = health.and_then(|h| serde_json::from_value::<crate::contract::CanaryConfig>(h["canary"].clone()).ok());
+    let canary = health.map(|health| health.canary);
     // Lists from another stack come in any order: normalise them.
     let canary = canary.map(|c| crate::contract::CanaryConfig::new(c.mode, c.allowlist, c.blocklist));
     if let Some(canary) = canary {

@@ -93,7 +93,7 @@ async fn restart(
 fn describe(fault: &StackFault) -> String {
     let at = crate::time::human(fault.at);
     match fault.action.targets_replica() {
-        true => format!("{} of replica {} at {at}", fault.action.name(), fault.replica),
-        false => format!("{} at {at}", fault.action.name()),
+        true => format!("{} of replica {} at {at}", fault.action, fault.replica),
+        false => format!("{} at {at}", fault.action),
     }
 }

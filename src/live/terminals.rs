@@ -6,11 +6,11 @@
 use std::sync::{Arc, Mutex};
 
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::engine::{Heard, Shared, between};
-use crate::contract::{ChargeStatus, Endpoint, ExecuteRequest, PaymentStatus, Reply, Request};
+use crate::contract::world_api::ChargeRequest;
+use crate::contract::{Charge, ChargeStatus, Endpoint, ExecuteRequest, PaymentStatus, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKind};
 use crate::history::{Decision, DecisionKind, Event};
 use crate::rollout::controller::audit_line;
@@ -192,22 +192,21 @@ fn walks_away(shared: &Shared, number: u32, purchase: &Purchase, endpoint: Endpo
 async fn charge(shared: &Shared, number: u32, purchase: &mut Purchase, card: Millis, declined: bool) -> Next {
     shared.clock().sleep(card).await;
     let payment = purchase.payment_id.expect("authorized before the charge");
-    let body = json!({
-        "payment_id": payment,
-        "amount_cents": purchase.amount_cents,
-        "idempotency_key": format!("card-{}", purchase.idempotency_key),
-        "purchase": number,
-        "condominium": purchase.condominium,
-        "declined": declined,
-    });
+    let body = ChargeRequest {
+        payment_id: payment,
+        amount_cents: purchase.amount_cents,
+        idempotency_key: format!("card-{}", purchase.idempotency_key).into(),
+        purchase: Some(number),
+        condominium: Some(purchase.condominium),
+        declined,
+    };
     let answer = shared.http.post(format!("{}/v1/charges", shared.world_url)).json(&body).send().await;
-    let charged: Option<serde_json::Value> = match answer {
+    let charged: Option<Charge> = match answer {
         Ok(response) => response.json().await.ok(),
         Err(_) => None,
     };
     let Some(charged) = charged else { return purchase.on_charged("".into(), false) };
-    let provider_ref = charged["provider_ref"].as_str().unwrap_or_default().into();
-    purchase.on_charged(provider_ref, charged["status"] == "captured")
+    purchase.on_charged(charged.provider_ref, charged.status == ChargeStatus::Captured)
 }
 
 fn payment_of(shared: &Shared, purchase: u32) -> Option<(uuid::Uuid, crate::contract::Text)> {

@@ -12,11 +12,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::clock::Recorder;
+use crate::contract::world_api::{
+    ChargeList, ChargeRequest, ChargesQuery, Command, CommandReply, CommandResult, CycleList, CyclesQuery, Refund,
+    WorldError,
+};
 use crate::contract::{Charge, ChargeStatus, CycleRecord, StartCycleCommand, Text};
 use crate::faults::{Boundary, Crossing, FaultKind, FaultPlan};
 use crate::history::Event;
@@ -147,39 +149,8 @@ impl World {
     }
 }
 
-fn charge_json(charge: &Charge) -> Value {
-    let status = match charge.status {
-        ChargeStatus::Captured => "captured",
-        ChargeStatus::Declined => "declined",
-        ChargeStatus::Refunded => "refunded",
-    };
-    json!({ "provider_ref": &*charge.provider_ref, "payment_id": charge.payment_id, "amount_cents": charge.amount_cents, "status": status })
-}
-
-fn cycle_json(cycle: &CycleRecord) -> Value {
-    json!({
-        "cycle_id": &*cycle.cycle_id,
-        "execute_key": &*cycle.execute_key,
-        "payment_id": cycle.payment_id,
-        "started_at": time::rfc3339(0, cycle.started_at),
-    })
-}
-
 fn error(status: StatusCode, code: &str) -> Response {
-    (status, axum::Json(json!({ "error": code }))).into_response()
-}
-
-#[derive(Deserialize)]
-struct ChargeRequest {
-    payment_id: Uuid,
-    amount_cents: i64,
-    idempotency_key: String,
-    /// posim's terminals say which purchase (and condominium) they charge
-    /// for, so that ground truth and fault rolls name stable ids.
-    purchase: Option<u32>,
-    condominium: Option<u32>,
-    #[serde(default)]
-    declined: bool,
+    (status, axum::Json(WorldError { error: code.into() })).into_response()
 }
 
 async fn create_charge(
@@ -187,7 +158,7 @@ async fn create_charge(
     body: Result<axum::Json<ChargeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(axum::Json(request)) = body else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
-    let key = request.idempotency_key.into();
+    let key = request.idempotency_key;
     let (charge, new) =
         world.psp.lock().expect("ledger lock").charge(request.payment_id, request.amount_cents, key, request.declined);
     if let (Some(purchase), true) = (request.purchase, new) {
@@ -197,7 +168,7 @@ async fn create_charge(
         let provider_ref = charge.provider_ref.clone();
         world.record(Event::Charged { purchase, payment: request.payment_id, provider_ref, captured });
     }
-    (StatusCode::CREATED, axum::Json(charge_json(&charge))).into_response()
+    (StatusCode::CREATED, axum::Json(charge)).into_response()
 }
 
 /// The stack → PSP boundary: latency, then a timeout or a 5xx if the plan says so.
@@ -219,14 +190,9 @@ async fn get_charge(State(world): State<Arc<World>>, Path(reference): Path<Strin
         return faulty;
     }
     match world.psp.lock().expect("ledger lock").get(&reference) {
-        Some(charge) => axum::Json(charge_json(&charge)).into_response(),
+        Some(charge) => axum::Json(charge).into_response(),
         None => error(StatusCode::NOT_FOUND, "not_found"),
     }
-}
-
-#[derive(Deserialize)]
-struct ChargesQuery {
-    payment_id: Uuid,
 }
 
 async fn list_charges(
@@ -237,8 +203,7 @@ async fn list_charges(
     if let Some(faulty) = psp_boundary(&world, query.payment_id).await {
         return faulty;
     }
-    let charges: Vec<Value> = world.charges(query.payment_id).iter().map(charge_json).collect();
-    axum::Json(json!({ "charges": charges })).into_response()
+    axum::Json(ChargeList { charges: world.charges(query.payment_id) }).into_response()
 }
 
 async fn refund(State(world): State<Arc<World>>, Path(reference): Path<String>, headers: HeaderMap) -> Response {
@@ -259,40 +224,30 @@ async fn refund(State(world): State<Arc<World>>, Path(reference): Path<String>, 
                     provider_ref: reference.clone().into(),
                 });
             }
-            axum::Json(json!({ "provider_ref": reference, "status": "refunded", "refund_id": format!("rf_{key}") }))
+            let refund_id = format!("rf_{key}").into();
+            axum::Json(Refund { provider_ref: reference.into(), status: ChargeStatus::Refunded, refund_id })
                 .into_response()
         }
-        RefundOutcome::AlreadyRefunded => error(StatusCode::CONFLICT, "already_refunded"),
+        RefundOutcome::AlreadyRefunded => error(StatusCode::CONFLICT, WorldError::ALREADY_REFUNDED),
         RefundOutcome::NotFound => error(StatusCode::NOT_FOUND, "not_found"),
         RefundOutcome::NotCaptured => error(StatusCode::CONFLICT, "not_captured"),
     }
 }
 
-#[derive(Deserialize)]
-struct CommandRequest {
-    command_id: Uuid,
-    payment_id: Uuid,
-    execute_key: String,
-    action: String,
-}
-
 async fn command(
     State(world): State<Arc<World>>,
     Path(machine_id): Path<String>,
-    body: Result<axum::Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<axum::Json<Command>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(axum::Json(request)) = body else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
     let Some(&index) = world.machine_index.get(&machine_id) else {
         return error(StatusCode::NOT_FOUND, "unknown_machine");
     };
-    if request.action != "start_cycle" {
-        return error(StatusCode::BAD_REQUEST, "unknown_action");
-    }
     let command = StartCycleCommand {
         machine_id: machine_id.into(),
         command_id: request.command_id,
         payment_id: request.payment_id,
-        execute_key: request.execute_key.into(),
+        execute_key: request.execute_key,
     };
     world.keys.lock().expect("keys lock").insert(command.execute_key.to_string(), command.payment_id);
     let live = world.live.as_ref();
@@ -326,23 +281,14 @@ async fn command(
         Some((FaultKind::Gateway504, _)) => return error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
         _ => {}
     }
-    match answer {
-        CommandAnswer::Started(cycle) => {
-            axum::Json(json!({ "result": "started", "cycle_id": &*cycle })).into_response()
-        }
-        CommandAnswer::AlreadyStarted(cycle) => {
-            axum::Json(json!({ "result": "already_started", "cycle_id": &*cycle })).into_response()
-        }
-        CommandAnswer::Busy => (StatusCode::CONFLICT, axum::Json(json!({ "result": "busy" }))).into_response(),
-        CommandAnswer::Offline => {
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "result": "offline" }))).into_response()
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct CyclesQuery {
-    execute_key: String,
+    let reply = match answer {
+        CommandAnswer::Started(cycle) => CommandReply::new(CommandResult::Started, Some(cycle)),
+        CommandAnswer::AlreadyStarted(cycle) => CommandReply::new(CommandResult::AlreadyStarted, Some(cycle)),
+        CommandAnswer::Busy => CommandReply::new(CommandResult::Busy, None),
+        CommandAnswer::Offline => CommandReply::new(CommandResult::Offline, None),
+    };
+    let status = StatusCode::from_u16(reply.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    (status, axum::Json(reply)).into_response()
 }
 
 async fn cycles(
@@ -365,8 +311,7 @@ async fn cycles(
             return error(StatusCode::SERVICE_UNAVAILABLE, "offline");
         }
     }
-    let cycles: Vec<Value> = world.cycles(&machine_id, &query.execute_key).iter().map(cycle_json).collect();
-    axum::Json(json!({ "cycles": cycles })).into_response()
+    axum::Json(CycleList { cycles: world.cycles(&machine_id, &query.execute_key) }).into_response()
 }
 
 /// The PSP's and the gateway's routes.

@@ -52,10 +52,10 @@ pub fn proposed_config(env: &BTreeMap<String, String>, fleet: &Fleet) -> Result<
         warnings.push(format!("{ALLOWLIST_VAR} is empty: the allowlist admits no condominium"));
     }
     if canary.mode != CanaryMode::Allowlist && !canary.allowlist.is_empty() {
-        warnings.push(format!("{ALLOWLIST_VAR} is set but the mode is `{}`: it is ignored", canary.mode.as_str()));
+        warnings.push(format!("{ALLOWLIST_VAR} is set but the mode is `{}`: it is ignored", canary.mode));
     }
     if canary.mode != CanaryMode::Blocklist && !canary.blocklist.is_empty() {
-        warnings.push(format!("{BLOCKLIST_VAR} is set but the mode is `{}`: it is ignored", canary.mode.as_str()));
+        warnings.push(format!("{BLOCKLIST_VAR} is set but the mode is `{}`: it is ignored", canary.mode));
     }
     Ok((canary, warnings))
 }

@@ -533,7 +533,7 @@ fn one_phase(source: &Source, raw: RawPhase, fleet: &Fleet) -> Result<Phase, Sce
         CanaryMode::Off => raw.allowlist.as_ref().or(raw.blocklist.as_ref()).map(|_| "a list"),
     };
     if let Some(wrong) = wrong_list {
-        let message = format!("mode `{}` takes no {wrong}", raw.mode.as_str());
+        let message = format!("mode `{}` takes no {wrong}", raw.mode);
         return Err(source.error(raw.name.span(), message));
     }
     let selection = match (raw.mode, &raw.fraction, list) {
@@ -547,7 +547,7 @@ fn one_phase(source: &Source, raw: RawPhase, fleet: &Fleet) -> Result<Phase, Sce
             return Err(source.error(fraction.span(), "give either a fraction or a list of UUIDs, not both"));
         }
         (mode, None, None) => {
-            let message = format!("mode `{}` needs a fraction or a list of UUIDs", mode.as_str());
+            let message = format!("mode `{mode}` needs a fraction or a list of UUIDs");
             return Err(source.error(raw.name.span(), message));
         }
     };
@@ -608,7 +608,7 @@ fn stack_fault(source: &Source, raw: &RawStackFault, stack: &StackSpec) -> Resul
     let duration = match (duration, raw.action) {
         (None | Some(0), StackFaultAction::PauseReplica | StackFaultAction::KillReplica) => {
             let span = raw.duration.as_ref().map_or(raw.at.span(), |d| d.span());
-            return Err(source.error(span, format!("{} needs a `duration` above zero", raw.action.name())));
+            return Err(source.error(span, format!("{} needs a `duration` above zero", raw.action)));
         }
         (duration, _) => duration.unwrap_or(0),
     };
@@ -639,7 +639,7 @@ fn fault_spec(source: &Source, raw: &RawFault, phases: &[Phase], fleet: &Fleet) 
         .endpoints
         .iter()
         .map(|name| {
-            Endpoint::parse(name.get_ref()).filter(|e| Endpoint::TERMINAL.contains(e)).ok_or_else(|| {
+            Endpoint::parse(name.get_ref()).ok().filter(|e| Endpoint::TERMINAL.contains(e)).ok_or_else(|| {
                 source.error(name.span(), "expected an endpoint: `authorize`, `confirm` or `execute-cycle`")
             })
         })

@@ -183,7 +183,7 @@ fn operator_step(source: &Source, raw: &RawOperatorStep) -> Result<OperatorStep,
                 return Err(source.error(raw.action.span(), "a deploy or rollback needs `mode`"));
             };
             OperatorAction::Deploy {
-                mode: mode.as_str().to_string(),
+                mode: mode.to_string(),
                 allowlist: raw.allowlist.join(","),
                 blocklist: raw.blocklist.join(","),
                 rollback: matches!(kind, RawActionKind::Rollback),

@@ -14,15 +14,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::core::{Effect, IdSource, Input, IotCall, IotOutcome, PspCall, PspOutcome};
 use super::pg::PgStore;
 use super::{BugSet, Stack, StackBug};
+use crate::contract::bodies::{AuditQuery, Health};
 use crate::contract::canary::ConfigError;
 use crate::contract::wire::{encode, reply_to_json};
-use crate::contract::{Charge, ChargeStatus, CycleRecord, DeployConfig, ErrorCode, Reply, Request, Text};
+use crate::contract::world_api::{ChargeList, Command, CommandAction, CommandReply, CommandResult, CycleList};
+use crate::contract::{Charge, DeployConfig, ErrorCode, Reply, Request};
 use crate::time;
 
 /// The largest body the stack reads (CONTRACT.md: over 64 KiB is a 413).
@@ -158,20 +159,20 @@ impl AppState {
             return PspOutcome::Unavailable;
         };
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        match (call, status) {
-            (PspCall::GetCharge(_), 200) => {
-                charge(&body).map_or(PspOutcome::Unavailable, |c| PspOutcome::Charge(Some(c)))
-            }
-            (PspCall::GetCharge(_), 404) => PspOutcome::Charge(None),
+        let body = response.bytes().await.unwrap_or_default();
+        // An answer that breaks the contract is no answer: the stack must not
+        // read "no charge" into a garbled list.
+        let outcome = match (call, status) {
+            (PspCall::GetCharge(_), 200) => read::<Charge>(&body).map(|charge| PspOutcome::Charge(Some(charge))),
+            (PspCall::GetCharge(_), 404) => Some(PspOutcome::Charge(None)),
             (PspCall::ChargesForPayment(_), 200) => {
-                let list = body.get("charges").and_then(Value::as_array).cloned().unwrap_or_default();
-                PspOutcome::Charges(list.iter().filter_map(charge).collect())
+                read::<ChargeList>(&body).map(|list| PspOutcome::Charges(list.charges))
             }
-            (PspCall::Refund { .. }, 200) => PspOutcome::Refunded,
-            (PspCall::Refund { .. }, 409) => PspOutcome::AlreadyRefunded,
-            _ => PspOutcome::Unavailable,
-        }
+            (PspCall::Refund { .. }, 200) => Some(PspOutcome::Refunded),
+            (PspCall::Refund { .. }, 409) => Some(PspOutcome::AlreadyRefunded),
+            _ => None,
+        };
+        outcome.unwrap_or(PspOutcome::Unavailable)
     }
 
     async fn iot(&self, call: IotCall) -> IotOutcome {
@@ -179,12 +180,12 @@ impl AppState {
         let timeout = Duration::from_millis(self.config.deploy.settings.iot_timeout);
         let request = match &call {
             IotCall::StartCycle(command) => {
-                self.http.post(format!("{base}/v1/machines/{}/commands", encode(&command.machine_id))).json(&json!({
-                    "command_id": command.command_id,
-                    "payment_id": command.payment_id,
-                    "execute_key": &*command.execute_key,
-                    "action": "start_cycle",
-                }))
+                self.http.post(format!("{base}/v1/machines/{}/commands", encode(&command.machine_id))).json(&Command {
+                    command_id: command.command_id,
+                    payment_id: command.payment_id,
+                    execute_key: command.execute_key.clone(),
+                    action: CommandAction::StartCycle,
+                })
             }
             IotCall::FindCycles { machine_id, execute_key } => self.http.get(format!(
                 "{base}/v1/machines/{}/cycles?execute_key={}",
@@ -194,53 +195,31 @@ impl AppState {
         };
         let Ok(response) = request.timeout(timeout).send().await else { return IotOutcome::NoAnswer };
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let cycle_id = || body.get("cycle_id").and_then(Value::as_str).map(Text::from);
-        match (call, status, body.get("result").and_then(Value::as_str)) {
-            (IotCall::StartCycle(_), 200, Some("started")) => {
-                cycle_id().map_or(IotOutcome::NoAnswer, IotOutcome::Started)
-            }
-            (IotCall::StartCycle(_), 200, Some("already_started")) => {
-                cycle_id().map_or(IotOutcome::NoAnswer, IotOutcome::AlreadyStarted)
-            }
-            (IotCall::StartCycle(_), 409, _) => IotOutcome::Busy,
-            (IotCall::StartCycle(_), 503, _) => IotOutcome::Offline,
-            (IotCall::StartCycle(_), 504, _) => IotOutcome::GatewayTimeout,
-            (IotCall::FindCycles { .. }, 200, _) => {
-                let list = body.get("cycles").and_then(Value::as_array).cloned().unwrap_or_default();
-                IotOutcome::Cycles(list.iter().filter_map(cycle).collect())
-            }
-            _ => IotOutcome::NoAnswer,
-        }
+        let body = response.bytes().await.unwrap_or_default();
+        let outcome = match (call, status) {
+            (IotCall::StartCycle(_), 200) => read::<CommandReply>(&body).and_then(started),
+            (IotCall::StartCycle(_), 409) => Some(IotOutcome::Busy),
+            (IotCall::StartCycle(_), 503) => Some(IotOutcome::Offline),
+            (IotCall::StartCycle(_), 504) => Some(IotOutcome::GatewayTimeout),
+            (IotCall::FindCycles { .. }, 200) => read::<CycleList>(&body).map(|list| IotOutcome::Cycles(list.cycles)),
+            _ => None,
+        };
+        outcome.unwrap_or(IotOutcome::NoAnswer)
     }
 }
 
-fn charge(body: &Value) -> Option<Charge> {
-    let status = match body.get("status")?.as_str()? {
-        "captured" => ChargeStatus::Captured,
-        "declined" => ChargeStatus::Declined,
-        "refunded" => ChargeStatus::Refunded,
-        _ => return None,
-    };
-    Some(Charge {
-        provider_ref: body.get("provider_ref")?.as_str()?.into(),
-        payment_id: Uuid::try_parse(body.get("payment_id")?.as_str()?).ok()?,
-        amount_cents: body.get("amount_cents")?.as_i64()?,
-        status,
-    })
+/// A 200 to a command: the machine started, now or before (a dedupe firmware).
+fn started(reply: CommandReply) -> Option<IotOutcome> {
+    match (reply.result, reply.cycle_id) {
+        (CommandResult::Started, Some(cycle)) => Some(IotOutcome::Started(cycle)),
+        (CommandResult::AlreadyStarted, Some(cycle)) => Some(IotOutcome::AlreadyStarted(cycle)),
+        _ => None,
+    }
 }
 
-fn cycle(body: &Value) -> Option<CycleRecord> {
-    Some(CycleRecord {
-        cycle_id: body.get("cycle_id")?.as_str()?.into(),
-        execute_key: body.get("execute_key")?.as_str()?.into(),
-        payment_id: Uuid::try_parse(body.get("payment_id")?.as_str()?).ok()?,
-        started_at: body
-            .get("started_at")
-            .and_then(Value::as_str)
-            .and_then(|t| time::parse_instant_millis(t).ok())
-            .unwrap_or(0),
-    })
+/// A body of the world's API, or nothing when it breaks the contract.
+fn read<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
+    serde_json::from_slice(body).ok()
 }
 
 fn respond(reply: &Reply) -> Response {
@@ -269,15 +248,9 @@ async fn handle_json<T: DeserializeOwned>(state: Arc<AppState>, body: Body, requ
     }
 }
 
-#[derive(serde::Deserialize)]
-struct AuditQuery {
-    provider_ref: Option<String>,
-    idempotency_key: Option<String>,
-}
-
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let canary = &state.config.deploy.canary;
-    let body = json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "canary": canary });
+    let body = Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into(), canary: canary.clone() };
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
@@ -287,8 +260,8 @@ async fn audit(
 ) -> Response {
     let Ok(Query(query)) = query else { return refuse(ErrorCode::InvalidRequest, "bad query string") };
     let request = match (query.provider_ref, query.idempotency_key) {
-        (Some(reference), None) => Request::AuditByProviderRef(reference.into()),
-        (None, Some(key)) => Request::AuditByIdempotencyKey(key.into()),
+        (Some(reference), None) => Request::AuditByProviderRef(reference),
+        (None, Some(key)) => Request::AuditByIdempotencyKey(key),
         _ => return refuse(ErrorCode::InvalidRequest, "give exactly one of provider_ref or idempotency_key"),
     };
     respond(&state.handle(request).await)

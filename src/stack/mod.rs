@@ -9,16 +9,33 @@ pub mod http;
 pub mod pg;
 pub mod store;
 
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::names;
+
 pub use self::core::{Effect, Input, IotCall, IotOutcome, Operation, PspCall, PspOutcome, Stack};
 
 /// A deliberate defect of the reference stack, off by default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+    strum::EnumCount,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum StackBug {
     /// Confirm mints a fresh `execute_key` on every call and resets the payment to confirmed.
     NonidempotentConfirm,
@@ -36,44 +53,12 @@ pub enum StackBug {
     AuthorizeReplayNewPayment,
 }
 
-impl StackBug {
-    pub const ALL: [StackBug; 7] = [
-        StackBug::NonidempotentConfirm,
-        StackBug::ResendAfterTimeout,
-        StackBug::RefundRacesCycle,
-        StackBug::GateBlocksInflight,
-        StackBug::StateLostOnRedeploy,
-        StackBug::InvertedAllowlist,
-        StackBug::AuthorizeReplayNewPayment,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            StackBug::NonidempotentConfirm => "nonidempotent-confirm",
-            StackBug::ResendAfterTimeout => "resend-after-timeout",
-            StackBug::RefundRacesCycle => "refund-races-cycle",
-            StackBug::GateBlocksInflight => "gate-blocks-inflight",
-            StackBug::StateLostOnRedeploy => "state-lost-on-redeploy",
-            StackBug::InvertedAllowlist => "inverted-allowlist",
-            StackBug::AuthorizeReplayNewPayment => "authorize-replay-new-payment",
-        }
-    }
-}
-
-impl fmt::Display for StackBug {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 impl FromStr for StackBug {
     type Err = String;
 
+    /// `--stack-bug` and `POSIM_STACK_BUG` name bugs; an unknown one lists the names.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        StackBug::ALL.into_iter().find(|bug| bug.name() == text).ok_or_else(|| {
-            let names: Vec<&str> = StackBug::ALL.iter().map(|bug| bug.name()).collect();
-            format!("unknown stack bug `{text}`; expected one of: {}", names.join(", "))
-        })
+        names::parse("stack bug", text)
     }
 }
 
@@ -83,7 +68,7 @@ pub struct BugSet(u8);
 
 impl BugSet {
     pub fn new(bugs: &[StackBug]) -> Self {
-        const { assert!(StackBug::ALL.len() <= u8::BITS as usize, "one bit per bug") };
+        const { assert!(<StackBug as strum::EnumCount>::COUNT <= u8::BITS as usize, "one bit per bug") };
         BugSet(bugs.iter().fold(0, |bits, bug| bits | (1 << *bug as u8)))
     }
 
@@ -97,13 +82,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_switch_is_named_parsed_and_held_apart() {
-        for bug in StackBug::ALL {
-            assert_eq!(bug.name().parse::<StackBug>(), Ok(bug), "POSIM_STACK_BUG and --stack-bug accept `{bug}`");
-            let alone = BugSet::new(&[bug]);
-            assert!(StackBug::ALL.iter().all(|other| alone.has(*other) == (*other == bug)), "{bug} has its own bit");
-        }
+    fn bugs_are_named_in_kebab_case_and_unknown_names_are_listed() {
+        names::assert_round_trip::<StackBug>();
+        assert_eq!(StackBug::NonidempotentConfirm.to_string(), "nonidempotent-confirm");
+        let error = "gremlins".parse::<StackBug>().expect_err("no such bug");
+        assert!(error.starts_with("unknown stack bug `gremlins`; expected one of: nonidempotent-confirm, "), "{error}");
         assert!("authorize-replay-new-payment".parse::<StackBug>().is_ok());
-        assert!("gremlins".parse::<StackBug>().is_err());
+        for bug in <StackBug as strum::IntoEnumIterator>::iter() {
+            let alone = BugSet::new(&[bug]);
+            let others = <StackBug as strum::IntoEnumIterator>::iter();
+            assert!(others.into_iter().all(|other| alone.has(other) == (other == bug)), "{bug} has its own bit");
+        }
     }
 }

@@ -12,6 +12,7 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::store::{PaymentRecord, PaymentState, StoreOp, StoreResult};
+use crate::contract::names;
 use crate::time::Millis;
 
 /// Applied at start-up; each statement is idempotent. A violation is told
@@ -67,26 +68,11 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 }
 
 fn state_name(state: PaymentState) -> &'static str {
-    match state {
-        PaymentState::Authorized => "authorized",
-        PaymentState::Confirmed => "confirmed",
-        PaymentState::Compensating => "compensating",
-        PaymentState::Executed => "executed",
-        PaymentState::Compensated => "compensated",
-        PaymentState::Expired => "expired",
-    }
+    state.into()
 }
 
 fn parse_state(name: &str) -> PaymentState {
-    match name {
-        "authorized" => PaymentState::Authorized,
-        "confirmed" => PaymentState::Confirmed,
-        "compensating" => PaymentState::Compensating,
-        "executed" => PaymentState::Executed,
-        "compensated" => PaymentState::Compensated,
-        "expired" => PaymentState::Expired,
-        other => panic!("the database's CHECK admits no state `{other}`"),
-    }
+    names::parse("payment state", name).unwrap_or_else(|error| panic!("the database's CHECK admits it: {error}"))
 }
 
 fn record(row: &Row) -> PaymentRecord {
@@ -407,5 +393,14 @@ mod tests {
         for name in [PROVIDER_REF_UNIQUE, EXECUTE_KEY_UNIQUE, ONE_CYCLE] {
             assert!(MIGRATIONS.contains(&format!("CONSTRAINT {name} ")), "{name} is not named in the migrations");
         }
+    }
+
+    #[test]
+    fn every_state_is_named_as_the_schema_checks_it() {
+        for name in names::all::<PaymentState>() {
+            assert!(MIGRATIONS.contains(&format!("'{name}'")), "the CHECK lists `{name}`");
+            assert_eq!(state_name(parse_state(name)), name);
+        }
+        assert_eq!(state_name(PaymentState::Compensating), "compensating");
     }
 }

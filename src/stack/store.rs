@@ -16,7 +16,9 @@ use crate::time::Millis;
 
 /// A payment's state inside the stack: the contract's statuses plus
 /// `Compensating`, a refund claimed but not yet confirmed by the PSP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Named in snake case in the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
 pub enum PaymentState {
     Authorized,
     Confirmed,
