@@ -17,20 +17,9 @@ pub const BLOCKLIST_VAR: &str = "PAYMENTS_POS_CANARY_BLOCKLIST";
 pub const TTL_VAR: &str = "PAYMENTS_CYCLE_TTL_SECONDS";
 pub const IOT_TIMEOUT_VAR: &str = "PAYMENTS_IOT_TIMEOUT_MS";
 
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::Display,
-    strum::IntoStaticStr,
-    strum::EnumIter,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::Display, strum::IntoStaticStr, strum::EnumIter)]
 #[strum(serialize_all = "snake_case")]
 pub enum CanaryMode {
     Off,

@@ -18,23 +18,9 @@ use crate::contract::names;
 pub use self::core::{Effect, Input, IotCall, IotOutcome, Operation, PspCall, PspOutcome, Stack};
 
 /// A deliberate defect of the reference stack, off by default.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::Display,
-    strum::IntoStaticStr,
-    strum::EnumIter,
-    strum::EnumCount,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[derive(strum::Display, strum::IntoStaticStr, strum::EnumIter, strum::EnumCount)]
 #[strum(serialize_all = "kebab-case")]
 pub enum StackBug {
     /// Confirm mints a fresh `execute_key` on every call and resets the payment to confirmed.
