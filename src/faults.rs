@@ -129,6 +129,73 @@ pub struct Crossing {
     pub endpoint: Option<Endpoint>,
 }
 
+/// The world's endpoints the stack calls: the PSP's and the IoT gateway's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorldEndpoint {
+    GetCharge,
+    ListCharges,
+    Refund,
+    StartCycle,
+    FindCycles,
+}
+
+/// Which way a terminal's roll goes along one of its requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Request,
+    Response,
+    /// The answer to a duplicate of the request.
+    TwinResponse,
+    /// The customer's decision after a failure.
+    Customer,
+}
+
+/// Where along a purchase a fault is rolled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultSite {
+    Terminal { endpoint: Endpoint, lane: Lane },
+    World(WorldEndpoint),
+}
+
+/// What a fault roll is keyed on: stable ids that both engines name alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKey {
+    /// The `attempt`-th call of a purchase at a site (counted by whoever
+    /// makes or serves the call: the terminal, or the world).
+    Call { purchase: u32, site: FaultSite, attempt: u32 },
+    /// A step of one stack operation (replica crashes: the simulator only).
+    Operation { serial: u64, step: u32 },
+}
+
+impl FaultKey {
+    /// A terminal's roll on its `attempt`-th request at `endpoint`.
+    pub fn at_terminal(purchase: u32, endpoint: Endpoint, lane: Lane, attempt: u8) -> FaultKey {
+        FaultKey::Call { purchase, site: FaultSite::Terminal { endpoint, lane }, attempt: u32::from(attempt) }
+    }
+
+    pub fn ids(self) -> [u64; 3] {
+        match self {
+            FaultKey::Call { purchase, site, attempt } => roll_ids(purchase, site, attempt),
+            FaultKey::Operation { serial, step } => [serial, u64::from(step), 0],
+        }
+    }
+}
+
+/// The one place a call's fault roll ids are built. The layout keeps a
+/// terminal's first 255 attempts where they always were; a larger attempt
+/// spills into the lane word, so no two keys share ids.
+pub fn roll_ids(purchase: u32, site: FaultSite, attempt: u32) -> [u64; 3] {
+    let (code, lane) = match site {
+        FaultSite::Terminal { endpoint, lane } => (endpoint as u64, lane as u64),
+        FaultSite::World(endpoint) => (endpoint as u64, 4),
+    };
+    [u64::from(purchase), code << 8 | u64::from(attempt & 0xff), lane | u64::from(attempt >> 8) << 8]
+}
+
 /// The faults of a run, ready to roll.
 #[derive(Clone, Debug)]
 pub struct FaultPlan {
@@ -156,9 +223,9 @@ impl FaultPlan {
         &self.faults
     }
 
-    /// Rolls the boundary once for the crossing named by `ids`; returns the
+    /// Rolls the boundary once for the crossing named by `key`; returns the
     /// index and spec of the fault that fires, if any.
-    pub fn roll(&self, boundary: Boundary, crossing: &Crossing, ids: [u64; 3]) -> Option<(u16, &FaultSpec)> {
+    pub fn roll(&self, boundary: Boundary, crossing: &Crossing, key: FaultKey) -> Option<(u16, &FaultSpec)> {
         let mut candidates = self
             .faults
             .iter()
@@ -166,7 +233,7 @@ impl FaultPlan {
             .filter(|(_, fault)| fault.kind.boundary() == boundary && in_scope(fault, crossing))
             .peekable();
         candidates.peek()?;
-        let roll = self.rolls[boundary as usize].unit(ids);
+        let roll = self.rolls[boundary as usize].unit(key.ids());
         let mut threshold = 0.0;
         for (index, fault) in candidates {
             threshold += fault.probability;
@@ -205,6 +272,10 @@ mod tests {
         }
     }
 
+    fn key(serial: u64) -> FaultKey {
+        FaultKey::Operation { serial, step: 1 }
+    }
+
     fn crossing(now: Millis) -> Crossing {
         Crossing { now, phase: 0, condominium: Some(3), endpoint: Some(Endpoint::Confirm) }
     }
@@ -215,9 +286,9 @@ mod tests {
         scoped.endpoints = vec![Endpoint::Authorize];
         let plan = FaultPlan::new(1, vec![fault(FaultKind::RequestLost, 0.2), scoped]);
         let hits =
-            (0..10_000u64).filter(|n| plan.roll(Boundary::TerminalToStack, &crossing(0), [*n, 0, 0]).is_some()).count();
+            (0..10_000u64).filter(|n| plan.roll(Boundary::TerminalToStack, &crossing(0), key(*n)).is_some()).count();
         assert!((1_700..2_300).contains(&hits), "{hits}");
-        let none = (0..1_000u64).all(|n| plan.roll(Boundary::StackToTerminal, &crossing(0), [n, 0, 0]).is_none());
+        let none = (0..1_000u64).all(|n| plan.roll(Boundary::StackToTerminal, &crossing(0), key(n)).is_none());
         assert!(none, "a fault scoped to authorize never fires on confirm");
     }
 
@@ -226,12 +297,24 @@ mod tests {
         let one = FaultPlan::new(9, vec![fault(FaultKind::PspTimeout, 0.1)]);
         let two = FaultPlan::new(9, vec![fault(FaultKind::PspTimeout, 0.1), fault(FaultKind::PspError, 0.1)]);
         for n in 0..2_000u64 {
-            let first = one.roll(Boundary::StackToPsp, &crossing(0), [n, 1, 2]).map(|(i, _)| i);
-            let second = two.roll(Boundary::StackToPsp, &crossing(0), [n, 1, 2]).map(|(i, _)| i);
+            let first = one.roll(Boundary::StackToPsp, &crossing(0), key(n)).map(|(i, _)| i);
+            let second = two.roll(Boundary::StackToPsp, &crossing(0), key(n)).map(|(i, _)| i);
             if first.is_some() {
                 assert_eq!(first, second);
             }
         }
+    }
+
+    #[test]
+    fn roll_ids_keep_terminal_layout_and_never_collide() {
+        let site = FaultSite::Terminal { endpoint: Endpoint::Confirm, lane: Lane::Response };
+        assert_eq!(roll_ids(7, site, 3), [7, (Endpoint::Confirm as u64) << 8 | 3, 1]);
+        let refund = FaultSite::World(WorldEndpoint::Refund);
+        let mut seen: Vec<[u64; 3]> = (0..600).map(|attempt| roll_ids(7, refund, attempt)).collect();
+        seen.push(roll_ids(7, FaultSite::World(WorldEndpoint::GetCharge), 1));
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 601, "every attempt and site has its own ids");
     }
 }
 

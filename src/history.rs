@@ -11,9 +11,10 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::contract::{CanaryConfig, Endpoint, ErrorCode, PaymentStatus, Reply, Text};
 use crate::criteria::CriterionResult;
-use crate::faults::{FaultKind, StackFaultAction};
+use crate::faults::{FaultKey, FaultKind, StackFaultAction};
 use crate::time::{self, Millis};
 use crate::world::PurchaseOutcome;
+use crate::world::outcomes::{Fired, Truth};
 
 /// Purchase number of requests that no terminal sent (the sweep's cron,
 /// posim's probes, the operator's calls).
@@ -184,11 +185,12 @@ pub enum Event {
         execute_key: Text,
         cycle: Text,
     },
-    /// A planned fault fired; `subject` is the request, or the operation serial.
+    /// A planned fault fired, on the call its roll was keyed on (the same
+    /// key in both engines: see [`crate::faults::roll_ids`]).
     Fault {
         fault: u16,
         kind: FaultKind,
-        subject: u64,
+        key: FaultKey,
     },
     /// A scheduled stack fault began (`ended: false`) or was undone.
     StackFault {
@@ -234,6 +236,26 @@ impl Event {
             _ => (None, None, None),
         };
         Event::Answered { request, status, error: reply.error_code(), payment, execute_key, cycle }
+    }
+}
+
+impl From<Truth> for Event {
+    fn from(truth: Truth) -> Event {
+        match truth {
+            Truth::Charged { purchase, payment, provider_ref, captured } => {
+                Event::Charged { purchase, payment, provider_ref, captured }
+            }
+            Truth::Refunded { payment, provider_ref } => Event::Refunded { payment, provider_ref },
+            Truth::CycleStarted { machine, payment, execute_key, cycle } => {
+                Event::CycleStarted { machine, payment, execute_key, cycle }
+            }
+        }
+    }
+}
+
+impl From<Fired> for Event {
+    fn from(fired: Fired) -> Event {
+        Event::Fault { fault: fired.fault, kind: fired.kind, key: fired.key }
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use super::engine::{Heard, Shared, between};
 use crate::contract::world_api::ChargeRequest;
 use crate::contract::{Charge, ChargeStatus, Endpoint, ExecuteRequest, PaymentStatus, Reply, Request};
-use crate::faults::{Boundary, Crossing, FaultKind};
+use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
 use crate::history::{Decision, DecisionKind, Event};
 use crate::rollout::controller::audit_line;
 use crate::time::Millis;
@@ -119,10 +119,10 @@ async fn attempt(
     let timeout = shared.scenario.terminals.request_timeout;
     let id = shared.new_request();
     shared.record(Event::Sent { request: id, purchase: number, endpoint, attempt, twin: false });
-    let ids = [u64::from(number), (endpoint as u64) << 8 | u64::from(attempt), 0];
-    let fault = shared.faults.roll(Boundary::TerminalToStack, &crossing(shared, purchase, endpoint), ids);
+    let key = FaultKey::at_terminal(number, endpoint, Lane::Request, attempt);
+    let fault = shared.faults.roll(Boundary::TerminalToStack, &crossing(shared, purchase, endpoint), key);
     if let Some((index, spec)) = fault {
-        shared.record(Event::Fault { fault: index, kind: spec.kind, subject: u64::from(id) });
+        shared.record(Event::Fault { fault: index, kind: spec.kind, key });
         if spec.kind == FaultKind::RequestLost {
             shared.clock().sleep(timeout).await;
             shared.record(Event::Heard { request: id, status: None, error: None });
@@ -132,10 +132,10 @@ async fn attempt(
         let (shared, twins, request) = (Arc::clone(shared), Arc::clone(twins), request.clone());
         twin_tasks.spawn(async move { twin(&shared, number, (endpoint, attempt), request, delay, &twins).await });
     }
-    let ids = [u64::from(number), (endpoint as u64) << 8 | u64::from(attempt), 1];
-    let lost = shared.faults.roll(Boundary::StackToTerminal, &crossing(shared, purchase, endpoint), ids);
+    let key = FaultKey::at_terminal(number, endpoint, Lane::Response, attempt);
+    let lost = shared.faults.roll(Boundary::StackToTerminal, &crossing(shared, purchase, endpoint), key);
     if let Some((index, spec)) = lost {
-        shared.record(Event::Fault { fault: index, kind: spec.kind, subject: u64::from(id) });
+        shared.record(Event::Fault { fault: index, kind: spec.kind, key });
     }
     let heard = shared.send(id, &request, timeout, lost.is_some()).await;
     hear(shared, number, id, &heard);
@@ -178,10 +178,10 @@ async fn twin(
 }
 
 fn walks_away(shared: &Shared, number: u32, purchase: &Purchase, endpoint: Endpoint) -> bool {
-    let ids = [u64::from(number), (endpoint as u64) << 8 | u64::from(purchase.attempt), 3];
-    match shared.faults.roll(Boundary::Customer, &crossing(shared, purchase, endpoint), ids) {
+    let key = FaultKey::at_terminal(number, endpoint, Lane::Customer, purchase.attempt);
+    match shared.faults.roll(Boundary::Customer, &crossing(shared, purchase, endpoint), key) {
         Some((index, spec)) => {
-            shared.record(Event::Fault { fault: index, kind: spec.kind, subject: u64::from(number) });
+            shared.record(Event::Fault { fault: index, kind: spec.kind, key });
             true
         }
         None => false,

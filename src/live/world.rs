@@ -4,7 +4,6 @@
 //! listener serves both (their paths do not collide), so `PSP_BASE_URL` and
 //! `IOT_GATEWAY_URL` may name the same address.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -12,7 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use uuid::Uuid;
 
 use super::clock::Recorder;
 use crate::contract::world_api::{
@@ -20,13 +18,15 @@ use crate::contract::world_api::{
     WorldError,
 };
 use crate::contract::{Charge, ChargeStatus, CycleRecord, StartCycleCommand, Text};
-use crate::faults::{Boundary, Crossing, FaultKind, FaultPlan};
+use uuid::Uuid;
+use crate::faults::{FaultKey, FaultPlan};
 use crate::history::Event;
 use crate::scenario::Latency;
 use crate::time::{self, Millis};
-use crate::world::machines::CommandAnswer;
-use crate::world::psp::RefundOutcome;
-use crate::world::{Fleet, MachineState, PspLedger};
+use crate::world::gateway::{CyclesAnswer, GatewayAnswer, Route};
+use crate::world::outcomes::{At, Fired, Truth, UNCHARGED};
+use crate::world::psp::{PspAnswer, PspRequest, RefundOutcome};
+use crate::world::{Fleet, WorldState};
 
 /// What a live run adds to the world: the history it writes ground truth
 /// into, the fault plan it rolls at its boundaries, and the latencies it plays.
@@ -40,17 +40,12 @@ pub struct LiveContext {
     pub phase: std::sync::atomic::AtomicU16,
 }
 
-/// The world's ground truth, shared by the handlers.
+/// The world's ground truth, shared by the handlers: the simulator's world
+/// state machine behind a lock, with the latencies and waits of a live run.
 pub struct World {
-    psp: Mutex<PspLedger>,
-    machines: Mutex<Vec<MachineState>>,
-    machine_index: HashMap<String, usize>,
+    state: Mutex<WorldState>,
     cycle_length: Millis,
     live: Option<LiveContext>,
-    /// payment → (purchase, condominium, calls so far): stable ids for fault rolls.
-    payments: Mutex<HashMap<Uuid, (u32, u32, u64)>>,
-    /// execute_key → payment, learnt from the commands (a cycles query names only the key).
-    keys: Mutex<HashMap<String, Uuid>>,
 }
 
 impl World {
@@ -63,18 +58,13 @@ impl World {
     }
 
     fn build(fleet: &Fleet, cycle_length: Millis, live: Option<LiveContext>) -> World {
-        let machines =
-            fleet.machines.iter().enumerate().map(|(i, m)| MachineState::new(i as u32, m.firmware)).collect();
-        let machine_index = fleet.machines.iter().enumerate().map(|(i, m)| (m.id.to_string(), i)).collect();
-        World {
-            psp: Mutex::new(PspLedger::default()),
-            machines: Mutex::new(machines),
-            machine_index,
-            cycle_length,
-            live,
-            payments: Mutex::new(HashMap::new()),
-            keys: Mutex::new(HashMap::new()),
-        }
+        // Outside a live run no fault is planned: the world only keeps its ledgers.
+        let faults = live.as_ref().map_or_else(|| FaultPlan::new(0, Vec::new()), |live| live.faults.clone());
+        World { state: Mutex::new(WorldState::new(fleet, faults)), cycle_length, live }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WorldState> {
+        self.state.lock().expect("world lock")
     }
 
     /// The plan phase in effect, for fault scopes (0 outside a live run).
@@ -89,9 +79,15 @@ impl World {
         }
     }
 
+    /// When a call reaches the world (the wall clock outside a live run).
+    fn at(&self) -> At {
+        let now = self.live.as_ref().map_or_else(time::wall_clock_millis, |live| live.recorder.clock.now());
+        At { now, phase: self.phase() }
+    }
+
     /// Is the machine free for a new customer (not running, not offline)?
     pub fn machine_idle(&self, index: usize, now: Millis) -> bool {
-        self.machines.lock().expect("machines lock")[index].is_idle(now)
+        self.state().gateway.machine(index as u32).is_idle(now)
     }
 
     fn record(&self, event: Event) {
@@ -100,52 +96,57 @@ impl World {
         }
     }
 
-    /// Plays a boundary: a latency, then maybe a fault, keyed by the
-    /// payment's purchase and how many calls it has made (stable ids).
-    async fn boundary(
-        &self,
-        boundary: Boundary,
-        payment: Uuid,
-        latency: (Millis, Millis),
-    ) -> Option<(FaultKind, Millis)> {
-        let live = self.live.as_ref()?;
-        let (purchase, condominium, call) = {
-            let mut payments = self.payments.lock().expect("payments lock");
-            let entry = payments.entry(payment).or_insert((u32::MAX, u32::MAX, 0));
-            entry.2 += 1;
-            *entry
-        };
-        let crossing = Crossing {
-            now: live.recorder.clock.now(),
-            phase: live.phase.load(std::sync::atomic::Ordering::Relaxed),
-            condominium: (condominium != u32::MAX).then_some(condominium),
-            endpoint: None,
-        };
-        let roll = live.faults.roll(boundary, &crossing, [u64::from(purchase), call, boundary as u64]);
-        let spread = latency.1 - latency.0 + 1;
-        let delay = latency.0 + (u64::from(purchase) ^ call.wrapping_mul(0x9E37)) % spread;
+    /// Records the fault the world played on a call and the ground truth it saw.
+    fn record_served(&self, fired: Option<Fired>, truth: Option<Truth>) {
+        if let Some(fired) = fired {
+            self.record(fired.into());
+        }
+        if let Some(truth) = truth {
+            self.record(truth.into());
+        }
+    }
+
+    /// Plays a boundary's latency on the way back, varied by the call's key.
+    async fn travel(&self, key: FaultKey, latency: impl Fn(&LiveContext) -> (Millis, Millis)) {
+        let Some(live) = self.live.as_ref() else { return };
+        let (low, high) = latency(live);
+        let [purchase, call, lane] = key.ids();
+        let delay = low + (purchase ^ (call ^ lane << 16).wrapping_mul(0x9E37)) % (high - low + 1);
         live.recorder.clock.sleep(delay / 2).await;
-        let (index, spec) = roll?;
-        live.recorder.record(Event::Fault { fault: index, kind: spec.kind, subject: u64::from(purchase) });
-        Some((spec.kind, spec.duration))
     }
 
     /// Waits out a stack's timeout (the answer is lost or never comes).
-    async fn beyond(&self, timeout: Millis) {
+    async fn beyond(&self, timeout: impl Fn(&LiveContext) -> Millis) {
         if let Some(live) = &self.live {
-            live.recorder.clock.sleep(timeout * 2 + 1_000).await;
+            live.recorder.clock.sleep(timeout(live) * 2 + 1_000).await;
         }
     }
 
     /// How many cycles the machines' logs hold for `execute_key` on `machine_id`.
     pub fn cycles(&self, machine_id: &str, execute_key: &str) -> Vec<CycleRecord> {
-        let Some(&index) = self.machine_index.get(machine_id) else { return Vec::new() };
-        self.machines.lock().expect("machines lock")[index].cycles(execute_key)
+        let state = self.state();
+        let Some(index) = state.gateway.index(machine_id) else { return Vec::new() };
+        state.gateway.machine(index).cycles(execute_key)
     }
 
     /// Every captured or refunded charge of a payment.
     pub fn charges(&self, payment_id: Uuid) -> Vec<Charge> {
-        self.psp.lock().expect("ledger lock").for_payment(payment_id)
+        self.state().psp.for_payment(payment_id)
+    }
+
+    /// A call to the PSP, played: its latency, then a timeout, a 5xx or the ledger's answer.
+    async fn psp(&self, request: &PspRequest) -> Result<PspAnswer, Response> {
+        let served = self.state().psp(self.at(), request);
+        self.record_served(served.fired, served.truth);
+        self.travel(served.key, |live| live.latency.stack_psp).await;
+        match served.answer {
+            PspAnswer::Timeout => {
+                self.beyond(|live| live.psp_timeout).await;
+                Err(error(StatusCode::GATEWAY_TIMEOUT, "timeout"))
+            }
+            PspAnswer::Error => Err(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable")),
+            answer => Ok(answer),
+        }
     }
 }
 
@@ -158,40 +159,21 @@ async fn create_charge(
     body: Result<axum::Json<ChargeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(axum::Json(request)) = body else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
-    let key = request.idempotency_key;
-    let (charge, new) =
-        world.psp.lock().expect("ledger lock").charge(request.payment_id, request.amount_cents, key, request.declined);
-    if let (Some(purchase), true) = (request.purchase, new) {
-        let condominium = request.condominium.unwrap_or(u32::MAX);
-        world.payments.lock().expect("payments lock").insert(request.payment_id, (purchase, condominium, 0));
-        let captured = charge.status == ChargeStatus::Captured;
-        let provider_ref = charge.provider_ref.clone();
-        world.record(Event::Charged { purchase, payment: request.payment_id, provider_ref, captured });
+    let owner = (request.purchase.unwrap_or(UNCHARGED), request.condominium);
+    let amount = (request.amount_cents, request.idempotency_key.into());
+    let (charge, truth) = world.state().charge(owner, request.payment_id, amount, request.declined);
+    // Only posim's terminals name their purchase: ground truth is theirs.
+    if request.purchase.is_some() {
+        world.record_served(None, truth);
     }
     (StatusCode::CREATED, axum::Json(charge)).into_response()
 }
 
-/// The stack → PSP boundary: latency, then a timeout or a 5xx if the plan says so.
-async fn psp_boundary(world: &World, payment: Uuid) -> Option<Response> {
-    let live = world.live.as_ref()?;
-    match world.boundary(Boundary::StackToPsp, payment, live.latency.stack_psp).await {
-        Some((FaultKind::PspTimeout, _)) => {
-            world.beyond(live.psp_timeout).await;
-            Some(error(StatusCode::GATEWAY_TIMEOUT, "timeout"))
-        }
-        Some(_) => Some(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable")),
-        None => None,
-    }
-}
-
 async fn get_charge(State(world): State<Arc<World>>, Path(reference): Path<String>) -> Response {
-    let payment = world.psp.lock().expect("ledger lock").get(&reference).map(|charge| charge.payment_id);
-    if let Some(faulty) = psp_boundary(&world, payment.unwrap_or_default()).await {
-        return faulty;
-    }
-    match world.psp.lock().expect("ledger lock").get(&reference) {
-        Some(charge) => axum::Json(charge).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found"),
+    match world.psp(&PspRequest::GetCharge(reference.into())).await {
+        Ok(PspAnswer::Charge(Some(charge))) => axum::Json(charge).into_response(),
+        Ok(_) => error(StatusCode::NOT_FOUND, "not_found"),
+        Err(faulty) => faulty,
     }
 }
 
@@ -200,10 +182,12 @@ async fn list_charges(
     query: Result<Query<ChargesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
-    if let Some(faulty) = psp_boundary(&world, query.payment_id).await {
-        return faulty;
-    }
-    axum::Json(ChargeList { charges: world.charges(query.payment_id) }).into_response()
+    let charges = match world.psp(&PspRequest::ListCharges(query.payment_id)).await {
+        Ok(PspAnswer::Charges(charges)) => charges,
+        Ok(_) => Vec::new(),
+        Err(faulty) => return faulty,
+    };
+    axum::Json(ChargeList { charges }).into_response()
 }
 
 async fn refund(State(world): State<Arc<World>>, Path(reference): Path<String>, headers: HeaderMap) -> Response {
@@ -211,24 +195,18 @@ async fn refund(State(world): State<Arc<World>>, Path(reference): Path<String>, 
         return error(StatusCode::BAD_REQUEST, "idempotency_key_required");
     };
     let key: Text = key.into();
-    let payment = world.psp.lock().expect("ledger lock").get(&reference).map(|charge| charge.payment_id);
-    if let Some(faulty) = psp_boundary(&world, payment.unwrap_or_default()).await {
-        return faulty;
-    }
-    let outcome = world.psp.lock().expect("ledger lock").refund(&reference, &key);
+    let request = PspRequest::Refund { provider_ref: reference.as_str().into(), idempotency_key: key.clone() };
+    let outcome = match world.psp(&request).await {
+        Ok(PspAnswer::Refund(outcome)) => outcome,
+        Ok(_) => RefundOutcome::NotFound,
+        Err(faulty) => return faulty,
+    };
     match outcome {
-        RefundOutcome::Refunded(new) => {
-            if new {
-                world.record(Event::Refunded {
-                    payment: payment.unwrap_or_default(),
-                    provider_ref: reference.clone().into(),
-                });
-            }
+        RefundOutcome::Refunded(_) => {
             let refund_id = format!("rf_{key}").into();
-            axum::Json(Refund { provider_ref: reference.into(), status: ChargeStatus::Refunded, refund_id })
-                .into_response()
+            axum::Json(Refund { provider_ref: reference.into(), status: ChargeStatus::Refunded, refund_id }).into_response()
         }
-        RefundOutcome::AlreadyRefunded => error(StatusCode::CONFLICT, WorldError::ALREADY_REFUNDED),
+        RefundOutcome::AlreadyRefunded => error(StatusCode::CONFLICT, "already_refunded"),
         RefundOutcome::NotFound => error(StatusCode::NOT_FOUND, "not_found"),
         RefundOutcome::NotCaptured => error(StatusCode::CONFLICT, "not_captured"),
     }
@@ -239,54 +217,45 @@ async fn command(
     Path(machine_id): Path<String>,
     body: Result<axum::Json<Command>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    // An unknown `action` fails to deserialise: 400 like any bad body.
     let Ok(axum::Json(request)) = body else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
-    let Some(&index) = world.machine_index.get(&machine_id) else {
-        return error(StatusCode::NOT_FOUND, "unknown_machine");
-    };
     let command = StartCycleCommand {
         machine_id: machine_id.into(),
         command_id: request.command_id,
         payment_id: request.payment_id,
         execute_key: request.execute_key,
     };
-    world.keys.lock().expect("keys lock").insert(command.execute_key.to_string(), command.payment_id);
-    let live = world.live.as_ref();
-    let fault = match live {
-        Some(live) => world.boundary(Boundary::StackToIot, request.payment_id, live.latency.stack_iot).await,
-        None => None,
-    };
-    let now = live.map_or_else(time::wall_clock_millis, |live| live.recorder.clock.now());
-    let timeout = live.map_or(0, |live| live.iot_timeout);
-    if let Some((FaultKind::IotCommandLost, _)) = fault {
-        world.beyond(timeout).await;
-        return error(StatusCode::GATEWAY_TIMEOUT, "timeout");
-    }
-    let answer = {
-        let mut machines = world.machines.lock().expect("machines lock");
-        if let Some((FaultKind::MachineOffline, duration)) = fault {
-            machines[index].go_offline(now + duration);
-        }
-        machines[index].command(&command, now, world.cycle_length)
-    };
-    if let CommandAnswer::Started(cycle) = &answer {
-        let (payment, execute_key) = (command.payment_id, command.execute_key.clone());
-        world.record(Event::CycleStarted { machine: index as u32, payment, execute_key, cycle: cycle.clone() });
-    }
-    match fault {
-        // The machine started; the stack hears nothing, or a 504.
-        Some((FaultKind::IotAckLost, _)) => {
-            world.beyond(timeout).await;
+    let served = world.state().send_command(world.at(), &command);
+    let fault = served.fired.map(|fired| fired.kind);
+    world.record_served(served.fired, served.truth);
+    world.travel(served.key, |live| live.latency.stack_iot).await;
+    let machine = match served.answer {
+        Route::ToMachine(machine) => machine,
+        Route::UnknownMachine => return error(StatusCode::NOT_FOUND, "unknown_machine"),
+        Route::Lost => {
+            world.beyond(|live| live.iot_timeout).await;
             return error(StatusCode::GATEWAY_TIMEOUT, "timeout");
         }
-        Some((FaultKind::Gateway504, _)) => return error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
-        _ => {}
-    }
-    let reply = match answer {
-        CommandAnswer::Started(cycle) => CommandReply::new(CommandResult::Started, Some(cycle)),
-        CommandAnswer::AlreadyStarted(cycle) => CommandReply::new(CommandResult::AlreadyStarted, Some(cycle)),
-        CommandAnswer::Busy => CommandReply::new(CommandResult::Busy, None),
-        CommandAnswer::Offline => CommandReply::new(CommandResult::Offline, None),
     };
+    let (answer, truth) = world.state().at_machine(machine, &command, fault, (world.at().now, world.cycle_length));
+    world.record_served(None, truth);
+    match answer {
+        // The machine started; the stack hears nothing, or a 504.
+        GatewayAnswer::NoAnswer => {
+            world.beyond(|live| live.iot_timeout).await;
+            error(StatusCode::GATEWAY_TIMEOUT, "timeout")
+        }
+        GatewayAnswer::GatewayTimeout => error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
+        GatewayAnswer::Started(cycle) => command_reply(CommandResult::Started, Some(cycle)),
+        GatewayAnswer::AlreadyStarted(cycle) => command_reply(CommandResult::AlreadyStarted, Some(cycle)),
+        GatewayAnswer::Busy => command_reply(CommandResult::Busy, None),
+        GatewayAnswer::Offline => command_reply(CommandResult::Offline, None),
+    }
+}
+
+/// The gateway's answer with the status the contract gives it.
+fn command_reply(result: CommandResult, cycle_id: Option<Text>) -> Response {
+    let reply = CommandReply::new(result, cycle_id);
     let status = StatusCode::from_u16(reply.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     (status, axum::Json(reply)).into_response()
 }
@@ -297,21 +266,19 @@ async fn cycles(
     query: Result<Query<CyclesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
-    let Some(&index) = world.machine_index.get(&machine_id) else {
-        return error(StatusCode::NOT_FOUND, "unknown_machine");
-    };
-    if let Some(live) = &world.live {
-        let payment = world.keys.lock().expect("keys lock").get(&query.execute_key).copied().unwrap_or_default();
-        if world.boundary(Boundary::StackToIot, payment, live.latency.stack_iot).await.is_some() {
-            world.beyond(live.iot_timeout).await;
+    let served = world.state().find_cycles(world.at(), &machine_id, &query.execute_key);
+    world.record_served(served.fired, served.truth);
+    world.travel(served.key, |live| live.latency.stack_iot).await;
+    let cycles = match served.answer {
+        CyclesAnswer::Cycles(cycles) => cycles,
+        CyclesAnswer::UnknownMachine => return error(StatusCode::NOT_FOUND, "unknown_machine"),
+        CyclesAnswer::Offline => return error(StatusCode::SERVICE_UNAVAILABLE, "offline"),
+        CyclesAnswer::NoAnswer => {
+            world.beyond(|live| live.iot_timeout).await;
             return error(StatusCode::GATEWAY_TIMEOUT, "timeout");
         }
-        let now = live.recorder.clock.now();
-        if !world.machines.lock().expect("machines lock")[index].is_reachable(now) {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "offline");
-        }
-    }
-    axum::Json(CycleList { cycles: world.cycles(&machine_id, &query.execute_key) }).into_response()
+    };
+    axum::Json(CycleList { cycles }).into_response()
 }
 
 /// The PSP's and the gateway's routes.

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-use crate::contract::{CanaryConfig, Endpoint, Reply, Request, Text};
+use crate::contract::{CanaryConfig, Endpoint, Reply, Request};
 use crate::faults::FaultPlan;
 use crate::history::{Event, History};
 use crate::rollout::controller::Controller;
@@ -31,7 +31,8 @@ use crate::stack::store::MemoryStore;
 use crate::stack::{BugSet, Operation, Stack};
 use crate::time::Millis;
 use crate::traffic::{PlannedPurchase, TrafficPlan};
-use crate::world::{MachineState, PspLedger, Purchase};
+use crate::world::outcomes::At;
+use crate::world::{Purchase, WorldState};
 
 use queue::Agenda;
 
@@ -279,9 +280,8 @@ struct Sim<'s> {
     purchases: Purchases,
     /// The purchase holding each machine (a customer stands at it).
     reserved: Vec<Option<u32>>,
-    machine_index: HashMap<Text, u32>,
-    psp: PspLedger,
-    machines: Vec<MachineState>,
+    /// The PSP and the gateway in front of the machines, with their faults.
+    world: WorldState,
     history: History,
     controller: Controller,
     /// The deploy the controller decided last (older rollouts stop).
@@ -306,14 +306,14 @@ impl<'s> Sim<'s> {
             machine_ids: fleet.machines.iter().map(|m| m.id.clone()).collect(),
             ..History::default()
         };
-        let machines =
-            fleet.machines.iter().enumerate().map(|(i, m)| MachineState::new(i as u32, m.firmware)).collect();
+        let faults = FaultPlan::new(options.seed, scenario.faults.clone());
         Sim {
             scenario,
             bugs: options.bugs,
             now: 0,
             agenda: Agenda::new(),
-            faults: FaultPlan::new(options.seed, scenario.faults.clone()),
+            world: WorldState::new(fleet, faults.clone()),
+            faults,
             latency_rng: seed::stream(options.seed, "latency"),
             traffic: TrafficPlan::new(scenario, options.seed),
             next_arrival: None,
@@ -328,9 +328,6 @@ impl<'s> Sim<'s> {
             commands: Vec::new(),
             purchases: Purchases::default(),
             reserved: vec![None; fleet.machines.len()],
-            machine_index: fleet.machines.iter().enumerate().map(|(i, m)| (m.id.clone(), i as u32)).collect(),
-            psp: PspLedger::default(),
-            machines,
             history,
             controller: Controller::new(scenario),
             latest_deploy: 0,
@@ -378,6 +375,11 @@ impl<'s> Sim<'s> {
 
     fn record(&mut self, event: Event) {
         self.history.push(self.now, event);
+    }
+
+    /// When a call reaches the world, for its fault scopes.
+    fn at(&self) -> At {
+        At { now: self.now, phase: self.controller.phase() }
     }
 
     /// A uniform draw in `[low, high]` from the latency stream.

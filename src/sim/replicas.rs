@@ -7,13 +7,14 @@ use std::rc::Rc;
 
 use super::{InFlightCommand, OpSlot, Origin, Sim, SimEvent};
 use crate::contract::{Reply, Request, StartCycleCommand};
-use crate::faults::{Boundary, Crossing, FaultKind};
+use crate::faults::{Boundary, Crossing, FaultKey, FaultKind};
 use crate::history::{DownCause, Event};
 use crate::stack::core::{Effect, Input, IotCall, IotOutcome, PspCall, PspOutcome};
 use crate::stack::store::Store as _;
 use crate::stack::{Stack, StackBug};
-use crate::world::machines::CommandAnswer;
-use crate::world::psp::RefundOutcome;
+use crate::world::gateway::{CyclesAnswer, GatewayAnswer, Route};
+use crate::world::outcomes::{Fired, Truth};
+use crate::world::psp::{PspAnswer, PspRequest, RefundOutcome};
 
 impl Sim<'_> {
     /// Rolls a decided deploy out: all at once at the start, then replica by replica.
@@ -69,9 +70,10 @@ impl Sim<'_> {
         self.record(Event::ReplicaUp { replica, config });
     }
 
-    fn crash(&mut self, replica: u16, fault: u16, serial: u64) {
+    fn crash(&mut self, replica: u16, fault: u16, (serial, step): (u64, u32)) {
         let downtime = self.faults.faults()[usize::from(fault)].duration;
-        self.record(Event::Fault { fault, kind: FaultKind::ReplicaCrash, subject: serial });
+        let key = FaultKey::Operation { serial, step };
+        self.record(Event::Fault { fault, kind: FaultKind::ReplicaCrash, key });
         self.record(Event::ReplicaDown { replica, cause: DownCause::Crash });
         let slot = &mut self.replicas[usize::from(replica)];
         slot.serving = false;
@@ -163,9 +165,9 @@ impl Sim<'_> {
             match effect {
                 Effect::Store(op) => {
                     let crossing = self.crossing(&slot);
-                    let ids = [slot.serial, u64::from(slot.step), 0];
-                    if let Some((fault, _)) = self.faults.roll(Boundary::Replica, &crossing, ids) {
-                        self.crash(slot.replica, fault, slot.serial);
+                    let key = FaultKey::Operation { serial: slot.serial, step: slot.step };
+                    if let Some((fault, _)) = self.faults.roll(Boundary::Replica, &crossing, key) {
+                        self.crash(slot.replica, fault, (slot.serial, slot.step));
                         self.free_ops.push(index);
                         return;
                     }
@@ -174,12 +176,12 @@ impl Sim<'_> {
                     effect = stack.resume(&mut slot.operation, Input::Store(result), self.now, &mut self.ids);
                 }
                 Effect::Psp(call) => {
-                    let (outcome, delay) = self.psp_call(&slot, call);
+                    let (outcome, delay) = self.psp_call(call);
                     self.park(index, slot, Input::Psp(outcome), delay);
                     return;
                 }
                 Effect::Iot(IotCall::FindCycles { machine_id, execute_key }) => {
-                    let (outcome, delay) = self.find_cycles(&slot, &machine_id, &execute_key);
+                    let (outcome, delay) = self.find_cycles(&machine_id, &execute_key);
                     self.park(index, slot, Input::Iot(outcome), delay);
                     return;
                 }
@@ -204,77 +206,63 @@ impl Sim<'_> {
         self.agenda.schedule(self.now + delay, SimEvent::Resume { op: index, serial });
     }
 
-    fn psp_call(&mut self, slot: &OpSlot, call: PspCall) -> (PspOutcome, u64) {
+    fn psp_call(&mut self, call: PspCall) -> (PspOutcome, u64) {
         let settings = &self.scenario.stack;
-        let round_trip = self.latency(self.scenario.latency.stack_psp);
-        let crossing = self.crossing(slot);
-        let fault = self.faults.roll(Boundary::StackToPsp, &crossing, [slot.serial, u64::from(slot.step), 0]);
-        if let Some((index, spec)) = fault {
-            let kind = spec.kind;
-            self.record(Event::Fault { fault: index, kind, subject: slot.serial });
-            if kind == FaultKind::PspTimeout {
-                return (PspOutcome::Unavailable, settings.psp_timeout);
-            }
-            return (PspOutcome::Unavailable, round_trip.min(settings.psp_timeout));
-        }
-        let outcome = match call {
-            PspCall::GetCharge(provider_ref) => PspOutcome::Charge(self.psp.get(&provider_ref)),
-            PspCall::ChargesForPayment(payment) => PspOutcome::Charges(self.psp.for_payment(payment)),
-            PspCall::Refund { provider_ref, idempotency_key } => match self.psp.refund(&provider_ref, &idempotency_key)
-            {
-                RefundOutcome::Refunded(new) => {
-                    if new {
-                        let payment = self.psp.get(&provider_ref).map(|charge| charge.payment_id).unwrap_or_default();
-                        self.record(Event::Refunded { payment, provider_ref });
-                    }
-                    PspOutcome::Refunded
-                }
-                RefundOutcome::AlreadyRefunded => PspOutcome::AlreadyRefunded,
-                RefundOutcome::NotFound | RefundOutcome::NotCaptured => PspOutcome::Unavailable,
-            },
+        let (psp_timeout, round_trip) = (settings.psp_timeout, self.latency(self.scenario.latency.stack_psp));
+        let request = match call {
+            PspCall::GetCharge(provider_ref) => PspRequest::GetCharge(provider_ref),
+            PspCall::ChargesForPayment(payment) => PspRequest::ListCharges(payment),
+            PspCall::Refund { provider_ref, idempotency_key } => PspRequest::Refund { provider_ref, idempotency_key },
         };
-        if round_trip > settings.psp_timeout {
-            return (PspOutcome::Unavailable, settings.psp_timeout);
+        let served = self.world.psp(self.at(), &request);
+        self.record_served(served.fired, served.truth);
+        let outcome = match served.answer {
+            PspAnswer::Timeout => return (PspOutcome::Unavailable, psp_timeout),
+            PspAnswer::Error => return (PspOutcome::Unavailable, round_trip.min(psp_timeout)),
+            PspAnswer::Charge(charge) => PspOutcome::Charge(charge),
+            PspAnswer::Charges(charges) => PspOutcome::Charges(charges),
+            PspAnswer::Refund(RefundOutcome::Refunded(_)) => PspOutcome::Refunded,
+            PspAnswer::Refund(RefundOutcome::AlreadyRefunded) => PspOutcome::AlreadyRefunded,
+            PspAnswer::Refund(RefundOutcome::NotFound | RefundOutcome::NotCaptured) => PspOutcome::Unavailable,
+        };
+        if round_trip > psp_timeout {
+            return (PspOutcome::Unavailable, psp_timeout);
         }
         (outcome, round_trip)
     }
 
-    fn find_cycles(&mut self, slot: &OpSlot, machine_id: &str, execute_key: &str) -> (IotOutcome, u64) {
+    /// Records the fault the world played on a call and the ground truth it saw.
+    fn record_served(&mut self, fired: Option<Fired>, truth: Option<Truth>) {
+        if let Some(fired) = fired {
+            self.record(fired.into());
+        }
+        if let Some(truth) = truth {
+            self.record(truth.into());
+        }
+    }
+
+    fn find_cycles(&mut self, machine_id: &str, execute_key: &str) -> (IotOutcome, u64) {
         let timeout = self.scenario.stack.settings.iot_timeout;
         let round_trip = self.latency(self.scenario.latency.stack_iot);
-        let crossing = self.crossing(slot);
-        let fault = self.faults.roll(Boundary::StackToIot, &crossing, [slot.serial, u64::from(slot.step), 1]);
-        let Some(&machine) = self.machine_index.get(machine_id) else { return (IotOutcome::NoAnswer, timeout) };
-        if let Some((index, spec)) = fault {
-            let kind = spec.kind;
-            self.record(Event::Fault { fault: index, kind, subject: slot.serial });
-            return (IotOutcome::NoAnswer, timeout);
+        let served = self.world.find_cycles(self.at(), machine_id, execute_key);
+        self.record_served(served.fired, served.truth);
+        match served.answer {
+            CyclesAnswer::Cycles(cycles) if round_trip <= timeout => (IotOutcome::Cycles(cycles), round_trip),
+            _ => (IotOutcome::NoAnswer, timeout),
         }
-        if round_trip > timeout || !self.machines[machine as usize].is_reachable(self.now) {
-            return (IotOutcome::NoAnswer, timeout);
-        }
-        (IotOutcome::Cycles(self.machines[machine as usize].cycles(execute_key)), round_trip)
     }
 
     /// A start command leaves the stack; the machine acts when it arrives.
     fn send_command(&mut self, index: u32, slot: &OpSlot, command: StartCycleCommand) {
         let timeout = self.scenario.stack.settings.iot_timeout;
         let round_trip = self.latency(self.scenario.latency.stack_iot);
-        let crossing = self.crossing(slot);
-        let fault = self.faults.roll(Boundary::StackToIot, &crossing, [slot.serial, u64::from(slot.step), 0]);
-        let fault = fault.map(|(fault_index, spec)| (fault_index, spec.kind, spec.duration));
-        let machine = self.machine_index.get(&command.machine_id).copied();
-        if let Some((fault_index, kind, duration)) = fault {
-            self.record(Event::Fault { fault: fault_index, kind, subject: slot.serial });
-            if let (FaultKind::MachineOffline, Some(machine)) = (kind, machine) {
-                self.machines[machine as usize].go_offline(self.now + duration);
-            }
-        }
-        let kind = fault.map(|(_, kind, _)| kind);
+        let served = self.world.send_command(self.at(), &command);
+        let kind = served.fired.map(|fired| fired.kind);
+        self.record_served(served.fired, served.truth);
         // A lost command reaches no machine: the stack waits out its timeout.
-        let (machine, arrives_after, round_trip) = match machine {
-            Some(machine) if kind != Some(FaultKind::IotCommandLost) => (machine, round_trip / 2, round_trip),
-            _ => (u32::MAX, timeout, timeout),
+        let (machine, arrives_after, round_trip) = match served.answer {
+            Route::ToMachine(machine) => (machine, round_trip / 2, round_trip),
+            Route::Lost | Route::UnknownMachine => (u32::MAX, timeout, timeout),
         };
         let in_flight = InFlightCommand {
             command,
@@ -302,18 +290,15 @@ impl Sim<'_> {
             let machine = in_flight.machine;
             let command = in_flight.command.clone();
             let cycle_length = self.latency(self.scenario.traffic.cycle_length);
-            let answer = self.machines[machine as usize].command(&command, self.now, cycle_length);
-            if let CommandAnswer::Started(cycle) = &answer {
-                let (payment, execute_key, cycle) = (command.payment_id, command.execute_key.clone(), cycle.clone());
-                self.record(Event::CycleStarted { machine, payment, execute_key, cycle });
-            }
-            match (fault, answer) {
-                (Some(FaultKind::IotAckLost), _) => IotOutcome::NoAnswer,
-                (Some(FaultKind::Gateway504), _) => IotOutcome::GatewayTimeout,
-                (_, CommandAnswer::Started(cycle)) => IotOutcome::Started(cycle),
-                (_, CommandAnswer::AlreadyStarted(cycle)) => IotOutcome::AlreadyStarted(cycle),
-                (_, CommandAnswer::Busy) => IotOutcome::Busy,
-                (_, CommandAnswer::Offline) => IotOutcome::Offline,
+            let (answer, truth) = self.world.at_machine(machine, &command, fault, (self.now, cycle_length));
+            self.record_served(None, truth);
+            match answer {
+                GatewayAnswer::NoAnswer => IotOutcome::NoAnswer,
+                GatewayAnswer::GatewayTimeout => IotOutcome::GatewayTimeout,
+                GatewayAnswer::Started(cycle) => IotOutcome::Started(cycle),
+                GatewayAnswer::AlreadyStarted(cycle) => IotOutcome::AlreadyStarted(cycle),
+                GatewayAnswer::Busy => IotOutcome::Busy,
+                GatewayAnswer::Offline => IotOutcome::Offline,
             }
         };
         let answered_at = match outcome {

@@ -105,7 +105,7 @@ impl Sim<'_> {
                 _ => Vec::new(),
             };
             self.record(Event::AuditedKey { idempotency_key: key.clone(), payments: by_key.clone() });
-            let charges = self.psp.for_payment(payment);
+            let charges = self.world.psp.for_payment(payment);
             let standing = charges.iter().filter(|charge| charge.status == ChargeStatus::Captured).count();
             for charge in &charges {
                 let by_ref = match self.read_direct(&stack, Request::AuditByProviderRef(charge.provider_ref.clone())) {

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use super::{Origin, RequestSlot, Sim, SimEvent};
 use crate::contract::{Endpoint, Reply, Request};
-use crate::faults::{Boundary, Crossing, FaultKind};
+use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
 use crate::history::{Event, NO_PURCHASE};
 use crate::stack::Stack;
 use crate::stack::core::{Effect, Input};
@@ -28,8 +28,8 @@ impl Sim<'_> {
     pub(super) fn arrival(&mut self) {
         let planned = self.next_arrival.take().expect("an arrival is planned");
         self.schedule_arrival();
-        let (reserved, machines, now) = (&self.reserved, &self.machines, self.now);
-        let is_free = |m: u32| reserved[m as usize].is_none() && machines[m as usize].is_idle(now);
+        let (reserved, gateway, now) = (&self.reserved, &self.world.gateway, self.now);
+        let is_free = |m: u32| reserved[m as usize].is_none() && gateway.machine(m).is_idle(now);
         let Some(machine) = self.traffic.pick_machine(&planned, is_free) else {
             return; // every machine is taken: the customer comes back another time
         };
@@ -56,13 +56,13 @@ impl Sim<'_> {
         self.record(Event::Sent { request: id, purchase, endpoint, attempt, twin: false });
         self.agenda.schedule(self.now + self.scenario.terminals.request_timeout, SimEvent::Timeout { request: id });
         let crossing = self.terminal_crossing(purchase, endpoint);
-        let ids = [u64::from(purchase), (endpoint as u64) << 8 | u64::from(attempt), 0];
-        match self.faults.roll(Boundary::TerminalToStack, &crossing, ids) {
+        let key = FaultKey::at_terminal(purchase, endpoint, Lane::Request, attempt);
+        match self.faults.roll(Boundary::TerminalToStack, &crossing, key) {
             Some((fault, spec)) if spec.kind == FaultKind::RequestLost => {
-                self.record(Event::Fault { fault, kind: spec.kind, subject: u64::from(id) });
+                self.record(Event::Fault { fault, kind: spec.kind, key });
             }
             Some((fault, spec)) => {
-                self.record(Event::Fault { fault, kind: spec.kind, subject: u64::from(id) });
+                self.record(Event::Fault { fault, kind: spec.kind, key });
                 let request = self.requests[id as usize].request.clone();
                 let twin = self.new_request(purchase, endpoint, attempt, true, request);
                 let delay = self.traffic.duplicate_delay(purchase, endpoint, attempt);
@@ -124,9 +124,10 @@ impl Sim<'_> {
         let slot = &self.requests[request as usize];
         let (purchase, endpoint, attempt, twin) = (slot.purchase, slot.endpoint, slot.attempt, slot.twin);
         let crossing = self.terminal_crossing(purchase, endpoint);
-        let ids = [u64::from(purchase), (endpoint as u64) << 8 | u64::from(attempt), 1 + u64::from(twin)];
-        if let Some((fault, spec)) = self.faults.roll(Boundary::StackToTerminal, &crossing, ids) {
-            return self.record(Event::Fault { fault, kind: spec.kind, subject: u64::from(request) });
+        let lane = if twin { Lane::TwinResponse } else { Lane::Response };
+        let key = FaultKey::at_terminal(purchase, endpoint, lane, attempt);
+        if let Some((fault, spec)) = self.faults.roll(Boundary::StackToTerminal, &crossing, key) {
+            return self.record(Event::Fault { fault, kind: spec.kind, key });
         }
         self.requests[request as usize].reply = Some(Box::new(reply));
         let one_way = self.latency(self.scenario.latency.terminal_stack) / 2;
@@ -178,10 +179,10 @@ impl Sim<'_> {
         let state = &self.purchases[purchase as usize];
         let Some(endpoint) = state.endpoint() else { return false };
         let crossing = self.terminal_crossing(purchase, endpoint);
-        let ids = [u64::from(purchase), (endpoint as u64) << 8 | u64::from(state.attempt), 3];
-        match self.faults.roll(Boundary::Customer, &crossing, ids) {
+        let key = FaultKey::at_terminal(purchase, endpoint, Lane::Customer, state.attempt);
+        match self.faults.roll(Boundary::Customer, &crossing, key) {
             Some((fault, spec)) => {
-                self.record(Event::Fault { fault, kind: spec.kind, subject: u64::from(purchase) });
+                self.record(Event::Fault { fault, kind: spec.kind, key });
                 true
             }
             None => false,
@@ -217,10 +218,13 @@ impl Sim<'_> {
         assert_eq!(state.step, PurchaseStep::Charge);
         let payment = state.payment_id.expect("authorized before the charge");
         let key = format!("card-{}", state.idempotency_key).into();
-        let (charge, _) = self.psp.charge(payment, state.amount_cents, key, declined);
+        let owner = (purchase, Some(state.condominium));
+        let (charge, truth) = self.world.charge(owner, payment, (state.amount_cents, key), declined);
         let captured = charge.status == crate::contract::ChargeStatus::Captured;
         let provider_ref = charge.provider_ref.clone();
-        self.record(Event::Charged { purchase, payment, provider_ref: provider_ref.clone(), captured });
+        if let Some(truth) = truth {
+            self.record(truth.into());
+        }
         let next = self.purchases[purchase as usize].on_charged(provider_ref, captured);
         self.follow(purchase, next);
     }

@@ -4,11 +4,14 @@
 //! here — the checkers judge the stack by what the world saw.
 
 pub mod fleet;
+pub mod gateway;
 pub mod machines;
+pub mod outcomes;
 pub mod psp;
 pub mod terminal;
 
 pub use fleet::{Condominium, Fleet, Machine, RiskTier};
 pub use machines::MachineState;
+pub use outcomes::WorldState;
 pub use psp::PspLedger;
 pub use terminal::{Purchase, PurchaseOutcome, PurchaseStep};

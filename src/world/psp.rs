@@ -16,6 +16,29 @@ pub enum RefundOutcome {
     NotCaptured,
 }
 
+/// A call the stack makes to the PSP (`POST /v1/charges` is the terminal's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PspRequest {
+    /// `GET /v1/charges/{provider_ref}`.
+    GetCharge(Text),
+    /// `GET /v1/charges?payment_id=P`.
+    ListCharges(PaymentId),
+    /// `POST /v1/charges/{provider_ref}/refund`.
+    Refund { provider_ref: Text, idempotency_key: Text },
+}
+
+/// What the PSP answers a call, faults included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PspAnswer {
+    Charge(Option<Charge>),
+    Charges(Vec<Charge>),
+    Refund(RefundOutcome),
+    /// No answer before the stack's PSP timeout.
+    Timeout,
+    /// A 5xx.
+    Error,
+}
+
 #[derive(Default)]
 pub struct PspLedger {
     charges: Vec<Charge>,
@@ -58,6 +81,27 @@ impl PspLedger {
     pub fn for_payment(&self, payment_id: PaymentId) -> Vec<Charge> {
         let indices = self.by_payment.get(&payment_id).map(Vec::as_slice).unwrap_or(&[]);
         indices.iter().map(|&index| self.charges[index].clone()).collect()
+    }
+
+    /// The payment a call is about, if the ledger knows it.
+    pub fn payment_of(&self, request: &PspRequest) -> Option<PaymentId> {
+        match request {
+            PspRequest::GetCharge(provider_ref) | PspRequest::Refund { provider_ref, .. } => {
+                self.by_provider_ref.get(provider_ref).map(|&index| self.charges[index].payment_id)
+            }
+            PspRequest::ListCharges(payment_id) => Some(*payment_id),
+        }
+    }
+
+    /// Serves a call that no fault stopped.
+    pub fn serve(&mut self, request: &PspRequest) -> PspAnswer {
+        match request {
+            PspRequest::GetCharge(provider_ref) => PspAnswer::Charge(self.get(provider_ref)),
+            PspRequest::ListCharges(payment_id) => PspAnswer::Charges(self.for_payment(*payment_id)),
+            PspRequest::Refund { provider_ref, idempotency_key } => {
+                PspAnswer::Refund(self.refund(provider_ref, idempotency_key))
+            }
+        }
     }
 
     /// `POST /v1/charges/{provider_ref}/refund` with an `Idempotency-Key`.
