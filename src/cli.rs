@@ -9,18 +9,16 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::check::{self, kpi, rollback};
-use crate::history::History;
-use crate::judge::HistoryIndex;
 use crate::live::containers::ContainerImages;
 use crate::live::engine::{self, LiveOptions, LiveOutcome};
 use crate::live::launcher::StackChoice;
-use crate::report::{self, RunFacts, RunReport};
+use crate::report;
 use crate::rollout::precheck;
 use crate::scenario::Scenario;
-use crate::sim::{self, SimOptions, SimOutcome};
+use crate::sim::{self, SimOptions};
 use crate::stack::http::ServeConfig;
 use crate::stack::{BugSet, StackBug};
+use crate::verdict::{Recorded, judge, simulate};
 
 pub const EXIT_PASS: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
@@ -178,58 +176,6 @@ struct SwarmArgs {
     stack: StackArgs,
 }
 
-/// A judged simulation: the report and the history it was made from.
-pub struct Judged {
-    pub report: RunReport,
-    pub history: History,
-}
-
-/// Simulates `scenario` with `seed` and `bugs`, then checks and judges it.
-pub fn simulate(scenario: &Scenario, seed: u64, bugs: &[StackBug]) -> Judged {
-    judge(scenario, seed, bugs, sim::run(scenario, SimOptions { seed, bugs: BugSet::new(bugs) }))
-}
-
-/// Checks a simulated history and builds its report.
-pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], outcome: SimOutcome) -> Judged {
-    let notes = match scenario.stack_faults.is_empty() {
-        true => vec![],
-        false => vec!["stack_faults (pause, kill, database restart) are played by `posim live` only".to_string()],
-    };
-    judge_with_notes(scenario, seed, bugs, outcome, ("simulator".into(), notes))
-}
-
-/// [`judge`], with what the engine has to say in the report.
-fn judge_with_notes(
-    scenario: &Scenario,
-    seed: u64,
-    bugs: &[StackBug],
-    outcome: SimOutcome,
-    (engine, notes): (String, Vec<String>),
-) -> Judged {
-    let SimOutcome { history, stack_requests, simulated, purchases, .. } = outcome;
-    let violations = check::check(&history);
-    let index = HistoryIndex::of(&history);
-    let windows = kpi::windows(&history, &index, simulated, &scenario.criteria);
-    let rollbacks =
-        rollback::rollback_timings(&history, &index, &scenario.criteria, &scenario.rollback_targets, simulated);
-    let report = report::build(RunFacts {
-        scenario,
-        seed,
-        engine,
-        stack_bugs: bugs.iter().map(StackBug::to_string).collect(),
-        history: &history,
-        index: &index,
-        violations: &violations,
-        windows,
-        rollbacks,
-        simulated,
-        stack_requests,
-        purchases,
-        notes,
-    });
-    Judged { report, history }
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
@@ -274,7 +220,7 @@ fn run(args: RunArgs) -> u8 {
     let outcome = sim::run_observed(&scenario, options, &mut |now| bar.set_position(now / 1000));
     bar.finish_and_clear();
     let simulation_wall = started.elapsed().as_secs_f64();
-    let judged = judge(&scenario, seed, bugs, outcome);
+    let judged = judge(&scenario, seed, bugs, Recorded::simulated(&scenario, outcome));
     let wall = started.elapsed().as_secs_f64();
     print!("{}", report::console(&judged.report));
     println!("{}", speed_line(judged.report.stack_requests, judged.report.simulated_ms, simulation_wall, wall));
@@ -505,9 +451,9 @@ fn live(args: LiveArgs) -> u8 {
     };
     let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes, launcher } = outcome;
     notes.extend(engine_notes);
-    let sim_like = SimOutcome { history, stack_requests, simulated, purchases };
     let engine = format!("live, stack as {launcher}, time scale {}×", args.time_scale);
-    let judged = judge_with_notes(&scenario, seed, &args.stack_bugs, sim_like, (engine, notes));
+    let recorded = Recorded { history, stack_requests, simulated, purchases, engine, notes };
+    let judged = judge(&scenario, seed, &args.stack_bugs, recorded);
     print!("{}", report::console(&judged.report));
     if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {
         eprintln!("error: cannot write the report to {}: {error}", dir.display());

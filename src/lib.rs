@@ -7,11 +7,17 @@
 //! The modules follow the architecture of `DESIGN.md`:
 //! - [`contract`]: the wire contract (requests, replies, errors, canary config);
 //! - [`stack`]: the reference stack, a sans-IO core over a [`stack::store`];
-//! - [`world`]: the fleet, the PSP ledger, the machines and the terminals;
-//! - [`scenario`], [`faults`], [`rollout`]: what a run is asked to do;
-//! - [`sim`]: the deterministic engine on a virtual clock;
-//! - [`history`], [`check`], [`report`]: what happened, what it proves, and
-//!   how it is shown.
+//! - [`world`]: the fleet, the PSP and the gateway with their fault outcomes
+//!   (sans-IO, driven by both engines), the customers' purchase flow;
+//! - [`traffic`]: who buys when, where, how much — keyed on stable ids;
+//! - [`scenario`], [`faults`]: what a run is asked to do;
+//! - [`criteria`], [`judge`]: the advance criteria and their one judge, the
+//!   one history index, the rollout's outcome;
+//! - [`rollout`]: the controller that decides on them;
+//! - [`sim`], [`live`]: the two engines, thin shells around the above;
+//! - [`history`], [`check`], [`verdict`], [`report`]: what happened, what it
+//!   proves, and how it is shown;
+//! - [`cli`]: parsing and dispatch only.
 
 pub mod check;
 pub mod cli;
@@ -29,4 +35,5 @@ pub mod sim;
 pub mod stack;
 pub mod time;
 pub mod traffic;
+pub mod verdict;
 pub mod world;

@@ -6,11 +6,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use posim::cli::simulate;
 use posim::criteria::Judgement;
 use posim::history::DecisionKind;
 use posim::judge::{HistoryIndex, OnInconclusive, Outcome};
 use posim::scenario::Scenario;
+use posim::verdict::simulate;
 
 const BUNDLED: [&str; 10] = [
     "rollout",

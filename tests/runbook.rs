@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use posim::cli::simulate;
 use posim::history::DecisionKind;
 use posim::report::RunReport;
 use posim::scenario::Scenario;
+use posim::verdict::simulate;
 
 fn run(name: &str) -> RunReport {
     let scenario = Scenario::load(Path::new(&format!("scenarios/{name}.toml"))).expect("a bundled scenario");

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use posim::cli::simulate;
 use posim::scenario::Scenario;
 use posim::stack::StackBug;
+use posim::verdict::simulate;
 
 /// Scenarios too large to run 50 times in a test (run once below).
 const CAPACITY: &str = "capacity-2000x5";

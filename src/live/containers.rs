@@ -20,7 +20,7 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use super::images;
-use super::launcher::{LaunchError, last_lines};
+use super::launch_error::{LaunchError, last_lines};
 
 /// The label that names the posim process that owns a container.
 const OWNER_LABEL: &str = "posim.pid";

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::containers::{self, ContainerImages, Containers};
+pub use super::launch_error::LaunchError;
 use super::processes::{Processes, Program};
 use crate::contract::canary::{IOT_TIMEOUT_VAR, TTL_VAR};
 use crate::contract::{CanaryConfig, StackSettings};
@@ -33,34 +34,6 @@ impl StackChoice {
     pub fn world_must_face_containers(&self) -> bool {
         matches!(self, StackChoice::Image { .. })
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LaunchError {
-    #[error("{0}")]
-    Postgres(#[from] super::postgres::PostgresError),
-    #[error("the stack exited at start-up ({status}); its last lines:\n{output}")]
-    Exited { status: String, output: String },
-    #[error("the stack did not answer /health within {0:?}; its last lines:\n{1}")]
-    NotHealthy(Duration, String),
-    #[error("the database did not accept connections within {0:?}; its last lines:\n{1}")]
-    DatabaseNotReady(Duration, String),
-    #[error("cannot start the stack: {0}")]
-    Spawn(String),
-    #[error("{0}")]
-    Docker(String),
-    #[error(
-        "the image {image} is not on this Docker engine ({why}): build posim's reference one under that name \
-         with `{build}`, or `docker load` your own"
-    )]
-    MissingImage { image: String, why: String, build: String },
-    #[error("{0}")]
-    Container(String),
-    /// A stack fault that could not be carried out.
-    #[error("{0}")]
-    StackFault(String),
-    #[error("the stack has no database posim manages")]
-    NoDatabase,
 }
 
 enum Backend {
@@ -275,10 +248,4 @@ impl Launcher {
             containers.shutdown().await;
         }
     }
-}
-
-/// The last lines of a replica's output, for an error message.
-pub(super) fn last_lines(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }

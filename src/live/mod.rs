@@ -6,6 +6,7 @@ pub mod clock;
 pub mod containers;
 pub mod engine;
 pub mod images;
+pub mod launch_error;
 pub mod launcher;
 pub mod postgres;
 pub mod processes;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::launcher::{LaunchError, last_lines};
+use super::launch_error::{LaunchError, last_lines};
 use super::postgres::ThrowawayPostgres;
 
 /// What each replica runs.

@@ -18,7 +18,6 @@ use crate::contract::world_api::{
     WorldError,
 };
 use crate::contract::{Charge, ChargeStatus, CycleRecord, StartCycleCommand, Text};
-use uuid::Uuid;
 use crate::faults::{FaultKey, FaultPlan};
 use crate::history::Event;
 use crate::scenario::Latency;
@@ -27,6 +26,7 @@ use crate::world::gateway::{CyclesAnswer, GatewayAnswer, Route};
 use crate::world::outcomes::{At, Fired, Truth, UNCHARGED};
 use crate::world::psp::{PspAnswer, PspRequest, RefundOutcome};
 use crate::world::{Fleet, WorldState};
+use uuid::Uuid;
 
 /// What a live run adds to the world: the history it writes ground truth
 /// into, the fault plan it rolls at its boundaries, and the latencies it plays.
@@ -204,7 +204,8 @@ async fn refund(State(world): State<Arc<World>>, Path(reference): Path<String>, 
     match outcome {
         RefundOutcome::Refunded(_) => {
             let refund_id = format!("rf_{key}").into();
-            axum::Json(Refund { provider_ref: reference.into(), status: ChargeStatus::Refunded, refund_id }).into_response()
+            axum::Json(Refund { provider_ref: reference.into(), status: ChargeStatus::Refunded, refund_id })
+                .into_response()
         }
         RefundOutcome::AlreadyRefunded => error(StatusCode::CONFLICT, "already_refunded"),
         RefundOutcome::NotFound => error(StatusCode::NOT_FOUND, "not_found"),

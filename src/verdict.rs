@@ -1,0 +1,78 @@
+//! The run pipeline, once for both engines: what an engine recorded goes
+//! through the checkers (D1–D9), the one history index, the KPI windows and
+//! rollback timing, and becomes the report with its verdict. The simulator
+//! and the live engine hand over the same [`Recorded`]; nothing here knows
+//! which one ran.
+
+use crate::check::{self, kpi, rollback};
+use crate::history::History;
+use crate::judge::HistoryIndex;
+use crate::report::{self, RunFacts, RunReport};
+use crate::scenario::Scenario;
+use crate::sim::{self, SimOptions, SimOutcome};
+use crate::stack::{BugSet, StackBug};
+use crate::time::Millis;
+
+/// What an engine recorded, and what it has to say about how it ran.
+pub struct Recorded {
+    pub history: History,
+    /// Requests that reached the stack.
+    pub stack_requests: u64,
+    /// Runbook time covered, drain included.
+    pub simulated: Millis,
+    pub purchases: u64,
+    /// What played the run (the simulator; live, and what ran the stack).
+    pub engine: String,
+    /// What the engine could not do as asked.
+    pub notes: Vec<String>,
+}
+
+impl Recorded {
+    /// A simulation's record; the simulator says what it does not play.
+    pub fn simulated(scenario: &Scenario, outcome: SimOutcome) -> Recorded {
+        let SimOutcome { history, stack_requests, simulated, purchases } = outcome;
+        let notes = match scenario.stack_faults.is_empty() {
+            true => vec![],
+            false => vec!["stack_faults (pause, kill, database restart) are played by `posim live` only".to_string()],
+        };
+        Recorded { history, stack_requests, simulated, purchases, engine: "simulator".into(), notes }
+    }
+}
+
+/// A judged run: the report and the history it was made from.
+pub struct Judged {
+    pub report: RunReport,
+    pub history: History,
+}
+
+/// Simulates `scenario` with `seed` and `bugs`, then judges it.
+pub fn simulate(scenario: &Scenario, seed: u64, bugs: &[StackBug]) -> Judged {
+    let outcome = sim::run(scenario, SimOptions { seed, bugs: BugSet::new(bugs) });
+    judge(scenario, seed, bugs, Recorded::simulated(scenario, outcome))
+}
+
+/// Checks a recorded run and builds its report.
+pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], recorded: Recorded) -> Judged {
+    let Recorded { history, stack_requests, simulated, purchases, engine, notes } = recorded;
+    let violations = check::check(&history);
+    let index = HistoryIndex::of(&history);
+    let windows = kpi::windows(&history, &index, simulated, &scenario.criteria);
+    let rollbacks =
+        rollback::rollback_timings(&history, &index, &scenario.criteria, &scenario.rollback_targets, simulated);
+    let report = report::build(RunFacts {
+        scenario,
+        seed,
+        engine,
+        stack_bugs: bugs.iter().map(StackBug::to_string).collect(),
+        history: &history,
+        index: &index,
+        violations: &violations,
+        windows,
+        rollbacks,
+        simulated,
+        stack_requests,
+        purchases,
+        notes,
+    });
+    Judged { report, history }
+}
