@@ -7,6 +7,7 @@ pub mod containers;
 pub mod engine;
 pub mod images;
 pub mod launcher;
+mod operator;
 pub mod postgres;
 pub mod processes;
 mod stack_faults;
