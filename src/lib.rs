@@ -27,6 +27,7 @@ pub mod faults;
 pub mod history;
 pub mod judge;
 pub mod live;
+pub mod operator;
 pub mod report;
 pub mod rollout;
 pub mod scenario;

@@ -18,9 +18,10 @@ use super::launcher::{LaunchError, Launcher, StackChoice};
 use super::world::{self, LiveContext, World};
 use crate::contract::bodies::Health;
 use crate::contract::wire::{reply_from_json, request_to_http};
-use crate::contract::{Endpoint, ErrorCode, Reply, Request, StackSettings};
+use crate::contract::{Charge, Endpoint, ErrorCode, Reply, Request, StackSettings};
 use crate::faults::FaultPlan;
 use crate::history::{DownCause, Event, History};
+use crate::operator::{Facts, Operator, Paid};
 use crate::rollout::controller::{Command, Controller};
 use crate::scenario::Scenario;
 use crate::seed::{self, KeyedRoll};
@@ -81,6 +82,9 @@ pub(super) struct Shared {
     pub(super) registry: Mutex<BTreeMap<u32, (crate::contract::Text, Option<uuid::Uuid>)>>,
     /// The traffic plan, as the simulator has it.
     pub(super) traffic: TrafficPlan,
+    pub(super) operator: Mutex<Operator>,
+    /// The operator's requests and wake-ups in flight.
+    pub(super) operations: Mutex<JoinSet<()>>,
 }
 
 /// The answer to one request, as the client saw it.
@@ -167,18 +171,7 @@ impl Shared {
                         }
                     });
                 }
-                Command::Probe { deploy, condominiums } => {
-                    for condominium in condominiums {
-                        let shared = Arc::clone(self);
-                        tasks.spawn(async move { shared.probe(condominium, deploy).await });
-                    }
-                }
-                Command::Audit { purchases, who } => {
-                    tasks.spawn(async move { super::terminals::audit(&shared, &purchases, &who).await });
-                }
-                Command::Reprocess { purchases } => {
-                    tasks.spawn(async move { super::terminals::reprocess(&shared, purchases).await });
-                }
+                command => self.operator_command(command),
             }
         }
     }
@@ -221,24 +214,31 @@ impl Shared {
         slot.serving = false;
         slot.deploy
     }
+}
 
-    /// posim asks `authorize` for a newly denied condominium until it is denied everywhere.
-    async fn probe(&self, condominium: u32, deploy: u16) {
-        for attempt in 0..90u32 {
-            if self.latest_deploy.load(Ordering::SeqCst) != deploy {
-                return;
-            }
-            let request = crate::rollout::probe_request(&self.scenario.fleet, condominium, deploy, attempt);
-            let id = self.new_request();
-            self.record(Event::sent_by_posim(id, Endpoint::Authorize));
-            self.record(Event::Probed { request: id, condominium });
-            let denied = matches!(self.send(id, &request, 60_000, false).await, Heard::Reply(ref r) if r.error_code() == Some(ErrorCode::CanaryNotAllowed));
-            let everywhere = self.slots.lock().expect("slots lock").iter().all(|s| s.serving && s.deploy == deploy);
-            if denied && everywhere {
-                return;
-            }
-            self.clock().sleep(10_000).await;
-        }
+/// What the operator reads off the live world.
+impl Facts for Shared {
+    fn paid(&self, purchase: u32) -> Option<Paid> {
+        let registry = self.registry.lock().expect("registry lock");
+        let (idempotency_key, payment) = registry.get(&purchase)?;
+        Some(Paid { payment: (*payment)?, idempotency_key: idempotency_key.clone(), condominium: None })
+    }
+
+    fn charges(&self, payment: uuid::Uuid) -> Vec<Charge> {
+        self.world.charges(payment)
+    }
+
+    fn cycles(&self, payment: uuid::Uuid) -> usize {
+        let started = |event: &Event| matches!(event, Event::CycleStarted { payment: p, .. } if *p == payment);
+        self.recorder.with(|history| history.records.iter().filter(|record| started(&record.event)).count())
+    }
+
+    fn latest_deploy(&self) -> u16 {
+        self.latest_deploy.load(Ordering::SeqCst)
+    }
+
+    fn serves_everywhere(&self, deploy: u16) -> bool {
+        self.slots.lock().expect("slots lock").iter().all(|slot| slot.serving && slot.deploy == deploy)
     }
 }
 
@@ -311,6 +311,8 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         launcher: tokio::sync::Mutex::new(launcher),
         registry: Mutex::new(BTreeMap::new()),
         traffic: TrafficPlan::new(scenario, options.seed),
+        operator: Mutex::new(Operator::new(scenario.fleet.clone())),
+        operations: Mutex::new(JoinSet::new()),
     });
     let outcome = drive(&shared, options.seed).await;
     let mut stack = shared.launcher.lock().await;
@@ -349,7 +351,7 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<(u64, Vec<String>), Li
     background.await.map_err(std::io::Error::other)?;
     let notes = stack_faults.await.map_err(std::io::Error::other)?;
     progress.abort();
-    super::terminals::final_audit(shared).await;
+    shared.final_audit().await;
     Ok((purchases, notes))
 }
 
@@ -427,7 +429,7 @@ async fn background(shared: Arc<Shared>, end: Millis) {
 
 /// The scheduled time of a tick or step, never before the last record (the
 /// history stays in order; a late wake-up does not shift the runbook's schedule).
-fn now_in(history: &History, at: Millis) -> Millis {
+pub(super) fn now_in(history: &History, at: Millis) -> Millis {
     at.max(history.records.last().map_or(0, |r| r.at))
 }
 

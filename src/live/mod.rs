@@ -8,6 +8,7 @@ pub mod engine;
 pub mod images;
 pub mod launch_error;
 pub mod launcher;
+mod operator;
 pub mod postgres;
 pub mod processes;
 mod stack_faults;

@@ -1,7 +1,6 @@
 //! The customers of a live run: arrivals on the seeded plan, one tokio task
 //! per purchase following the same purchase flow as the simulator (with the
-//! terminal ↔ stack faults of the plan), and posim's own calls — the §4C
-//! audit, the §4A reprocessing, and the final audit of every payment.
+//! terminal ↔ stack faults of the plan).
 
 use std::sync::{Arc, Mutex};
 
@@ -10,10 +9,9 @@ use tokio::task::JoinSet;
 
 use super::engine::{Heard, Shared, between};
 use crate::contract::world_api::ChargeRequest;
-use crate::contract::{Charge, ChargeStatus, Endpoint, ExecuteRequest, PaymentStatus, Reply, Request};
+use crate::contract::{Charge, ChargeStatus, Endpoint, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
-use crate::history::{Decision, DecisionKind, Event};
-use crate::rollout::controller::audit_line;
+use crate::history::Event;
 use crate::time::Millis;
 use crate::world::terminal::{Heard as Told, Next};
 use crate::world::{Purchase, PurchaseStep};
@@ -207,108 +205,4 @@ async fn charge(shared: &Shared, number: u32, purchase: &mut Purchase, card: Mil
     };
     let Some(charged) = charged else { return purchase.on_charged("".into(), false) };
     purchase.on_charged(charged.provider_ref, charged.status == ChargeStatus::Captured)
-}
-
-fn payment_of(shared: &Shared, purchase: u32) -> Option<(uuid::Uuid, crate::contract::Text)> {
-    let registry = shared.registry.lock().expect("registry lock");
-    let (key, payment) = registry.get(&purchase)?;
-    payment.map(|payment| (payment, key.clone()))
-}
-
-/// §4C: audit each suspect by idempotency_key and provider_ref, and count its cycles.
-pub(super) async fn audit(shared: &Shared, purchases: &[u32], who: &str) {
-    let mut evidence = Vec::new();
-    for &purchase in purchases {
-        let Some((payment, key)) = payment_of(shared, purchase) else { continue };
-        let by_key = match shared.call(Endpoint::Audit, &Request::AuditByIdempotencyKey(key.clone())).await {
-            Some(Reply::Payments(views)) => views.iter().map(|v| v.payment_id).collect(),
-            _ => Vec::new(),
-        };
-        shared.record(Event::AuditedKey { idempotency_key: key.clone(), payments: by_key.clone() });
-        let charges = shared.world.charges(payment);
-        for charge in &charges {
-            let by_ref =
-                match shared.call(Endpoint::Audit, &Request::AuditByProviderRef(charge.provider_ref.clone())).await {
-                    Some(Reply::Payments(views)) => views.iter().map(|v| v.payment_id).collect(),
-                    _ => Vec::new(),
-                };
-            shared.record(Event::AuditedCharge { provider_ref: charge.provider_ref.clone(), payments: by_ref });
-        }
-        let standing = charges.iter().filter(|c| c.status == ChargeStatus::Captured).count();
-        let cycles = shared.recorder.with(|h| {
-            h.records
-                .iter()
-                .filter(|r| matches!(&r.event, Event::CycleStarted { payment: p, .. } if *p == payment))
-                .count()
-        });
-        evidence.push(audit_line(purchase, &key, by_key.len(), charges.len(), standing, cycles));
-    }
-    shared.recorder.with(|history| {
-        let at = shared.clock().now().max(history.records.last().map_or(0, |r| r.at));
-        let previous = history.deploys.len().checked_sub(1).map(|d| d as u16);
-        let decision = Decision {
-            at,
-            who: who.to_string(),
-            kind: DecisionKind::Audit,
-            deploy: None,
-            previous,
-            window_from: at,
-            evidence,
-            criteria: Vec::new(),
-        };
-        history.add_decision(decision);
-    });
-}
-
-/// §4A: look each payment up and execute it again, up to three times.
-pub(super) async fn reprocess(shared: &Shared, purchases: Vec<u32>) {
-    for purchase in purchases {
-        let Some((payment, _)) = payment_of(shared, purchase) else { continue };
-        let Some(Reply::Payment(view)) =
-            shared.call(Endpoint::GetPayment, &Request::GetPayment(payment.to_string())).await
-        else {
-            continue;
-        };
-        let (PaymentStatus::Confirmed, Some(execute_key)) = (view.status, view.execute_key.clone()) else { continue };
-        let execute = Request::ExecuteCycle(ExecuteRequest { payment_id: payment.to_string(), execute_key });
-        for _ in 0..3 {
-            match shared.call(Endpoint::ExecuteCycle, &execute).await {
-                Some(Reply::Error { code, .. }) if code.retryable() => shared.clock().sleep(2 * 60_000).await,
-                None => shared.clock().sleep(2 * 60_000).await,
-                Some(_) => break,
-            }
-        }
-    }
-}
-
-/// After the drain: every payment a terminal was given, and every captured
-/// charge, read back through the stack's own API (§4C).
-pub(super) async fn final_audit(shared: &Shared) {
-    let mut payments: Vec<uuid::Uuid> =
-        shared.registry.lock().expect("registry lock").values().filter_map(|(_, p)| *p).collect();
-    payments.sort_unstable();
-    payments.dedup();
-    for payment in payments {
-        let status = match shared.call(Endpoint::GetPayment, &Request::GetPayment(payment.to_string())).await {
-            Some(Reply::Payment(view)) => Some(view.status),
-            _ => None,
-        };
-        shared.record(Event::Audited { payment, status });
-    }
-    let charges: Vec<_> = shared.recorder.with(|h| {
-        h.records
-            .iter()
-            .filter_map(|r| match &r.event {
-                Event::Charged { provider_ref, captured: true, .. } => Some(provider_ref.clone()),
-                _ => None,
-            })
-            .collect()
-    });
-    for provider_ref in charges {
-        let payments = match shared.call(Endpoint::Audit, &Request::AuditByProviderRef(provider_ref.clone())).await {
-            Some(Reply::Payments(views)) => views.iter().map(|v| v.payment_id).collect(),
-            _ => Vec::new(),
-        };
-        shared.record(Event::AuditedCharge { provider_ref, payments });
-    }
 }

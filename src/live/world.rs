@@ -160,7 +160,7 @@ async fn create_charge(
 ) -> Response {
     let Ok(axum::Json(request)) = body else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
     let owner = (request.purchase.unwrap_or(UNCHARGED), request.condominium);
-    let amount = (request.amount_cents, request.idempotency_key.into());
+    let amount = (request.amount_cents, request.idempotency_key);
     let (charge, truth) = world.state().charge(owner, request.payment_id, amount, request.declined);
     // Only posim's terminals name their purchase: ground truth is theirs.
     if request.purchase.is_some() {

@@ -31,9 +31,19 @@ pub enum Command {
     /// until every replica serves `deploy` and each is denied.
     Probe { deploy: u16, condominiums: Vec<u32> },
     /// Incident C: audit these purchases by provider_ref and idempotency key.
-    Audit { purchases: Vec<u32>, who: String },
+    Audit { purchases: Vec<u32>, asked: Asked },
     /// Incident A: look these purchases' payments up and execute them again.
-    Reprocess { purchases: Vec<u32> },
+    Reprocess { purchases: Vec<u32>, asked: Asked },
+}
+
+/// Who asked the operator for an action, and the deploy and window it was
+/// asked in: the operation log line the action ends with carries them, as
+/// the controller's own lines do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asked {
+    pub who: String,
+    pub previous: Option<u16>,
+    pub window_from: Millis,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -316,7 +326,7 @@ impl Controller {
             (evidence, vec![]),
         );
         if !suspects.is_empty() {
-            commands.push(Command::Audit { purchases: suspects, who: who.to_string() });
+            commands.push(Command::Audit { purchases: suspects, asked: self.asked(who) });
         }
         commands
     }
@@ -335,7 +345,7 @@ impl Controller {
             return Vec::new();
         };
         if self.stage == Stage::Frozen {
-            return vec![Command::Audit { purchases: vec![purchase], who: who.to_string() }];
+            return vec![Command::Audit { purchases: vec![purchase], asked: self.asked(who) }];
         }
         self.freeze(now, history, who, &format!("a customer reports a double charge (purchase {purchase})"))
     }
@@ -354,7 +364,11 @@ impl Controller {
             format!("reprocessing execution for payments: {}", payments.join(", ")),
         ];
         self.log(now, history, (who, DecisionKind::Reprocess), evidence, Vec::new());
-        vec![Command::Reprocess { purchases }]
+        vec![Command::Reprocess { purchases, asked: self.asked(who) }]
+    }
+
+    fn asked(&self, who: &str) -> Asked {
+        Asked { who: who.to_string(), previous: self.serving, window_from: self.window_from() }
     }
 
     fn operator_deploy(

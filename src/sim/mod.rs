@@ -5,8 +5,9 @@
 //! `replicas` is the stack's side (deploys, crashes, effects against the
 //! store, the PSP and the machines); `terminals` is the customers' side
 //! (arrivals, requests, retries, the sweep's cron and the final audit);
-//! `runbook` carries out the controller's commands (rollouts, probes,
-//! audits, reprocessing) and the operator's script.
+//! `runbook` carries out the controller's commands (rollouts here; probes,
+//! audits and reprocessing through the sans-IO operator) and the
+//! operator's script.
 
 mod queue;
 mod replicas;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 use crate::contract::{CanaryConfig, Endpoint, Reply, Request};
 use crate::faults::FaultPlan;
 use crate::history::{Event, History};
+use crate::operator::{Operator, Token};
 use crate::rollout::controller::Controller;
 use crate::scenario::Scenario;
 use crate::seed;
@@ -95,15 +97,9 @@ enum SimEvent {
     Operator {
         step: u16,
     },
-    /// A probe of a condominium the latest rollback denies.
-    Probe {
-        condominium: u32,
-        deploy: u16,
-        attempt: u16,
-    },
-    /// The operator retries a reprocess.
-    OperatorRetry {
-        task: u32,
+    /// The operator's wake-up (a probe or a reprocess retry is due).
+    OperatorWake {
+        token: Token,
     },
     DeployStep {
         config: u16,
@@ -169,14 +165,13 @@ struct RequestSlot {
 enum Origin {
     Terminal(u32),
     Cron(u32),
-    Probe(u32),
     Operator(u32),
 }
 
 impl Origin {
     fn request(self) -> u32 {
         match self {
-            Origin::Terminal(id) | Origin::Cron(id) | Origin::Probe(id) | Origin::Operator(id) => id,
+            Origin::Terminal(id) | Origin::Cron(id) | Origin::Operator(id) => id,
         }
     }
 }
@@ -231,6 +226,11 @@ impl Purchases {
 
     fn iter(&self) -> impl Iterator<Item = &Purchase> {
         self.by_number.iter().flatten()
+    }
+
+    /// The purchase of that number, if it started.
+    fn get(&self, number: usize) -> Option<&Purchase> {
+        self.by_number.get(number).and_then(Option::as_ref)
     }
 }
 
@@ -287,8 +287,9 @@ struct Sim<'s> {
     /// The deploy the controller decided last (older rollouts stop).
     latest_deploy: u16,
     bad_build: KeyedRoll,
-    probes: HashMap<u32, (u32, u16, u16)>,
-    operator_tasks: Vec<runbook::OperatorTask>,
+    operator: Operator,
+    /// The operator's requests in flight, by request id.
+    operator_requests: HashMap<u32, Token>,
     horizon: Millis,
     lb_cursor: usize,
     stack_requests: u64,
@@ -332,8 +333,8 @@ impl<'s> Sim<'s> {
             controller: Controller::new(scenario),
             latest_deploy: 0,
             bad_build: KeyedRoll::new(options.seed, "bad-build"),
-            probes: HashMap::default(),
-            operator_tasks: Vec::new(),
+            operator: Operator::new(fleet.clone()),
+            operator_requests: HashMap::default(),
             horizon: scenario.horizon(),
             lb_cursor: 0,
             stack_requests: 0,
@@ -355,8 +356,7 @@ impl<'s> Sim<'s> {
         match event {
             SimEvent::Analysis => self.analysis(),
             SimEvent::Operator { step } => self.operator_step(step),
-            SimEvent::Probe { condominium, deploy, attempt } => self.probe(condominium, deploy, attempt),
-            SimEvent::OperatorRetry { task } => self.operator_retry(task),
+            SimEvent::OperatorWake { token } => self.operator_wake(token),
             SimEvent::DeployStep { config, replica } => self.deploy_step(config, replica),
             SimEvent::ReplicaRestarted { config, replica } => self.replica_restarted(config, replica),
             SimEvent::ReplicaRecovered { replica, incarnation } => self.replica_recovered(replica, incarnation),

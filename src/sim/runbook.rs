@@ -1,31 +1,56 @@
 //! The runbook in the simulation: the controller's analysis ticks and the
-//! operator's script, and the effects they ask for — rolling a deploy out,
-//! probing denied condominiums after a rollback (§2, "authorize nos afetados
-//! retorna canary_not_allowed"), auditing a suspected duplicate (§4C), and
-//! reprocessing executions for customers who paid and got no wash (§4A).
+//! operator's script, and a thin shell that carries out what they ask for —
+//! rollouts here, and probes, audits and reprocessing through the sans-IO
+//! [`Operator`], on the agenda and against the simulated stack.
 
-use super::{Origin, Sim, SimEvent};
-use crate::contract::{ChargeStatus, Endpoint, ErrorCode, ExecuteRequest, Reply, Request};
-use crate::history::{Decision, DecisionKind, Event, NO_PURCHASE};
+use std::collections::VecDeque;
+
+use uuid::Uuid;
+
+use super::{Origin, Replica, Sim, SimEvent};
+use crate::contract::{Charge, Reply, Request};
+use crate::history::NO_PURCHASE;
+use crate::judge::index::HistoryIndex;
+use crate::operator::{self, Facts, Operator, Output, Paid, Token};
 use crate::rollout::controller::Command;
-use crate::rollout::controller::audit_line;
-use crate::time::SECOND;
+use crate::stack::Stack;
+use crate::stack::core::{Effect, Input};
+use crate::stack::store::Store as _;
+use crate::time::Millis;
+use crate::world::PspLedger;
 
-/// How often, and how many times, a denied condominium is probed.
-const PROBE_EVERY: u64 = 10 * SECOND;
-const PROBES_MAX: u16 = 90;
-/// How often, and how many times, the operator retries a reprocess (§4A.3).
-const REPROCESS_RETRY_EVERY: u64 = 2 * 60 * SECOND;
-const REPROCESS_ATTEMPTS_MAX: u8 = 3;
+/// What the operator reads off the simulated world.
+struct SimFacts<'a> {
+    purchases: &'a super::Purchases,
+    psp: &'a PspLedger,
+    index: &'a HistoryIndex,
+    replicas: &'a [Replica],
+    latest_deploy: u16,
+}
 
-/// One payment the operator is reprocessing.
-pub(super) struct OperatorTask {
-    purchase: u32,
-    who: String,
-    attempt: u8,
-    execute: Option<ExecuteRequest>,
-    /// The request in flight for it, if any.
-    request: Option<u32>,
+impl Facts for SimFacts<'_> {
+    fn paid(&self, purchase: u32) -> Option<Paid> {
+        let state = self.purchases.get(purchase as usize)?;
+        let payment = state.payment_id?;
+        let (idempotency_key, condominium) = (state.idempotency_key.clone(), Some(state.condominium));
+        Some(Paid { payment, idempotency_key, condominium })
+    }
+
+    fn charges(&self, payment: Uuid) -> Vec<Charge> {
+        self.psp.for_payment(payment)
+    }
+
+    fn cycles(&self, payment: Uuid) -> usize {
+        self.index.cycles_of(payment) as usize
+    }
+
+    fn latest_deploy(&self) -> u16 {
+        self.latest_deploy
+    }
+
+    fn serves_everywhere(&self, deploy: u16) -> bool {
+        self.replicas.iter().all(|replica| replica.serving && replica.config == deploy)
+    }
 }
 
 impl Sim<'_> {
@@ -51,151 +76,78 @@ impl Sim<'_> {
         for command in commands {
             match command {
                 Command::RollOut { deploy } => self.roll_out(deploy),
-                Command::Probe { deploy, condominiums } => {
-                    for condominium in condominiums {
-                        self.agenda.schedule(self.now, SimEvent::Probe { condominium, deploy, attempt: 0 });
-                    }
-                }
-                Command::Audit { purchases, who } => self.audit_suspects(&purchases, &who),
-                Command::Reprocess { purchases } => {
-                    for purchase in purchases {
-                        self.reprocess(purchase);
-                    }
-                }
+                command => self.operate(|operator, facts, now| operator.command(command, now, facts)),
             }
         }
     }
 
-    /// posim asks `authorize` for a condominium the latest rollback denies.
-    pub(super) fn probe(&mut self, condominium: u32, deploy: u16, attempt: u16) {
-        if deploy != self.latest_deploy {
-            return; // a newer decision took over
-        }
-        let request = crate::rollout::probe_request(&self.scenario.fleet, condominium, deploy, u32::from(attempt));
-        let id = self.new_request(NO_PURCHASE, Endpoint::Authorize, 1, false, None);
-        self.record(Event::sent_by_posim(id, Endpoint::Authorize));
-        self.record(Event::Probed { request: id, condominium });
-        self.probes.insert(id, (condominium, deploy, attempt));
-        self.start_operation(request, Origin::Probe(id), Some(condominium));
+    pub(super) fn operator_wake(&mut self, token: Token) {
+        self.operate(|operator, facts, _| operator.wake(token, facts));
     }
 
-    /// Probing stops once every replica serves the deploy and the answer is a denial.
-    pub(super) fn probe_answered(&mut self, request: u32, reply: &Reply) {
-        let Some((condominium, deploy, attempt)) = self.probes.remove(&request) else { return };
-        let everywhere = self.replicas.iter().all(|replica| replica.serving && replica.config == deploy);
-        let denied = reply.error_code() == Some(ErrorCode::CanaryNotAllowed);
-        if !(everywhere && denied) && attempt + 1 < PROBES_MAX {
-            let next = SimEvent::Probe { condominium, deploy, attempt: attempt + 1 };
-            self.agenda.schedule(self.now + PROBE_EVERY, next);
-        }
-    }
-
-    /// §4C: audit each suspect by provider_ref and idempotency_key through the
-    /// stack, and count its physical effect in the machines' logs.
-    fn audit_suspects(&mut self, purchases: &[u32], who: &str) {
-        let stack =
-            crate::stack::Stack::new(crate::contract::CanaryConfig::off(), self.scenario.stack.settings, self.bugs);
-        let mut evidence = Vec::new();
-        for &purchase in purchases {
-            let state = &self.purchases[purchase as usize];
-            let Some(payment) = state.payment_id else { continue };
-            let key = state.idempotency_key.clone();
-            let by_key = match self.read_direct(&stack, Request::AuditByIdempotencyKey(key.clone())) {
-                Reply::Payments(views) => views.iter().map(|view| view.payment_id).collect(),
-                _ => Vec::new(),
-            };
-            self.record(Event::AuditedKey { idempotency_key: key.clone(), payments: by_key.clone() });
-            let charges = self.world.psp.for_payment(payment);
-            let standing = charges.iter().filter(|charge| charge.status == ChargeStatus::Captured).count();
-            for charge in &charges {
-                let by_ref = match self.read_direct(&stack, Request::AuditByProviderRef(charge.provider_ref.clone())) {
-                    Reply::Payments(views) => views.iter().map(|view| view.payment_id).collect(),
-                    _ => Vec::new(),
-                };
-                self.record(Event::AuditedCharge { provider_ref: charge.provider_ref.clone(), payments: by_ref });
-            }
-            let cycles = self.controller.index.cycles_of(payment);
-            evidence.push(audit_line(purchase, &key, by_key.len(), charges.len(), standing, cycles as usize));
-        }
-        let window_from = self.history.decisions.last().map_or(0, |d| d.at);
-        let decision = Decision {
-            at: self.now,
-            who: who.to_string(),
-            kind: DecisionKind::Audit,
-            deploy: None,
-            previous: Some(self.latest_deploy),
-            window_from,
-            evidence,
-            criteria: Vec::new(),
-        };
-        self.history.add_decision(decision);
-    }
-
-    /// §4A: look the payment up (payment_id, execute_key), then execute again.
-    fn reprocess(&mut self, purchase: u32) {
-        let Some(payment) = self.purchases[purchase as usize].payment_id else { return };
-        let who =
-            self.scenario.operator.iter().find(|s| matches!(s.action, crate::scenario::OperatorAction::Reprocess));
-        let who = who.map_or("operator".to_string(), |step| step.who.clone());
-        self.operator_tasks.push(OperatorTask { purchase, who, attempt: 0, execute: None, request: None });
-        let task = (self.operator_tasks.len() - 1) as u32;
-        self.operator_send(task, Request::GetPayment(payment.to_string()), Endpoint::GetPayment);
-    }
-
-    fn operator_send(&mut self, task: u32, request: Request, endpoint: Endpoint) {
-        let id = self.new_request(NO_PURCHASE, endpoint, 1, false, None);
-        self.record(Event::sent_by_posim(id, endpoint));
-        self.operator_tasks[task as usize].request = Some(id);
-        let condominium = Some(self.purchases[self.operator_tasks[task as usize].purchase as usize].condominium);
-        self.start_operation(request, Origin::Operator(id), condominium);
-    }
-
+    /// The stack answered a request the operator sent.
     pub(super) fn operator_answered(&mut self, request: u32, reply: Reply) {
-        let Some(task) = self.operator_tasks.iter().position(|t| t.request == Some(request)) else { return };
-        self.operator_tasks[task].request = None;
-        let task = task as u32;
-        match reply {
-            Reply::Payment(view) if view.status == crate::contract::PaymentStatus::Confirmed => {
-                let Some(execute_key) = view.execute_key.clone() else { return };
-                let execute = ExecuteRequest { payment_id: view.payment_id.to_string(), execute_key };
-                self.operator_tasks[task as usize].execute = Some(execute.clone());
-                self.operator_send(task, Request::ExecuteCycle(execute), Endpoint::ExecuteCycle);
+        let token = self.operator_requests.remove(&request).expect("the operator sent it");
+        self.operate(|operator, facts, now| operator.answered(token, Some(reply), now, facts));
+    }
+
+    /// After the drain: the final audit, read straight from the store.
+    pub(super) fn audit(&mut self) {
+        let payments = self.purchases.iter().filter_map(|p| p.payment_id).collect();
+        let charges = operator::captured_charges(&self.history);
+        self.operate(|operator, facts, now| operator.final_audit((payments, charges), now, facts));
+    }
+
+    /// Feeds the operator one input and carries out what it asks, depth
+    /// first: a read answered from the store is fed back at once.
+    fn operate(&mut self, input: impl FnOnce(&mut Operator, &SimFacts, Millis) -> Vec<Output>) {
+        let mut outputs: VecDeque<Output> = self.feed(input).into();
+        let reader = Stack::new(crate::contract::CanaryConfig::off(), self.scenario.stack.settings, self.bugs);
+        while let Some(output) = outputs.pop_front() {
+            match output {
+                Output::Send(send) if send.read => {
+                    let reply = self.read_direct(&reader, send.request);
+                    let more = self.feed(|operator, facts, now| operator.answered(send.token, Some(reply), now, facts));
+                    more.into_iter().rev().for_each(|output| outputs.push_front(output));
+                }
+                Output::Send(send) => {
+                    let id = self.new_request(NO_PURCHASE, send.endpoint, 1, false, None);
+                    send.events(id).into_iter().for_each(|event| self.record(event));
+                    self.operator_requests.insert(id, send.token);
+                    self.start_operation(send.request, Origin::Operator(id), send.condominium);
+                }
+                Output::Wake { at, token } => self.agenda.schedule(at, SimEvent::OperatorWake { token }),
+                Output::Record(event) => self.record(event),
+                Output::Decide(decision) => {
+                    self.history.add_decision(decision);
+                }
             }
-            Reply::Error { code, .. } if code.retryable() => self.operator_failed(task),
-            _ => {} // executed, compensated, expired, or a refusal: nothing more to do
         }
     }
 
-    fn operator_failed(&mut self, task: u32) {
-        let state = &mut self.operator_tasks[task as usize];
-        state.attempt += 1;
-        if state.attempt < REPROCESS_ATTEMPTS_MAX && state.execute.is_some() {
-            self.agenda.schedule(self.now + REPROCESS_RETRY_EVERY, SimEvent::OperatorRetry { task });
-            return;
-        }
-        // §4A.3: failed repeatedly — open a support ticket with the ids.
-        let purchase = state.purchase;
-        let key = state.execute.as_ref().map_or("?".to_string(), |e| e.execute_key.to_string());
-        let payment = self.purchases[purchase as usize].payment_id.map_or("?".to_string(), |p| p.to_string());
-        let evidence = vec![format!(
-            "reprocess failed {} times: support ticket for payment {payment}, execute_key {key}",
-            state.attempt
-        )];
-        let decision = Decision {
-            at: self.now,
-            who: state.who.clone(),
-            kind: DecisionKind::Reprocess,
-            deploy: None,
-            previous: Some(self.latest_deploy),
-            window_from: self.now,
-            evidence,
-            criteria: Vec::new(),
+    fn feed(&mut self, input: impl FnOnce(&mut Operator, &SimFacts, Millis) -> Vec<Output>) -> Vec<Output> {
+        let facts = SimFacts {
+            purchases: &self.purchases,
+            psp: &self.world.psp,
+            index: &self.controller.index,
+            replicas: &self.replicas,
+            latest_deploy: self.latest_deploy,
         };
-        self.history.add_decision(decision);
+        input(&mut self.operator, &facts, self.now)
     }
 
-    pub(super) fn operator_retry(&mut self, task: u32) {
-        let Some(execute) = self.operator_tasks[task as usize].execute.clone() else { return };
-        self.operator_send(task, Request::ExecuteCycle(execute), Endpoint::ExecuteCycle);
+    /// Runs a read-only request against the store, without network or faults.
+    fn read_direct(&mut self, stack: &Stack, request: Request) -> Reply {
+        let (mut operation, mut effect) = stack.start(request, self.now, &mut self.ids);
+        loop {
+            match effect {
+                Effect::Store(op) => {
+                    let result = self.store.apply(op, self.now);
+                    effect = stack.resume(&mut operation, Input::Store(result), self.now, &mut self.ids);
+                }
+                Effect::Reply(reply) => return reply,
+                other => panic!("a read asked for {other:?}"),
+            }
+        }
     }
 }

@@ -1,17 +1,12 @@
 //! The customers' side of the simulation: arrivals at each condominium, the
 //! purchase flow at the terminals with its timeouts and retries, the network
 //! between terminals and the stack (lost requests, lost responses, double
-//! taps), the card charge, the sweep's cron and the final audit.
-
-use std::rc::Rc;
+//! taps), the card charge and the sweep's cron.
 
 use super::{Origin, RequestSlot, Sim, SimEvent};
 use crate::contract::{Endpoint, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
 use crate::history::{Event, NO_PURCHASE};
-use crate::stack::Stack;
-use crate::stack::core::{Effect, Input};
-use crate::stack::store::Store as _;
 use crate::world::terminal::{Heard, Next};
 use crate::world::{Purchase, PurchaseStep};
 
@@ -118,7 +113,6 @@ impl Sim<'_> {
                 }
                 return;
             }
-            Origin::Probe(_) => return self.probe_answered(request, &reply),
             Origin::Operator(_) => return self.operator_answered(request, reply),
         }
         let slot = &self.requests[request as usize];
@@ -236,52 +230,5 @@ impl Sim<'_> {
         let id = self.new_request(NO_PURCHASE, Endpoint::CompensationAlert, 1, false, None);
         self.record(Event::sent_by_posim(id, Endpoint::CompensationAlert));
         self.start_operation(Request::CompensationSweep, Origin::Cron(id), None);
-    }
-
-    /// After the drain: read every payment a terminal or the PSP knows of,
-    /// straight from the store, and record what the stack says.
-    pub(super) fn audit(&mut self) {
-        let stack = Rc::new(Stack::new(crate::contract::CanaryConfig::off(), self.scenario.stack.settings, self.bugs));
-        let mut payments: Vec<uuid::Uuid> = self.purchases.iter().filter_map(|p| p.payment_id).collect();
-        payments.sort_unstable();
-        payments.dedup();
-        for payment in payments {
-            let status = match self.read_direct(&stack, Request::GetPayment(payment.to_string())) {
-                Reply::Payment(view) => Some(view.status),
-                _ => None,
-            };
-            self.record(Event::Audited { payment, status });
-        }
-        let charges: Vec<_> = self
-            .history
-            .records
-            .iter()
-            .filter_map(|record| match &record.event {
-                Event::Charged { provider_ref, captured: true, .. } => Some(provider_ref.clone()),
-                _ => None,
-            })
-            .collect();
-        for provider_ref in charges {
-            let payments = match self.read_direct(&stack, Request::AuditByProviderRef(provider_ref.clone())) {
-                Reply::Payments(views) => views.iter().map(|view| view.payment_id).collect(),
-                _ => Vec::new(),
-            };
-            self.record(Event::AuditedCharge { provider_ref, payments });
-        }
-    }
-
-    /// Runs a read-only request against the store, without network or faults.
-    pub(super) fn read_direct(&mut self, stack: &Stack, request: Request) -> Reply {
-        let (mut operation, mut effect) = stack.start(request, self.now, &mut self.ids);
-        loop {
-            match effect {
-                Effect::Store(op) => {
-                    let result = self.store.apply(op, self.now);
-                    effect = stack.resume(&mut operation, Input::Store(result), self.now, &mut self.ids);
-                }
-                Effect::Reply(reply) => return reply,
-                other => panic!("a read asked for {other:?}"),
-            }
-        }
     }
 }
