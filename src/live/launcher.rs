@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::backend::{Backend, GivenUrl};
 use super::containers::{self, ContainerImages, Containers};
 pub use super::launch_error::LaunchError;
 use super::processes::{Processes, Program};
@@ -36,15 +37,8 @@ impl StackChoice {
     }
 }
 
-enum Backend {
-    Processes(Processes),
-    /// Boxed: it holds the engine client and the containers' handles.
-    Containers(Box<Containers>),
-    Url,
-}
-
 pub struct Launcher {
-    backend: Backend,
+    backend: Box<dyn Backend>,
     bugs: Vec<String>,
     world_url: String,
     settings: StackSettings,
@@ -73,19 +67,19 @@ impl Launcher {
         let (backend, bugs) = match choice {
             StackChoice::Embedded { bugs } => {
                 let processes = tokio::task::block_in_place(|| Processes::new(Program::Embedded, replicas, &logs))?;
-                (Backend::Processes(processes), bugs)
+                (Box::new(processes) as Box<dyn Backend>, bugs)
             }
             StackChoice::Command(text) => {
                 let processes = tokio::task::block_in_place(|| Processes::new(Program::Shell(text), replicas, &logs))?;
-                (Backend::Processes(processes), vec![])
+                (Box::new(processes) as Box<dyn Backend>, vec![])
             }
             StackChoice::Url(url) => {
                 urls = vec![Some(url.trim_end_matches('/').to_string()); replicas];
-                (Backend::Url, vec![])
+                (Box::new(GivenUrl) as Box<dyn Backend>, vec![])
             }
             StackChoice::Image { images, bugs } => {
                 world_url = format!("http://{}:{world_port}", containers::HOST_ALIAS);
-                (Backend::Containers(Box::new(Containers::open(images, replicas, &logs).await?)), bugs)
+                (Box::new(Containers::open(images, replicas, &logs).await?) as Box<dyn Backend>, bugs)
             }
         };
         Ok(Launcher {
@@ -101,16 +95,12 @@ impl Launcher {
     }
 
     pub fn can_redeploy(&self) -> bool {
-        !matches!(self.backend, Backend::Url)
+        self.backend.can_redeploy()
     }
 
     /// What runs the replicas, for the report.
     pub fn kind(&self) -> &'static str {
-        match self.backend {
-            Backend::Processes(_) => "processes",
-            Backend::Containers(_) => "containers",
-            Backend::Url => "a stack given by URL",
-        }
+        self.backend.kind()
     }
 
     pub fn url(&self, replica: usize) -> Option<String> {
@@ -144,11 +134,7 @@ impl Launcher {
         if self.can_redeploy() {
             self.urls[replica] = None;
         }
-        match &mut self.backend {
-            Backend::Processes(processes) => processes.stop(replica).await,
-            Backend::Containers(containers) => containers.stop(replica).await,
-            Backend::Url => {}
-        }
+        self.backend.stop(replica).await
     }
 
     /// (Re)starts a replica with `canary`; returns once it answers `/health`.
@@ -158,46 +144,19 @@ impl Launcher {
         }
         self.stop(replica).await;
         self.generations[replica] += 1;
-        let (port, database_url) = match &self.backend {
-            Backend::Processes(processes) => {
-                let port = super::free_port().map_err(|e| LaunchError::Spawn(format!("finding a free port: {e}")))?;
-                (port, processes.database_url())
-            }
-            Backend::Containers(containers) => (containers::STACK_PORT, Some(containers.database_url())),
-            Backend::Url => unreachable!("checked by can_redeploy"),
-        };
+        let (port, database_url) = self.backend.placement()?;
         let env = self.env(port, database_url, canary);
-        let url = match &mut self.backend {
-            Backend::Processes(processes) => processes.start(replica, port, env)?,
-            Backend::Containers(containers) => containers.start(replica, env).await?,
-            Backend::Url => unreachable!("checked by can_redeploy"),
-        };
+        let url = self.backend.start(replica, port, env).await?;
         self.wait_healthy(replica, &url).await?;
         self.urls[replica] = Some(url);
         Ok(())
-    }
-
-    async fn exited(&mut self, replica: usize) -> Option<LaunchError> {
-        match &mut self.backend {
-            Backend::Processes(processes) => processes.exited(replica),
-            Backend::Containers(containers) => containers.exited(replica).await,
-            Backend::Url => None,
-        }
-    }
-
-    async fn last_output(&self, replica: usize) -> String {
-        match &self.backend {
-            Backend::Processes(processes) => processes.last_output(replica),
-            Backend::Containers(containers) => containers.last_output(replica).await,
-            Backend::Url => String::new(),
-        }
     }
 
     async fn wait_healthy(&mut self, replica: usize, url: &str) -> Result<(), LaunchError> {
         let limit = Duration::from_secs(30);
         let started = std::time::Instant::now();
         loop {
-            if let Some(error) = self.exited(replica).await {
+            if let Some(error) = self.backend.exited(replica).await {
                 return Err(error);
             }
             let health = self.http.get(format!("{url}/health")).timeout(Duration::from_secs(1)).send().await;
@@ -205,7 +164,7 @@ impl Launcher {
                 return Ok(());
             }
             if started.elapsed() > limit {
-                return Err(LaunchError::NotHealthy(limit, self.last_output(replica).await));
+                return Err(LaunchError::NotHealthy(limit, self.backend.last_output(replica).await));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -213,30 +172,18 @@ impl Launcher {
 
     /// Freezes (or thaws) a replica: it keeps its connections and answers nothing.
     pub async fn pause(&mut self, replica: usize, paused: bool) -> Result<(), LaunchError> {
-        match &mut self.backend {
-            Backend::Processes(processes) => processes.pause(replica, paused),
-            Backend::Containers(containers) => containers.pause(replica, paused).await,
-            Backend::Url => Err(LaunchError::StackFault("a stack given by URL cannot be paused by posim".into())),
-        }
+        self.backend.pause(replica, paused).await
     }
 
     /// Kills a replica as a crash would (no graceful shutdown).
     pub async fn kill(&mut self, replica: usize) -> Result<(), LaunchError> {
         self.urls[replica] = None;
-        match &mut self.backend {
-            Backend::Processes(processes) => processes.kill(replica).await,
-            Backend::Containers(containers) => containers.kill(replica).await,
-            Backend::Url => Err(LaunchError::StackFault("a stack given by URL cannot be killed by posim".into())),
-        }
+        self.backend.kill(replica).await
     }
 
     /// Stops or starts the database (started: once it accepts connections).
     pub async fn database_running(&mut self, running: bool) -> Result<(), LaunchError> {
-        match &mut self.backend {
-            Backend::Processes(processes) => tokio::task::block_in_place(|| processes.database_running(running)),
-            Backend::Containers(containers) => containers.database_running(running).await,
-            Backend::Url => Err(LaunchError::NoDatabase),
-        }
+        self.backend.database_running(running).await
     }
 
     /// Stops every replica and removes the database (and containers).
@@ -244,8 +191,6 @@ impl Launcher {
         for replica in 0..self.urls.len() {
             self.stop(replica).await;
         }
-        if let Backend::Containers(containers) = &mut self.backend {
-            containers.shutdown().await;
-        }
+        self.backend.shutdown().await;
     }
 }

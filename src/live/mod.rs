@@ -2,6 +2,7 @@
 //! binaries, and the world posim serves over HTTP (the PSP and the IoT
 //! gateway of CONTRACT.md) around a real stack.
 
+pub mod backend;
 pub mod clock;
 pub mod containers;
 pub mod engine;
