@@ -9,19 +9,17 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::RngExt;
-use serde_json::Value;
 use tokio::task::JoinSet;
 
 use super::clock::{Clock, Recorder};
 use super::launcher::{LaunchError, Launcher, StackChoice};
+use super::shared::{Shared, Slot, now_in};
 use super::world::{self, LiveContext, World};
 use crate::contract::bodies::Health;
-use crate::contract::wire::{reply_from_json, request_to_http};
-use crate::contract::{Charge, Endpoint, ErrorCode, Reply, Request, StackSettings};
+use crate::contract::{Endpoint, Reply, Request, StackSettings};
 use crate::faults::FaultPlan;
-use crate::history::{DownCause, Event, History};
-use crate::operator::{Facts, Operator, Paid};
+use crate::history::{Event, History};
+use crate::operator::Operator;
 use crate::rollout::controller::{Command, Controller};
 use crate::scenario::Scenario;
 use crate::seed::{self, KeyedRoll};
@@ -53,111 +51,7 @@ pub struct LiveOutcome {
 }
 
 /// One replica as posim's load balancer sees it.
-#[derive(Clone, Debug)]
-struct Slot {
-    url: Option<String>,
-    deploy: u16,
-    serving: bool,
-    /// The share of requests the deploy's build fails (posim injects it here).
-    bad_build_error_rate: f64,
-}
-
-/// What every task of the run shares.
-pub(super) struct Shared {
-    pub(super) scenario: Scenario,
-    pub(super) recorder: Arc<Recorder>,
-    pub(super) faults: FaultPlan,
-    pub(super) http: reqwest::Client,
-    pub(super) world: Arc<World>,
-    pub(super) world_url: String,
-    slots: Mutex<Vec<Slot>>,
-    cursor: AtomicUsize,
-    next_request: AtomicU32,
-    pub(super) stack_requests: AtomicU64,
-    bad_build: KeyedRoll,
-    latest_deploy: AtomicU16,
-    controller: Mutex<Controller>,
-    pub(super) launcher: tokio::sync::Mutex<Launcher>,
-    /// Per purchase number: its idempotency key and, once authorized, its payment.
-    pub(super) registry: Mutex<BTreeMap<u32, (crate::contract::Text, Option<uuid::Uuid>)>>,
-    /// The traffic plan, as the simulator has it.
-    pub(super) traffic: TrafficPlan,
-    pub(super) operator: Mutex<Operator>,
-    /// The operator's requests and wake-ups in flight.
-    pub(super) operations: Mutex<JoinSet<()>>,
-}
-
-/// The answer to one request, as the client saw it.
-pub(super) enum Heard {
-    Reply(Reply),
-    Nothing,
-}
-
 impl Shared {
-    pub(super) fn clock(&self) -> Clock {
-        self.recorder.clock
-    }
-
-    pub(super) fn record(&self, event: Event) {
-        self.recorder.record(event);
-    }
-
-    pub(super) fn new_request(&self) -> u32 {
-        self.next_request.fetch_add(1, Ordering::Relaxed)
-    }
-
-    fn pick(&self) -> Option<(u16, String, u16, f64)> {
-        let slots = self.slots.lock().expect("slots lock");
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..slots.len()).map(|offset| (start + offset) % slots.len()).find_map(|i| {
-            let slot = &slots[i];
-            slot.url.clone().filter(|_| slot.serving).map(|url| (i as u16, url, slot.deploy, slot.bad_build_error_rate))
-        })
-    }
-
-    /// Sends `request` to a serving replica and records what the stack
-    /// answered; `drop_answer` is a response lost after the stack acted.
-    pub(super) async fn send(&self, id: u32, request: &Request, timeout: Millis, drop_answer: bool) -> Heard {
-        let Some((replica, url, deploy, rate)) = self.pick() else {
-            let reply = Reply::error(ErrorCode::Unavailable, "no replica is serving");
-            self.record(Event::answered(id, reply.http_status(), &reply));
-            return Heard::Reply(reply);
-        };
-        self.stack_requests.fetch_add(1, Ordering::Relaxed);
-        let exposed = matches!(request, Request::Confirm(_) | Request::ExecuteCycle(_));
-        if exposed && rate > 0.0 && self.bad_build.unit([u64::from(id), u64::from(deploy), 0]) < rate {
-            self.record(Event::Received { request: id, replica, config: deploy });
-            let reply = Reply::error(ErrorCode::Unavailable, "the build failed this request");
-            self.record(Event::answered(id, reply.http_status(), &reply));
-            return Heard::Reply(reply);
-        }
-        let (method, path, body) = request_to_http(request);
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a contract method");
-        let mut call = self.http.request(method, format!("{url}{path}")).timeout(self.clock().wall(timeout));
-        if let Some(body) = body {
-            call = call.json(&body);
-        }
-        let Ok(response) = call.send().await else { return Heard::Nothing };
-        self.record(Event::Received { request: id, replica, config: deploy });
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let reply = reply_from_json(request.endpoint(), status, &body).unwrap_or_else(|error| {
-            Reply::error(ErrorCode::Unavailable, format!("the stack broke the contract: {error}"))
-        });
-        self.record(Event::answered(id, status, &reply));
-        if drop_answer { Heard::Nothing } else { Heard::Reply(reply) }
-    }
-
-    /// A posim-side request (sweep, probe, audit, operator): sent, answered.
-    pub(super) async fn call(&self, endpoint: Endpoint, request: &Request) -> Option<Reply> {
-        let id = self.new_request();
-        self.record(Event::sent_by_posim(id, endpoint));
-        match self.send(id, request, 60_000, false).await {
-            Heard::Reply(reply) => Some(reply),
-            Heard::Nothing => None,
-        }
-    }
-
     /// Carries out the controller's commands (rollouts run in their own task).
     pub(super) fn carry_out(self: &Arc<Self>, commands: Vec<Command>, tasks: &mut JoinSet<()>) {
         for command in commands {
@@ -174,71 +68,6 @@ impl Shared {
                 command => self.operator_command(command),
             }
         }
-    }
-
-    /// A rolling deploy, one replica at a time (all at once for the first).
-    async fn roll_out(&self, deploy: u16) -> Result<(), LaunchError> {
-        let canary = self.recorder.with(|h| h.deploys[usize::from(deploy)].canary.clone());
-        let count = self.slots.lock().expect("slots lock").len();
-        if deploy > 0 && !self.launcher.lock().await.can_redeploy() {
-            return Ok(()); // a stack given by URL keeps the config it has
-        }
-        for replica in 0..count {
-            if self.latest_deploy.load(Ordering::SeqCst) != deploy {
-                return Ok(()); // a newer decision took over
-            }
-            if deploy > 0 {
-                self.take_out(replica as u16);
-                self.record(Event::ReplicaDown { replica: replica as u16, cause: DownCause::Deploy });
-            }
-            let mut launcher = self.launcher.lock().await;
-            launcher.deploy(replica, &canary).await?;
-            self.put_back(replica as u16, launcher.url(replica), deploy);
-            drop(launcher);
-            self.record(Event::ReplicaUp { replica: replica as u16, config: deploy });
-        }
-        Ok(())
-    }
-
-    /// The balancer serves the replica at `url`, which runs `deploy`.
-    pub(super) fn put_back(&self, replica: u16, url: Option<String>, deploy: u16) {
-        let bad_build_error_rate = self.recorder.with(|h| h.deploys[usize::from(deploy)].bad_build_error_rate);
-        let mut slots = self.slots.lock().expect("slots lock");
-        slots[usize::from(replica)] = Slot { url, deploy, serving: true, bad_build_error_rate };
-    }
-
-    /// The balancer stops serving the replica; returns the deploy it ran.
-    pub(super) fn take_out(&self, replica: u16) -> u16 {
-        let mut slots = self.slots.lock().expect("slots lock");
-        let slot = &mut slots[usize::from(replica)];
-        slot.serving = false;
-        slot.deploy
-    }
-}
-
-/// What the operator reads off the live world.
-impl Facts for Shared {
-    fn paid(&self, purchase: u32) -> Option<Paid> {
-        let registry = self.registry.lock().expect("registry lock");
-        let (idempotency_key, payment) = registry.get(&purchase)?;
-        Some(Paid { payment: (*payment)?, idempotency_key: idempotency_key.clone(), condominium: None })
-    }
-
-    fn charges(&self, payment: uuid::Uuid) -> Vec<Charge> {
-        self.world.charges(payment)
-    }
-
-    fn cycles(&self, payment: uuid::Uuid) -> usize {
-        let started = |event: &Event| matches!(event, Event::CycleStarted { payment: p, .. } if *p == payment);
-        self.recorder.with(|history| history.records.iter().filter(|record| started(&record.event)).count())
-    }
-
-    fn latest_deploy(&self) -> u16 {
-        self.latest_deploy.load(Ordering::SeqCst)
-    }
-
-    fn serves_everywhere(&self, deploy: u16) -> bool {
-        self.slots.lock().expect("slots lock").iter().all(|slot| slot.serving && slot.deploy == deploy)
     }
 }
 
@@ -427,20 +256,9 @@ async fn background(shared: Arc<Shared>, end: Millis) {
     let _ = tokio::time::timeout(Duration::from_secs(120), async { while tasks.join_next().await.is_some() {} }).await;
 }
 
-/// The scheduled time of a tick or step, never before the last record (the
-/// history stays in order; a late wake-up does not shift the runbook's schedule).
-pub(super) fn now_in(history: &History, at: Millis) -> Millis {
-    at.max(history.records.last().map_or(0, |r| r.at))
-}
-
 async fn sweep(shared: &Shared) {
     if let Some(Reply::Sweep(report)) = shared.call(Endpoint::CompensationAlert, &Request::CompensationSweep).await {
         let (expired, compensated, backlog) = (report.expired, report.compensated, report.backlog);
         shared.record(Event::Swept { expired, compensated, backlog });
     }
-}
-
-/// A uniform draw in `[low, high]`.
-pub(super) fn between(rng: &mut rand_chacha::ChaCha8Rng, (low, high): (Millis, Millis)) -> Millis {
-    rng.random_range(low..=high)
 }

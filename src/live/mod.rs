@@ -12,6 +12,7 @@ pub mod launcher;
 mod operator;
 pub mod postgres;
 pub mod processes;
+mod shared;
 mod stack_faults;
 mod terminals;
 pub mod world;

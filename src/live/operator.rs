@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engine::{Heard, Shared, now_in};
+use super::shared::{Heard, Shared, now_in};
 use crate::operator::{self, Operator, Output};
 use crate::rollout::controller::Command;
 use crate::time::Millis;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::engine::Shared;
+use super::shared::Shared;
 use crate::faults::{StackFault, StackFaultAction};
 use crate::history::{DownCause, Event};
 

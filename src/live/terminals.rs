@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinSet;
 
-use super::engine::{Heard, Shared, between};
+use super::shared::{Heard, Shared, between};
 use crate::contract::world_api::ChargeRequest;
 use crate::contract::{Charge, ChargeStatus, Endpoint, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
