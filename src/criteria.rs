@@ -184,13 +184,12 @@ fn judge_rate(
 }
 
 fn judge_backlog(seen: u32, max: u32) -> CriterionResult {
-    if seen > max {
-        let detail = format!("critical alert: sweep backlog {seen} above {max}");
-        CriterionResult { name: "critical_alert", judgement: Judgement::Fail, detail }
+    let (judgement, detail) = if seen > max {
+        (Judgement::Fail, format!("critical alert: sweep backlog {seen} above {max}"))
     } else {
-        let detail = format!("no critical alert (sweep backlog max {seen}, limit {max})");
-        CriterionResult { name: "critical_alert", judgement: Judgement::Pass, detail }
-    }
+        (Judgement::Pass, format!("no critical alert (sweep backlog max {seen}, limit {max})"))
+    };
+    CriterionResult { name: "critical_alert", judgement, detail }
 }
 
 /// The criteria of one judgement, split the way a decision reads them.

@@ -95,7 +95,7 @@ impl OutcomeReport {
     /// The line a person reads first.
     pub fn line(&self) -> String {
         let verdict = if self.met { "as expected" } else { "NOT what the scenario expects" };
-        format!("outcome: {} — expected `{}`: {verdict}", self.text, self.expected.name())
+        format!("outcome: {} — expected `{}`: {verdict}", self.text, self.expected)
     }
 }
 

@@ -1,9 +1,10 @@
 //! `posim live --stack-image`: the reference stack image and PostgreSQL in
 //! containers (built locally by `posim images build`; nothing is pulled),
 //! replaced at every deploy and broken by stack faults. These tests need a
-//! Docker engine: without one they skip on a developer's machine and fail
-//! in CI (CI=true). `.ci/run` builds the images first; the first test here
-//! builds them too if they are missing or older than this binary.
+//! Docker engine: they are ignored by a plain `cargo test` and fail without
+//! one under `--include-ignored` (what `.ci/run` runs). `.ci/run` builds the
+//! images first; the first test here builds them too if they are missing or
+//! older than this binary.
 
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -14,21 +15,19 @@ fn posim(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_posim")).args(args).output().expect("posim runs")
 }
 
-/// Builds the images once per test run; false (skip) when there is no Docker outside CI.
-fn images_or_skip() -> bool {
+/// Builds the images once per test run; without Docker that is a failure.
+fn build_images() {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let output = posim(&["images", "build"]);
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         if output.status.success() { Ok(()) } else { Err(text) }
     });
-    match built {
-        Ok(()) => true,
-        Err(text) if text.contains("Docker") && std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED: no Docker engine reachable, so the container tests did not run:\n{text}");
-            false
-        }
-        Err(text) => panic!("`posim images build` failed:\n{text}"),
+    if let Err(text) = built {
+        panic!(
+            "`posim images build` failed (these tests need a Docker engine):
+{text}"
+        );
     }
 }
 
@@ -47,10 +46,9 @@ fn said(output: &Output) -> String {
 }
 
 #[test]
+#[ignore = "needs Docker"]
 fn a_rollout_passes_with_the_stack_in_containers() {
-    if !images_or_skip() {
-        return;
-    }
+    build_images();
     let out = tempfile::tempdir().expect("a temp dir");
     let (output, summary) = live("live-smoke", out.path(), &["--stack-image", STACK_IMAGE]);
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
@@ -64,10 +62,9 @@ fn a_rollout_passes_with_the_stack_in_containers() {
 }
 
 #[test]
+#[ignore = "needs Docker"]
 fn paused_killed_and_restarted_stack_keeps_the_invariants_in_containers() {
-    if !images_or_skip() {
-        return;
-    }
+    build_images();
     let out = tempfile::tempdir().expect("a temp dir");
     let (output, summary) = live("live-stack-faults", out.path(), &["--stack-image", STACK_IMAGE]);
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
@@ -80,10 +77,9 @@ fn paused_killed_and_restarted_stack_keeps_the_invariants_in_containers() {
 }
 
 #[test]
+#[ignore = "needs Docker"]
 fn a_bug_switch_in_the_image_is_caught() {
-    if !images_or_skip() {
-        return;
-    }
+    build_images();
     let out = tempfile::tempdir().expect("a temp dir");
     let extra = ["--stack-image", STACK_IMAGE, "--stack-bug", "state-lost-on-redeploy"];
     let (output, summary) = live("live-smoke", out.path(), &extra);
@@ -92,10 +88,9 @@ fn a_bug_switch_in_the_image_is_caught() {
 }
 
 #[test]
+#[ignore = "needs Docker"]
 fn rollback_times_with_containers_sit_beside_those_with_processes() {
-    if !images_or_skip() {
-        return;
-    }
+    build_images();
     let (processes, containers) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
     let (output, _) = live("live-incident-b", processes.path(), &[]);
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
@@ -118,10 +113,9 @@ fn path(dir: &tempfile::TempDir) -> &str {
 }
 
 #[test]
+#[ignore = "needs Docker"]
 fn a_missing_image_is_named_with_the_command_that_builds_it() {
-    if !images_or_skip() {
-        return;
-    }
+    build_images();
     let out = tempfile::tempdir().expect("a temp dir");
     let (output, _) = live("live-smoke", out.path(), &["--stack-image", "posim-no-such-image:test"]);
     assert_eq!(output.status.code(), Some(3), "{}", said(&output));
@@ -130,6 +124,7 @@ fn a_missing_image_is_named_with_the_command_that_builds_it() {
 }
 
 #[test]
+#[ignore = "needs Docker"]
 fn no_docker_engine_is_a_harness_failure_that_says_what_was_tried() {
     let out = tempfile::tempdir().expect("a temp dir");
     let scenario = "fixtures/scenarios/live-smoke.toml";
@@ -144,10 +139,9 @@ fn no_docker_engine_is_a_harness_failure_that_says_what_was_tried() {
 }
 
 #[test]
+#[ignore = "needs Docker"]
 fn a_container_that_exits_at_start_up_ends_the_run_with_its_own_words() {
-    if !images_or_skip() {
-        return;
-    }
+    build_images();
     let out = tempfile::tempdir().expect("a temp dir");
     // The stack image as the database: it refuses to start without DATABASE_URL.
     let extra = ["--stack-image", STACK_IMAGE, "--postgres-image", STACK_IMAGE];
@@ -164,10 +158,9 @@ fn containers_of(pid: u32) -> String {
 }
 
 #[test]
+#[ignore = "needs Docker"]
 fn a_killed_run_leaves_containers_that_the_next_run_sweeps() {
-    if !images_or_skip() {
-        return;
-    }
+    build_images();
     let out = tempfile::tempdir().expect("a temp dir");
     let mut killed = Command::new(env!("CARGO_BIN_EXE_posim"))
         .args(["live", "fixtures/scenarios/live-smoke.toml", "--stack-image", STACK_IMAGE, "--out", path(&out)])

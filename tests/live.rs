@@ -2,17 +2,17 @@
 //! PostgreSQL and one `posim stack serve` per replica): a short rollout
 //! passes; each bug switch it can provoke live breaks its invariant; a stack
 //! that cannot start ends the run with exit 3 and its own words. Without
-//! PostgreSQL these tests skip on a developer's machine and fail in CI.
+//! PostgreSQL these tests fail: they are ignored by a plain `cargo test` and
+//! run with `--include-ignored` (what `.ci/run` runs).
 
 use std::process::{Command, Output};
 
-fn postgres_or_skip() -> bool {
-    if posim::live::postgres::find_binaries().is_some() {
-        return true;
-    }
-    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI must have PostgreSQL's server binaries");
-    eprintln!("SKIPPED: PostgreSQL server binaries not found; install postgresql to run the live tests");
-    false
+/// The live engine's embedded stack needs PostgreSQL's server binaries.
+fn need_postgres() {
+    assert!(
+        posim::live::postgres::find_binaries().is_some(),
+        "PostgreSQL server binaries not found; install postgresql to run the live tests"
+    );
 }
 
 fn live(scenario: &str, extra: &[&str]) -> (Output, String) {
@@ -28,10 +28,9 @@ fn live(scenario: &str, extra: &[&str]) -> (Output, String) {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL"]
 fn a_short_rollout_passes_live() {
-    if !postgres_or_skip() {
-        return;
-    }
+    need_postgres();
     let (output, summary) = live("live-smoke", &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
@@ -56,10 +55,9 @@ const CAUGHT_LIVE: [(&str, &str, &str); 6] = [
 ];
 
 #[test]
+#[ignore = "needs PostgreSQL"]
 fn bug_switches_are_caught_live() {
-    if !postgres_or_skip() {
-        return;
-    }
+    need_postgres();
     for (bug, scenario, code) in CAUGHT_LIVE {
         let (output, summary) = live(scenario, &["--stack-bug", bug]);
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -74,10 +72,9 @@ fn bug_switches_are_caught_live() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL"]
 fn the_reference_stack_keeps_the_invariants_under_faults_and_rollbacks_live() {
-    if !postgres_or_skip() {
-        return;
-    }
+    need_postgres();
     // (scenario, stack faults it plans: a pause, a kill and a database restart)
     for (scenario, planned) in [("live-faults", 0), ("live-rollback", 0), ("live-stack-faults", 3)] {
         let (output, summary) = live(scenario, &[]);
@@ -110,10 +107,9 @@ fn a_replayed_authorize_answered_with_a_second_payment_is_caught_live() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL"]
 fn a_stack_that_cannot_start_ends_the_run_with_its_own_words() {
-    if !postgres_or_skip() {
-        return;
-    }
+    need_postgres();
     let posim = env!("CARGO_BIN_EXE_posim");
     let command = format!("PAYMENTS_POS_CANARY_MODE=sideways exec {posim} stack serve");
     let (output, _) = live("live-smoke", &["--stack-cmd", &command]);
@@ -128,10 +124,9 @@ fn free_port() -> u16 {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL"]
 fn a_running_stack_is_driven_by_url_and_never_redeployed() {
-    if !postgres_or_skip() {
-        return;
-    }
+    need_postgres();
     let postgres = posim::live::postgres::ThrowawayPostgres::start().expect("a throwaway PostgreSQL");
     let (world_port, stack_port) = (free_port(), free_port());
     let world = format!("http://127.0.0.1:{world_port}");

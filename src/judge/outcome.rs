@@ -12,6 +12,8 @@ use crate::time::{self, Millis};
 /// The outcome a scenario states it expects (`expect = "…"`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::Display, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "snake_case")]
 pub enum Expectation {
     /// Every phase reached, no rollback, criteria and invariants held.
     #[default]
@@ -85,12 +87,13 @@ impl Outcome {
     }
 }
 
-impl Expectation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Expectation::Complete => "complete",
-            Expectation::Rollback => "rollback",
-            Expectation::Freeze => "freeze",
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_are_named_as_scenarios_write_them() {
+        crate::contract::names::assert_round_trip::<Expectation>();
+        assert_eq!(Expectation::Rollback.to_string(), "rollback");
     }
 }
