@@ -220,7 +220,7 @@ fn run(args: RunArgs) -> u8 {
     let outcome = sim::run_observed(&scenario, options, &mut |now| bar.set_position(now / 1000));
     bar.finish_and_clear();
     let simulation_wall = started.elapsed().as_secs_f64();
-    let judged = judge(&scenario, seed, bugs, Recorded::simulated(&scenario, outcome));
+    let judged = judge(&scenario, seed, bugs, Recorded::simulated(outcome));
     let wall = started.elapsed().as_secs_f64();
     print!("{}", report::console(&judged.report));
     println!("{}", speed_line(judged.report.stack_requests, judged.report.simulated_ms, simulation_wall, wall));

@@ -40,6 +40,31 @@ pub enum FaultKind {
     ReplicaCrash,
     /// The customer walks away after a failed attempt.
     CustomerWalksAway,
+    /// A replica stops between two effects for `duration` (a long GC pause,
+    /// `docker pause`): its operations and the requests queued on it wait.
+    ReplicaPause,
+    /// A replica's clock runs ahead or behind by up to `duration` (drawn per
+    /// replica process).
+    ClockSkew,
+    /// A store operation answers `duration` late (its write has landed).
+    StoreSlow,
+    /// A store operation fails (connection lost): the request is answered 503.
+    StoreError,
+    /// The gateway answers 504 and the command reaches the machine later,
+    /// within `duration` and the gateway's command expiry.
+    CommandLate,
+    /// The PSP times out on a refund that lands later, within `duration`.
+    RefundLate,
+    /// Terminal → stack: the request leaves two more times within a few
+    /// milliseconds (a retry storm, a proxy retrying on its own), so that
+    /// replicas race on one payment.
+    ConcurrentDuplicates,
+    /// A terminal goes offline between two steps of a purchase for
+    /// `duration` and resumes with the same keys (store-and-forward).
+    TerminalOffline,
+    /// The card's capture lands at the PSP up to `duration` late (the
+    /// terminal waits for it).
+    CaptureLate,
 }
 
 /// Where a fault is rolled: each boundary crossing rolls once.
@@ -49,22 +74,84 @@ pub enum Boundary {
     StackToTerminal,
     StackToPsp,
     StackToIot,
-    /// Between two effects inside a replica.
+    /// Between two effects inside a replica (store operations).
     Replica,
     Customer,
+    /// Before any effect of an operation (pauses).
+    Pause,
+    /// When a replica process starts (its clock).
+    Clock,
+    /// Before a purchase's next step at the terminal.
+    TerminalStep,
+    /// The terminal's card charge at the PSP.
+    Card,
 }
 
+/// Every boundary, in the order of their roll streams.
+const BOUNDARIES: [Boundary; 10] = [
+    Boundary::TerminalToStack,
+    Boundary::StackToTerminal,
+    Boundary::StackToPsp,
+    Boundary::StackToIot,
+    Boundary::Replica,
+    Boundary::Customer,
+    Boundary::Pause,
+    Boundary::Clock,
+    Boundary::TerminalStep,
+    Boundary::Card,
+];
+
+/// How long after a `start_cycle` command reached the gateway it may still
+/// reach its machine (CONTRACT.md §4.2, "command expiry"); a command that
+/// carries `not_after` never reaches it after that instant.
+pub const COMMAND_EXPIRY: Millis = 30 * crate::time::SECOND;
+
+/// How far apart the copies of a concurrent duplicate leave, at most.
+pub const CONCURRENT_SPREAD: Millis = 5;
+
 impl FaultKind {
+    /// Late deliveries are about one call each: a late refund is no answer
+    /// to a charge lookup. Every other fault plays at any call of its boundary.
+    fn applies_at(self, world: Option<WorldEndpoint>) -> bool {
+        match self {
+            FaultKind::RefundLate => world == Some(WorldEndpoint::Refund),
+            FaultKind::CommandLate => world == Some(WorldEndpoint::StartCycle),
+            _ => true,
+        }
+    }
+
+    /// Does this fault hold something back for its `duration` (so that a
+    /// run's drain must last that much longer for its effects to settle)?
+    pub fn delays(self) -> bool {
+        matches!(
+            self,
+            FaultKind::ReplicaPause
+                | FaultKind::StoreSlow
+                | FaultKind::CommandLate
+                | FaultKind::RefundLate
+                | FaultKind::TerminalOffline
+                | FaultKind::CaptureLate
+        )
+    }
+
     pub fn boundary(self) -> Boundary {
         match self {
-            FaultKind::RequestLost | FaultKind::DuplicateRequest => Boundary::TerminalToStack,
-            FaultKind::ResponseLost => Boundary::StackToTerminal,
-            FaultKind::PspTimeout | FaultKind::PspError => Boundary::StackToPsp,
-            FaultKind::IotCommandLost | FaultKind::IotAckLost | FaultKind::Gateway504 | FaultKind::MachineOffline => {
-                Boundary::StackToIot
+            FaultKind::RequestLost | FaultKind::DuplicateRequest | FaultKind::ConcurrentDuplicates => {
+                Boundary::TerminalToStack
             }
-            FaultKind::ReplicaCrash => Boundary::Replica,
+            FaultKind::ResponseLost => Boundary::StackToTerminal,
+            FaultKind::PspTimeout | FaultKind::PspError | FaultKind::RefundLate => Boundary::StackToPsp,
+            FaultKind::IotCommandLost
+            | FaultKind::IotAckLost
+            | FaultKind::Gateway504
+            | FaultKind::MachineOffline
+            | FaultKind::CommandLate => Boundary::StackToIot,
+            FaultKind::ReplicaCrash | FaultKind::StoreSlow | FaultKind::StoreError => Boundary::Replica,
             FaultKind::CustomerWalksAway => Boundary::Customer,
+            FaultKind::ReplicaPause => Boundary::Pause,
+            FaultKind::ClockSkew => Boundary::Clock,
+            FaultKind::TerminalOffline => Boundary::TerminalStep,
+            FaultKind::CaptureLate => Boundary::Card,
         }
     }
 }
@@ -127,6 +214,8 @@ pub struct Crossing {
     pub phase: u16,
     pub condominium: Option<u32>,
     pub endpoint: Option<Endpoint>,
+    /// The world's endpoint called (world boundaries only).
+    pub world: Option<WorldEndpoint>,
 }
 
 /// The world's endpoints the stack calls: the PSP's and the IoT gateway's.
@@ -150,6 +239,9 @@ pub enum Lane {
     TwinResponse,
     /// The customer's decision after a failure.
     Customer,
+    /// The terminal's state before it starts this step (offline spells,
+    /// late captures; attempt 0).
+    Step,
 }
 
 /// Where along a purchase a fault is rolled.
@@ -169,6 +261,8 @@ pub enum FaultKey {
     Call { purchase: u32, site: FaultSite, attempt: u32 },
     /// A step of one stack operation (replica crashes: the simulator only).
     Operation { serial: u64, step: u32 },
+    /// A replica process (its clock).
+    Replica { replica: u16, incarnation: u32 },
 }
 
 impl FaultKey {
@@ -181,6 +275,7 @@ impl FaultKey {
         match self {
             FaultKey::Call { purchase, site, attempt } => roll_ids(purchase, site, attempt),
             FaultKey::Operation { serial, step } => [serial, u64::from(step), 0],
+            FaultKey::Replica { replica, incarnation } => [u64::from(replica), u64::from(incarnation), 1],
         }
     }
 }
@@ -201,22 +296,28 @@ pub fn roll_ids(purchase: u32, site: FaultSite, attempt: u32) -> [u64; 3] {
 pub struct FaultPlan {
     faults: Vec<FaultSpec>,
     rolls: Vec<KeyedRoll>,
+    extent: KeyedRoll,
 }
 
 impl FaultPlan {
     pub fn new(seed: u64, faults: Vec<FaultSpec>) -> Self {
-        let rolls = [
-            Boundary::TerminalToStack,
-            Boundary::StackToTerminal,
-            Boundary::StackToPsp,
-            Boundary::StackToIot,
-            Boundary::Replica,
-            Boundary::Customer,
-        ]
-        .iter()
-        .map(|boundary| KeyedRoll::new(seed, &format!("faults:{boundary:?}")))
-        .collect();
-        FaultPlan { faults, rolls }
+        let rolls = BOUNDARIES.iter().map(|boundary| KeyedRoll::new(seed, &format!("faults:{boundary:?}"))).collect();
+        let extent = KeyedRoll::new(seed, "faults:extent");
+        FaultPlan { faults, rolls, extent }
+    }
+
+    /// How far a fault that fired on `key` goes, in `(0, bound]` (a late
+    /// delivery's delay) — its own stream, so it changes no other roll.
+    pub fn extent(&self, key: FaultKey, bound: Millis) -> Millis {
+        let unit = self.extent.unit(key.ids());
+        ((unit * bound as f64) as Millis).clamp(1, bound.max(1))
+    }
+
+    /// A signed offset in `[-bound, bound]` for `key` (a skewed clock).
+    pub fn offset(&self, key: FaultKey, bound: Millis) -> i64 {
+        let unit = self.extent.unit(key.ids());
+        let bound = i64::try_from(bound).unwrap_or(i64::MAX / 2);
+        ((unit * 2.0 - 1.0) * bound as f64) as i64
     }
 
     pub fn faults(&self) -> &[FaultSpec] {
@@ -252,7 +353,7 @@ fn in_scope(fault: &FaultSpec, crossing: &Crossing) -> bool {
         || crossing.condominium.is_some_and(|condominium| fault.condominiums.contains(&condominium));
     let on_endpoint =
         fault.endpoints.is_empty() || crossing.endpoint.is_some_and(|endpoint| fault.endpoints.contains(&endpoint));
-    in_window && in_phase && in_condominium && on_endpoint
+    in_window && in_phase && in_condominium && on_endpoint && fault.kind.applies_at(crossing.world)
 }
 
 #[cfg(test)]
@@ -277,7 +378,7 @@ mod tests {
     }
 
     fn crossing(now: Millis) -> Crossing {
-        Crossing { now, phase: 0, condominium: Some(3), endpoint: Some(Endpoint::Confirm) }
+        Crossing { now, phase: 0, condominium: Some(3), endpoint: Some(Endpoint::Confirm), world: None }
     }
 
     #[test]

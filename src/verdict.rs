@@ -28,14 +28,10 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// A simulation's record; the simulator says what it does not play.
-    pub fn simulated(scenario: &Scenario, outcome: SimOutcome) -> Recorded {
+    /// A simulation's record (the simulator plays every fault a scenario names).
+    pub fn simulated(outcome: SimOutcome) -> Recorded {
         let SimOutcome { history, stack_requests, simulated, purchases } = outcome;
-        let notes = match scenario.stack_faults.is_empty() {
-            true => vec![],
-            false => vec!["stack_faults (pause, kill, database restart) are played by `posim live` only".to_string()],
-        };
-        Recorded { history, stack_requests, simulated, purchases, engine: "simulator".into(), notes }
+        Recorded { history, stack_requests, simulated, purchases, engine: "simulator".into(), notes: Vec::new() }
     }
 }
 
@@ -48,7 +44,7 @@ pub struct Judged {
 /// Simulates `scenario` with `seed` and `bugs`, then judges it.
 pub fn simulate(scenario: &Scenario, seed: u64, bugs: &[StackBug]) -> Judged {
     let outcome = sim::run(scenario, SimOptions { seed, bugs: BugSet::new(bugs) });
-    judge(scenario, seed, bugs, Recorded::simulated(scenario, outcome))
+    judge(scenario, seed, bugs, Recorded::simulated(outcome))
 }
 
 /// Checks a recorded run and builds its report.

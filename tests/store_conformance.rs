@@ -83,10 +83,12 @@ fn op() -> impl Strategy<Value = StoreOp> {
         4 => (id(), pooled(&PROVIDER_REFS), pooled(&EXECUTE_KEYS), any::<bool>()).prop_map(
             |(id, provider_ref, execute_key, reissue)| StoreOp::Confirm { id, provider_ref, execute_key, reissue }
         ),
-        3 => (id(), TIMES).prop_map(|(id, lease_until)| StoreOp::ClaimExecution { id, lease_until }),
-        1 => id().prop_map(|id| StoreOp::ReleaseExecution { id }),
+        3 => (id(), TIMES, proptest::option::of(TIMES))
+            .prop_map(|(id, lease_for, replica_now)| StoreOp::ClaimExecution { id, lease_for, replica_now }),
+        1 => (id(), proptest::option::of(0u32..4)).prop_map(|(id, attempt)| StoreOp::ReleaseExecution { id, attempt }),
         3 => (id(), pooled(&CYCLES)).prop_map(|(id, cycle_id)| StoreOp::RecordCycle { id, cycle_id }),
         2 => (TIMES, 0..4usize).prop_map(|(created_before, limit)| StoreOp::ListOverdue { created_before, limit }),
+        1 => (TIMES, 0..4usize).prop_map(|(since, limit)| StoreOp::ListRecentlyExpired { since, limit }),
         4 => (id(), likely_state([PaymentState::Authorized, PaymentState::Confirmed]), prop_oneof![3 => Just(0), 1 => 1..3u32], any::<bool>(), proptest::option::of(pooled(&PROVIDER_REFS)))
             .prop_map(|(id, from, seen_attempts, honour_lease, provider_ref)| StoreOp::ClaimCompensation {
                 id,
@@ -141,7 +143,7 @@ fn postgres_store(
     let pool = config
         .create_pool(Some(deadpool_postgres::Runtime::Tokio1), tokio_postgres::NoTls)
         .expect("a pool for the throwaway PostgreSQL");
-    let store = PgStore::new(pool.clone());
+    let store = PgStore::on_given_clock(pool.clone());
     runtime.block_on(store.migrate()).expect("the migrations apply");
     (store, pool)
 }

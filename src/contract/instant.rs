@@ -14,3 +14,22 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis,
     let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
     time::parse_instant_millis(&text).map_err(serde::de::Error::custom)
 }
+
+/// `Option<Millis>` on the wire: absent, or RFC 3339 text
+/// (`#[serde(default, skip_serializing_if = "Option::is_none", with = "instant::optional")]`).
+pub mod optional {
+    use serde::{Deserializer, Serializer};
+
+    use crate::time::Millis;
+
+    pub fn serialize<S: Serializer>(at: &Option<Millis>, serializer: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => super::serialize(at, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Millis>, D::Error> {
+        super::deserialize(deserializer).map(Some)
+    }
+}

@@ -279,6 +279,9 @@ pub struct StartCycleCommand {
     pub command_id: Uuid,
     pub payment_id: PaymentId,
     pub execute_key: Text,
+    /// The fencing instant (contract 1.1): the gateway never delivers the
+    /// command after it. The reference stack sends its execution lease's end.
+    pub not_after: Option<Millis>,
 }
 
 /// Which firmware a machine runs (CONTRACT.md, "Firmware comes in two kinds").

@@ -119,6 +119,15 @@ fn cases() -> Vec<(&'static str, Check, String)> {
             round_trip::<Command>,
             format!(r#"{{"command_id": "{C}", "payment_id": "{P}", "execute_key": "x-1", "action": "start_cycle"}}"#),
         ),
+        (
+            "fenced command",
+            round_trip::<Command>,
+            format!(
+                r#"{{"command_id": "{C}", "payment_id": "{P}", "execute_key": "x-1", "action": "start_cycle",
+                    "not_after": "2026-12-01T08:00:12.000Z"}}"#
+            ),
+        ),
+        ("expired", round_trip::<CommandReply>, r#"{"result": "expired"}"#.into()),
         ("started", round_trip::<CommandReply>, r#"{"result": "started", "cycle_id": "cy-1"}"#.into()),
         ("already started", round_trip::<CommandReply>, r#"{"result": "already_started", "cycle_id": "cy-1"}"#.into()),
         ("busy", round_trip::<CommandReply>, r#"{"result": "busy"}"#.into()),

@@ -71,6 +71,9 @@ pub struct Command {
     pub payment_id: PaymentId,
     pub execute_key: Text,
     pub action: CommandAction,
+    /// Never deliver the command after this instant (contract 1.1; optional).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "super::instant::optional")]
+    pub not_after: Option<crate::time::Millis>,
 }
 
 /// What the gateway answers to a command (the status goes with it: 200, 409, 503).
@@ -85,6 +88,9 @@ pub enum CommandResult {
     /// A cycle of another payment is running (409).
     Busy,
     Offline,
+    /// The command reached the gateway after its `not_after` (410): it was
+    /// not delivered.
+    Expired,
 }
 
 /// The gateway's answer to a command; `cycle_id` comes with `started` and `already_started`.
@@ -106,6 +112,7 @@ impl CommandReply {
             CommandResult::Started | CommandResult::AlreadyStarted => 200,
             CommandResult::Busy => 409,
             CommandResult::Offline => 503,
+            CommandResult::Expired => 410,
         }
     }
 }

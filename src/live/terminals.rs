@@ -101,6 +101,7 @@ fn crossing(shared: &Shared, purchase: &Purchase, endpoint: Endpoint) -> Crossin
         phase: shared.world.phase(),
         condominium: Some(purchase.condominium),
         endpoint: Some(endpoint),
+        world: None,
     }
 }
 

@@ -135,9 +135,19 @@ impl World {
     }
 
     /// A call to the PSP, played: its latency, then a timeout, a 5xx or the ledger's answer.
-    async fn psp(&self, request: &PspRequest) -> Result<PspAnswer, Response> {
+    async fn psp(self: &Arc<Self>, request: &PspRequest) -> Result<PspAnswer, Response> {
         let served = self.state().psp(self.at(), request);
         self.record_served(served.fired, served.truth);
+        if let (Some(delay), Some(live)) = (served.late, &self.live) {
+            // The refund lands later, whatever the stack hears now.
+            let (clock, request) = (live.recorder.clock, request.clone());
+            let world = Arc::clone(self);
+            tokio::spawn(async move {
+                clock.sleep(delay).await;
+                let truth = world.state().land_refund(&request);
+                world.record_served(None, truth);
+            });
+        }
         self.travel(served.key, |live| live.latency.stack_psp).await;
         match served.answer {
             PspAnswer::Timeout => {
@@ -225,20 +235,28 @@ async fn command(
         command_id: request.command_id,
         payment_id: request.payment_id,
         execute_key: request.execute_key,
+        not_after: request.not_after,
     };
-    let served = world.state().send_command(world.at(), &command);
+    // The stack's fencing instant is on the wall clock (its database's).
+    let served = world.state().send_command(world.at(), &command, time::wall_clock_millis());
     let fault = served.fired.map(|fired| fired.kind);
     world.record_served(served.fired, served.truth);
     world.travel(served.key, |live| live.latency.stack_iot).await;
     let machine = match served.answer {
         Route::ToMachine(machine) => machine,
         Route::UnknownMachine => return error(StatusCode::NOT_FOUND, "unknown_machine"),
+        Route::Expired => return command_reply(CommandResult::Expired, None),
+        Route::Late { machine, delay } => {
+            tokio::spawn(deliver_late(Arc::clone(&world), machine, command, delay));
+            return error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout");
+        }
         Route::Lost => {
             world.beyond(|live| live.iot_timeout).await;
             return error(StatusCode::GATEWAY_TIMEOUT, "timeout");
         }
     };
-    let (answer, truth) = world.state().at_machine(machine, &command, fault, (world.at().now, world.cycle_length));
+    let fate = (fault, time::wall_clock_millis());
+    let (answer, truth) = world.state().at_machine(machine, &command, fate, (world.at().now, world.cycle_length));
     world.record_served(None, truth);
     match answer {
         // The machine started; the stack hears nothing, or a 504.
@@ -251,7 +269,19 @@ async fn command(
         GatewayAnswer::AlreadyStarted(cycle) => command_reply(CommandResult::AlreadyStarted, Some(cycle)),
         GatewayAnswer::Busy => command_reply(CommandResult::Busy, None),
         GatewayAnswer::Offline => command_reply(CommandResult::Offline, None),
+        GatewayAnswer::Expired => command_reply(CommandResult::Expired, None),
     }
+}
+
+/// A command the gateway answered 504 reaches its machine `delay` later
+/// (runbook time), unless its `not_after` has passed by then.
+async fn deliver_late(world: Arc<World>, machine: u32, command: StartCycleCommand, delay: Millis) {
+    if let Some(live) = &world.live {
+        live.recorder.clock.sleep(delay).await;
+    }
+    let fate = (Some(crate::faults::FaultKind::CommandLate), time::wall_clock_millis());
+    let (_, truth) = world.state().at_machine(machine, &command, fate, (world.at().now, world.cycle_length));
+    world.record_served(None, truth);
 }
 
 /// The gateway's answer with the status the contract gives it.

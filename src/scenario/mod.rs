@@ -351,14 +351,17 @@ impl Scenario {
         let fleet = load_fleet(&source, raw.fleet.get_ref(), raw.fleet.span(), base)?;
         let stack = stack_spec(&source, &raw.stack)?;
         let phases = phases(&source, raw.phases, &fleet)?;
-        let faults =
+        let faults: Vec<FaultSpec> =
             raw.faults.iter().map(|fault| fault_spec(&source, fault, &phases, &fleet)).collect::<Result<_, _>>()?;
         let start = raw.start.as_ref().map_or(Ok(1_796_112_000), |start| {
             time::parse_instant(start.get_ref()).map_err(|message| source.error(start.span(), message))
         })?;
         let drain = match &raw.drain {
             Some(drain) => source.duration(drain)?,
-            None => runbook::default_drain(stack.settings.cycle_ttl, stack.sweep_interval),
+            None => {
+                let late = faults.iter().filter(|f| f.kind.delays()).map(|f| f.duration).max();
+                runbook::default_drain(stack.settings.cycle_ttl, stack.sweep_interval).saturating_add(late.unwrap_or(0))
+            }
         };
         Ok(Scenario {
             name: raw.name,

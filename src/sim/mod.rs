@@ -9,6 +9,7 @@
 //! audits and reprocessing through the sans-IO operator) and the
 //! operator's script.
 
+mod nemesis;
 mod queue;
 mod replicas;
 mod runbook;
@@ -131,6 +132,20 @@ enum SimEvent {
         op: u32,
         serial: u64,
     },
+    /// A paused replica carries out the effect it was holding.
+    Continue {
+        op: u32,
+        serial: u64,
+    },
+    /// A planned `[[stack_faults]]` entry begins, or ends.
+    StackFault {
+        index: u16,
+        ended: bool,
+    },
+    /// A refund held back by `refund_late` lands at the PSP.
+    RefundLands {
+        refund: u32,
+    },
     /// A start command reaches its machine.
     AtMachine {
         command: u32,
@@ -188,6 +203,8 @@ struct OpSlot {
     /// Effects resolved so far (names crash points).
     step: u32,
     pending: Option<crate::stack::Input>,
+    /// The effect a paused replica has not carried out yet.
+    held: Option<crate::stack::Effect>,
 }
 
 struct Replica {
@@ -195,6 +212,11 @@ struct Replica {
     config: u16,
     serving: bool,
     incarnation: u32,
+    /// The replica does nothing in `[paused_since, paused_until)` (a pause).
+    paused_since: Millis,
+    paused_until: Millis,
+    /// How far this process's clock is ahead (or behind) of true time.
+    clock_offset_ms: i64,
 }
 
 /// A start command on its way to a machine.
@@ -293,6 +315,10 @@ struct Sim<'s> {
     horizon: Millis,
     lb_cursor: usize,
     stack_requests: u64,
+    /// The database answers nothing before this (a planned outage).
+    database_down_until: Millis,
+    /// Refunds held back by `refund_late`, landing later.
+    late_refunds: Vec<crate::world::psp::PspRequest>,
 }
 
 impl<'s> Sim<'s> {
@@ -300,7 +326,15 @@ impl<'s> Sim<'s> {
         let fleet = &scenario.fleet;
         let nothing = Rc::new(Stack::new(CanaryConfig::off(), scenario.stack.settings, options.bugs));
         let replicas = (0..scenario.stack.replicas)
-            .map(|_| Replica { stack: Rc::clone(&nothing), config: 0, serving: false, incarnation: 0 })
+            .map(|_| Replica {
+                stack: Rc::clone(&nothing),
+                config: 0,
+                serving: false,
+                incarnation: 0,
+                paused_since: 0,
+                paused_until: 0,
+                clock_offset_ms: 0,
+            })
             .collect();
         let history = History {
             condominiums: fleet.condominiums.iter().map(|c| c.id).collect(),
@@ -338,6 +372,8 @@ impl<'s> Sim<'s> {
             horizon: scenario.horizon(),
             lb_cursor: 0,
             stack_requests: 0,
+            database_down_until: 0,
+            late_refunds: Vec::new(),
         }
     }
 
@@ -350,6 +386,9 @@ impl<'s> Sim<'s> {
         }
         self.schedule_arrival();
         self.agenda.schedule(self.scenario.stack.sweep_interval, SimEvent::Sweep);
+        for (index, fault) in self.scenario.stack_faults.iter().enumerate() {
+            self.agenda.schedule(fault.at, SimEvent::StackFault { index: index as u16, ended: false });
+        }
     }
 
     fn handle(&mut self, event: SimEvent) {
@@ -365,6 +404,9 @@ impl<'s> Sim<'s> {
             SimEvent::SendTwin { request } => self.send_twin(request),
             SimEvent::AtStack { request } => self.at_stack(request),
             SimEvent::Resume { op, serial } => self.resume(op, serial),
+            SimEvent::Continue { op, serial } => self.continue_held(op, serial),
+            SimEvent::StackFault { index, ended } => self.stack_fault(index, ended),
+            SimEvent::RefundLands { refund } => self.refund_lands(refund),
             SimEvent::AtMachine { command } => self.at_machine(command),
             SimEvent::AtTerminal { request } => self.at_terminal(request),
             SimEvent::Timeout { request } => self.timeout(request),

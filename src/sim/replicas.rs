@@ -64,10 +64,12 @@ impl Sim<'_> {
         slot.config = config;
         slot.incarnation += 1;
         slot.serving = true;
+        slot.paused_until = 0;
         if self.bugs.has(StackBug::StateLostOnRedeploy) && self.now > 0 {
             self.store.clear();
         }
         self.record(Event::ReplicaUp { replica, config });
+        self.set_clock(replica);
     }
 
     fn crash(&mut self, replica: u16, fault: u16, (serial, step): (u64, u32)) {
@@ -75,17 +77,22 @@ impl Sim<'_> {
         let key = FaultKey::Operation { serial, step };
         self.record(Event::Fault { fault, kind: FaultKind::ReplicaCrash, key });
         self.record(Event::ReplicaDown { replica, cause: DownCause::Crash });
+        self.take_down(replica, self.now.saturating_add(downtime));
+    }
+
+    /// The replica's process is gone; a fresh one starts at `back`.
+    pub(super) fn take_down(&mut self, replica: u16, back: crate::time::Millis) {
         let slot = &mut self.replicas[usize::from(replica)];
         slot.serving = false;
         slot.incarnation += 1;
         let incarnation = slot.incarnation;
-        self.agenda.schedule(self.now + downtime, SimEvent::ReplicaRecovered { replica, incarnation });
+        self.agenda.schedule(back, SimEvent::ReplicaRecovered { replica, incarnation });
     }
 
     /// Round robin over the replicas that serve.
     fn pick_replica(&mut self) -> Option<u16> {
         let count = self.replicas.len();
-        (0..count).map(|offset| (self.lb_cursor + offset) % count).find(|&i| self.replicas[i].serving).map(|i| {
+        (0..count).map(|offset| (self.lb_cursor + offset) % count).find(|&i| self.ready(i)).map(|i| {
             self.lb_cursor = i + 1;
             i as u16
         })
@@ -107,7 +114,8 @@ impl Sim<'_> {
             let reply = Reply::error(crate::contract::ErrorCode::Unavailable, "the build failed this request");
             return self.answer(origin, reply);
         }
-        let (operation, effect) = stack.start(request, self.now, &mut self.ids);
+        let now = self.clock_of(replica);
+        let (operation, effect) = stack.start(request, now, &mut self.ids);
         let slot = Box::new(OpSlot {
             operation,
             stack,
@@ -118,6 +126,7 @@ impl Sim<'_> {
             serial: self.op_serial,
             step: 0,
             pending: None,
+            held: None,
         });
         let index = match self.free_ops.pop() {
             Some(index) => index,
@@ -139,14 +148,27 @@ impl Sim<'_> {
             self.free_ops.push(op); // the process that ran it is gone
             return;
         }
+        let paused_until = self.replicas[usize::from(slot.replica)].paused_until;
+        if paused_until > self.now {
+            // The answer waits in the socket until the replica runs again.
+            self.ops[op as usize] = Some(slot);
+            return self.agenda.schedule(paused_until, SimEvent::Resume { op, serial });
+        }
         let input = slot.pending.take().expect("a resumed operation has an input");
         let stack = Rc::clone(&slot.stack);
-        let effect = stack.resume(&mut slot.operation, input, self.now, &mut self.ids);
+        let now = self.clock_of(slot.replica);
+        let effect = stack.resume(&mut slot.operation, input, now, &mut self.ids);
         self.drive(op, slot, effect);
     }
 
     fn crossing(&self, slot: &OpSlot) -> Crossing {
-        Crossing { now: self.now, phase: self.controller.phase(), condominium: slot.condominium, endpoint: None }
+        Crossing {
+            now: self.now,
+            phase: self.controller.phase(),
+            condominium: slot.condominium,
+            endpoint: None,
+            world: None,
+        }
     }
 
     /// A bad build fails its share of confirm and execute-cycle requests
@@ -159,41 +181,84 @@ impl Sim<'_> {
     }
 
     /// Resolves effects until one has to wait for the network, or the reply.
+    /// Each effect is a step: a paused replica holds it (see `nemesis`).
     fn drive(&mut self, index: u32, mut slot: Box<OpSlot>, mut effect: Effect) {
         loop {
             slot.step += 1;
-            match effect {
-                Effect::Store(op) => {
-                    let crossing = self.crossing(&slot);
-                    let key = FaultKey::Operation { serial: slot.serial, step: slot.step };
-                    if let Some((fault, _)) = self.faults.roll(Boundary::Replica, &crossing, key) {
+            if let Some(until) = self.paused(&slot) {
+                return self.hold(index, slot, effect, until);
+            }
+            match self.resolve(index, slot, effect) {
+                Some((next_slot, next)) => (slot, effect) = (next_slot, next),
+                None => return,
+            }
+        }
+    }
+
+    /// Carries out an effect already counted as a step (one a pause held),
+    /// then drives on.
+    pub(super) fn carry_on(&mut self, index: u32, slot: Box<OpSlot>, effect: Effect) {
+        if let Some((slot, next)) = self.resolve(index, slot, effect) {
+            self.drive(index, slot, next);
+        }
+    }
+
+    /// Carries out one effect. A store call answers at once and the next
+    /// effect comes back; anything else waits, or replies, and hands the
+    /// operation on.
+    fn resolve(&mut self, index: u32, mut slot: Box<OpSlot>, effect: Effect) -> Option<(Box<OpSlot>, Effect)> {
+        match effect {
+            Effect::Store(op) => {
+                let crossing = self.crossing(&slot);
+                let key = FaultKey::Operation { serial: slot.serial, step: slot.step };
+                if let Some((fault, spec)) = self.faults.roll(Boundary::Replica, &crossing, key) {
+                    let (kind, duration) = (spec.kind, spec.duration);
+                    if kind == FaultKind::ReplicaCrash {
                         self.crash(slot.replica, fault, (slot.serial, slot.step));
                         self.free_ops.push(index);
-                        return;
+                        return None;
                     }
+                    self.record(Event::Fault { fault, kind, key });
+                    if kind == FaultKind::StoreError {
+                        self.store_failed(index, slot);
+                        return None;
+                    }
+                    // A slow store: the write lands now, the answer comes late.
                     let result = self.store.apply(op, self.now);
-                    let stack = Rc::clone(&slot.stack);
-                    effect = stack.resume(&mut slot.operation, Input::Store(result), self.now, &mut self.ids);
+                    self.park(index, slot, Input::Store(result), duration);
+                    return None;
                 }
-                Effect::Psp(call) => {
-                    let (outcome, delay) = self.psp_call(call);
-                    self.park(index, slot, Input::Psp(outcome), delay);
-                    return;
+                if self.database_down() {
+                    self.store_failed(index, slot);
+                    return None;
                 }
-                Effect::Iot(IotCall::FindCycles { machine_id, execute_key }) => {
-                    let (outcome, delay) = self.find_cycles(&machine_id, &execute_key);
-                    self.park(index, slot, Input::Iot(outcome), delay);
-                    return;
+                let result = self.store.apply(op, self.now);
+                let stack = Rc::clone(&slot.stack);
+                let now = self.clock_of(slot.replica);
+                let next = stack.resume(&mut slot.operation, Input::Store(result), now, &mut self.ids);
+                Some((slot, next))
+            }
+            Effect::Psp(call) => {
+                let (outcome, delay) = self.psp_call(call);
+                self.park(index, slot, Input::Psp(outcome), delay);
+                None
+            }
+            Effect::Iot(IotCall::FindCycles { machine_id, execute_key }) => {
+                let (outcome, delay) = self.find_cycles(&machine_id, &execute_key);
+                self.park(index, slot, Input::Iot(outcome), delay);
+                None
+            }
+            Effect::Iot(IotCall::StartCycle(command)) => {
+                match self.send_command(index, &slot, command) {
+                    Some((outcome, delay)) => self.park(index, slot, Input::Iot(outcome), delay),
+                    None => self.ops[index as usize] = Some(slot),
                 }
-                Effect::Iot(IotCall::StartCycle(command)) => {
-                    self.send_command(index, &slot, command);
-                    self.ops[index as usize] = Some(slot);
-                    return;
-                }
-                Effect::Reply(reply) => {
-                    self.free_ops.push(index);
-                    return self.answer(slot.origin, reply);
-                }
+                None
+            }
+            Effect::Reply(reply) => {
+                self.free_ops.push(index);
+                self.answer(slot.origin, reply);
+                None
             }
         }
     }
@@ -216,6 +281,9 @@ impl Sim<'_> {
         };
         let served = self.world.psp(self.at(), &request);
         self.record_served(served.fired, served.truth);
+        if let Some(delay) = served.late {
+            self.refund_later(request, delay);
+        }
         let outcome = match served.answer {
             PspAnswer::Timeout => return (PspOutcome::Unavailable, psp_timeout),
             PspAnswer::Error => return (PspOutcome::Unavailable, round_trip.min(psp_timeout)),
@@ -253,16 +321,23 @@ impl Sim<'_> {
     }
 
     /// A start command leaves the stack; the machine acts when it arrives.
-    fn send_command(&mut self, index: u32, slot: &OpSlot, command: StartCycleCommand) {
+    /// Returns the stack's answer when the gateway gives it without the
+    /// machine (an expired command; a late one: 504 now, the machine later).
+    fn send_command(&mut self, index: u32, slot: &OpSlot, command: StartCycleCommand) -> Option<(IotOutcome, u64)> {
         let timeout = self.scenario.stack.settings.iot_timeout;
         let round_trip = self.latency(self.scenario.latency.stack_iot);
-        let served = self.world.send_command(self.at(), &command);
+        // The fencing instant is on the database's clock: true time here.
+        let served = self.world.send_command(self.at(), &command, self.now);
         let kind = served.fired.map(|fired| fired.kind);
         self.record_served(served.fired, served.truth);
         // A lost command reaches no machine: the stack waits out its timeout.
-        let (machine, arrives_after, round_trip) = match served.answer {
-            Route::ToMachine(machine) => (machine, round_trip / 2, round_trip),
-            Route::Lost | Route::UnknownMachine => (u32::MAX, timeout, timeout),
+        let (machine, arrives_after, round_trip, answered) = match served.answer {
+            Route::ToMachine(machine) => (machine, round_trip / 2, round_trip, None),
+            Route::Lost | Route::UnknownMachine => (u32::MAX, timeout, timeout, None),
+            Route::Expired => return Some((IotOutcome::Expired, round_trip.min(timeout))),
+            Route::Late { machine, delay } => {
+                (machine, delay, round_trip, Some((IotOutcome::GatewayTimeout, round_trip.min(timeout))))
+            }
         };
         let in_flight = InFlightCommand {
             command,
@@ -276,6 +351,7 @@ impl Sim<'_> {
         self.commands.push(in_flight);
         let command = (self.commands.len() - 1) as u32;
         self.agenda.schedule(self.now + arrives_after, SimEvent::AtMachine { command });
+        answered
     }
 
     /// The command reaches the machine (even if the replica that sent it died).
@@ -290,8 +366,11 @@ impl Sim<'_> {
             let machine = in_flight.machine;
             let command = in_flight.command.clone();
             let cycle_length = self.latency(self.scenario.traffic.cycle_length);
-            let (answer, truth) = self.world.at_machine(machine, &command, fault, (self.now, cycle_length));
+            let (answer, truth) = self.world.at_machine(machine, &command, (fault, self.now), (self.now, cycle_length));
             self.record_served(None, truth);
+            if fault == Some(FaultKind::CommandLate) {
+                return; // the stack heard its 504 long ago
+            }
             match answer {
                 GatewayAnswer::NoAnswer => IotOutcome::NoAnswer,
                 GatewayAnswer::GatewayTimeout => IotOutcome::GatewayTimeout,
@@ -299,6 +378,7 @@ impl Sim<'_> {
                 GatewayAnswer::AlreadyStarted(cycle) => IotOutcome::AlreadyStarted(cycle),
                 GatewayAnswer::Busy => IotOutcome::Busy,
                 GatewayAnswer::Offline => IotOutcome::Offline,
+                GatewayAnswer::Expired => IotOutcome::Expired,
             }
         };
         let answered_at = match outcome {

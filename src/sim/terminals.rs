@@ -5,7 +5,7 @@
 
 use super::{Origin, RequestSlot, Sim, SimEvent};
 use crate::contract::{Endpoint, Reply, Request};
-use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
+use crate::faults::{Boundary, CONCURRENT_SPREAD, Crossing, FaultKey, FaultKind, Lane};
 use crate::history::{Event, NO_PURCHASE};
 use crate::world::terminal::{Heard, Next};
 use crate::world::{Purchase, PurchaseStep};
@@ -39,7 +39,7 @@ impl Sim<'_> {
 
     fn terminal_crossing(&self, purchase: u32, endpoint: Endpoint) -> Crossing {
         let condominium = Some(self.purchases[purchase as usize].condominium);
-        Crossing { now: self.now, phase: self.controller.phase(), condominium, endpoint: Some(endpoint) }
+        Crossing { now: self.now, phase: self.controller.phase(), condominium, endpoint: Some(endpoint), world: None }
     }
 
     /// Sends the purchase's current request, rolling the terminal → stack faults.
@@ -57,11 +57,19 @@ impl Sim<'_> {
                 self.record(Event::Fault { fault, kind: spec.kind, key });
             }
             Some((fault, spec)) => {
-                self.record(Event::Fault { fault, kind: spec.kind, key });
-                let request = self.requests[id as usize].request.clone();
-                let twin = self.new_request(purchase, endpoint, attempt, true, request);
-                let delay = self.traffic.duplicate_delay(purchase, endpoint, attempt);
-                self.agenda.schedule(self.now + delay, SimEvent::SendTwin { request: twin });
+                let kind = spec.kind;
+                self.record(Event::Fault { fault, kind, key });
+                let delays = if kind == FaultKind::ConcurrentDuplicates {
+                    // Two more copies within a few milliseconds: replicas race.
+                    vec![1, self.faults.extent(key, CONCURRENT_SPREAD)]
+                } else {
+                    vec![self.traffic.duplicate_delay(purchase, endpoint, attempt)]
+                };
+                for delay in delays {
+                    let request = self.requests[id as usize].request.clone();
+                    let twin = self.new_request(purchase, endpoint, attempt, true, request);
+                    self.agenda.schedule(self.now + delay, SimEvent::SendTwin { request: twin });
+                }
                 self.travel_to_stack(id);
             }
             None => self.travel_to_stack(id),
@@ -185,7 +193,10 @@ impl Sim<'_> {
 
     fn follow(&mut self, purchase: u32, next: Next) {
         match next {
-            Next::Send => self.send_step(purchase),
+            Next::Send => match self.offline_before(purchase, next_endpoint(&self.purchases[purchase as usize]), 1) {
+                Some(back) => self.agenda.schedule(back, SimEvent::SendStep { purchase }),
+                None => self.send_step(purchase),
+            },
             Next::Retry => {
                 let attempt = u32::from(self.purchases[purchase as usize].attempt);
                 let backoff = self.scenario.terminals.backoff << (attempt.saturating_sub(2)).min(6);
@@ -193,7 +204,9 @@ impl Sim<'_> {
             }
             Next::Charge => {
                 let delay = self.latency(self.scenario.latency.card);
-                self.agenda.schedule(self.now + delay, SimEvent::CardCharged { purchase });
+                let start = self.offline_before(purchase, CHARGE_STEP, 0).unwrap_or(self.now);
+                let late = self.capture_late(purchase);
+                self.agenda.schedule(start + delay + late, SimEvent::CardCharged { purchase });
             }
             Next::Finished(outcome) => {
                 let machine = self.purchases[purchase as usize].machine;
@@ -203,6 +216,28 @@ impl Sim<'_> {
                 self.record(Event::Ended { purchase, outcome });
             }
         }
+    }
+
+    /// Before a purchase's next step: does its terminal go offline
+    /// (`terminal_offline`)? Returns when it is back, with the same keys.
+    fn offline_before(&mut self, purchase: u32, endpoint: Endpoint, attempt: u8) -> Option<crate::time::Millis> {
+        let key = FaultKey::at_terminal(purchase, endpoint, Lane::Step, attempt);
+        let crossing = self.terminal_crossing(purchase, endpoint);
+        let (fault, spec) = self.faults.roll(Boundary::TerminalStep, &crossing, key)?;
+        let back = self.now.saturating_add(spec.duration);
+        self.record(Event::Fault { fault, kind: spec.kind, key });
+        Some(back)
+    }
+
+    /// How late the card's capture lands at the PSP (`capture_late`; zero
+    /// without it). The terminal waits for it.
+    fn capture_late(&mut self, purchase: u32) -> crate::time::Millis {
+        let key = FaultKey::at_terminal(purchase, CHARGE_STEP, Lane::Step, 0);
+        let crossing = self.terminal_crossing(purchase, CHARGE_STEP);
+        let Some((fault, spec)) = self.faults.roll(Boundary::Card, &crossing, key) else { return 0 };
+        let late = self.faults.extent(key, spec.duration);
+        self.record(Event::Fault { fault, kind: spec.kind, key });
+        late
     }
 
     /// The card is charged at the PSP (the terminal talks to it directly).
@@ -231,4 +266,13 @@ impl Sim<'_> {
         self.record(Event::sent_by_posim(id, Endpoint::CompensationAlert));
         self.start_operation(Request::CompensationSweep, Origin::Cron(id), None);
     }
+}
+
+/// The card charge is keyed as the step before confirm (attempt 0 of its
+/// `Step` lane); the requests' own steps use attempt 1.
+const CHARGE_STEP: Endpoint = Endpoint::Confirm;
+
+/// The endpoint of the step a purchase is about to start.
+fn next_endpoint(purchase: &Purchase) -> Endpoint {
+    purchase.endpoint().expect("a purchase about to send has a request to send")
 }

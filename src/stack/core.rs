@@ -22,6 +22,10 @@ use crate::time::Millis;
 /// How many overdue payments one sweep handles at most (a bound on the loop).
 pub const SWEEP_BATCH_MAX: usize = 500;
 
+/// How long after a payment expired the sweep still looks for a card
+/// captured late (a terminal in store-and-forward mode that was offline).
+pub const LATE_CAPTURE_WINDOW: Millis = crate::time::HOUR;
+
 /// A call to the acquirer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PspCall {
@@ -57,6 +61,8 @@ pub enum IotOutcome {
     GatewayTimeout,
     /// No answer within `PAYMENTS_IOT_TIMEOUT_MS`, or no connection: as ambiguous as a 504.
     NoAnswer,
+    /// `410 expired`: the command came after its `not_after`; it never ran.
+    Expired,
     Cycles(Vec<CycleRecord>),
 }
 
@@ -112,6 +118,10 @@ enum ConfirmStep {
     Load,
     CheckCharge(Box<PaymentRecord>),
     Write,
+    /// The payment expired; is its charge captured after all (a late capture)?
+    CheckLateCharge(Box<PaymentRecord>),
+    /// Handing the late charge to the compensation sweep.
+    Reopen,
 }
 
 #[derive(Debug)]
@@ -137,6 +147,8 @@ struct Sweep {
     queue: VecDeque<PaymentRecord>,
     current: Option<(PaymentRecord, SweepStep)>,
     report: SweepReport,
+    /// The recently expired payments were listed (the second listing).
+    listed_expired: bool,
 }
 
 #[derive(Debug)]
@@ -196,7 +208,12 @@ impl Stack {
             }
             Request::CompensationSweep => {
                 let cutoff = now.saturating_sub(self.settings.cycle_ttl);
-                let sweep = Sweep { queue: VecDeque::new(), current: None, report: SweepReport::default() };
+                let sweep = Sweep {
+                    queue: VecDeque::new(),
+                    current: None,
+                    report: SweepReport::default(),
+                    listed_expired: self.bugs.has(StackBug::LateCaptureKept),
+                };
                 operation.step = Step::Sweep(Box::new(sweep));
                 Effect::Store(StoreOp::ListOverdue { created_before: cutoff, limit: SWEEP_BATCH_MAX })
             }
@@ -311,6 +328,11 @@ impl Stack {
                         operation.step = Step::Confirm(request, ConfirmStep::CheckCharge(payment));
                         Effect::Psp(call)
                     }
+                    PaymentState::Expired if !self.bugs.has(StackBug::LateCaptureKept) => {
+                        let call = PspCall::GetCharge(request.provider_ref.clone());
+                        operation.step = Step::Confirm(request, ConfirmStep::CheckLateCharge(payment));
+                        Effect::Psp(call)
+                    }
                     PaymentState::Confirmed | PaymentState::Executed
                         if self.bugs.has(StackBug::NonidempotentConfirm)
                             && payment.provider_ref.as_ref() == Some(&request.provider_ref) =>
@@ -329,6 +351,25 @@ impl Stack {
                 let op = confirm_op(payment.id, &request, ids, false);
                 operation.step = Step::Confirm(request, ConfirmStep::Write);
                 Effect::Store(op)
+            }
+            (ConfirmStep::CheckLateCharge(payment), Input::Psp(outcome)) => match check_charge(&payment, outcome) {
+                // Captured after the sweep expired the payment: refund it.
+                Ok(()) => {
+                    let provider_ref = Some(request.provider_ref.clone());
+                    operation.step = Step::Confirm(request, ConfirmStep::Reopen);
+                    Effect::Store(StoreOp::ClaimCompensation {
+                        id: payment.id,
+                        from: PaymentState::Expired,
+                        seen_attempts: payment.execute_attempts,
+                        honour_lease: false,
+                        provider_ref,
+                    })
+                }
+                Err((ErrorCode::ProviderUnavailable, message)) => reply_error(ErrorCode::ProviderUnavailable, message),
+                Err(_) => confirm_replay(&payment, &request),
+            },
+            (ConfirmStep::Reopen, Input::Store(_)) => {
+                reply_error(ErrorCode::InvalidState, "payment expired before its charge; the charge will be refunded")
             }
             (ConfirmStep::Write, Input::Store(result)) => match result {
                 StoreResult::Done(payment) => Effect::Reply(confirmed(&payment)),
@@ -357,7 +398,7 @@ impl Stack {
             (ExecuteStep::Load, Input::Store(_)) => (None, reply_error(ErrorCode::NotFound, "no such payment")),
             (ExecuteStep::Claim, Input::Store(result)) => self.execute_claimed(result, &key, ids),
             (ExecuteStep::Probe { payment, then_send }, Input::Iot(outcome)) => {
-                probe_answered(payment, then_send, outcome, ids)
+                self.probe_answered(payment, then_send, outcome, ids)
             }
             (ExecuteStep::Send { payment, resent }, Input::Iot(outcome)) => {
                 self.send_answered(payment, resent, outcome, ids)
@@ -390,8 +431,10 @@ impl Stack {
                 (None, executed(payment, cycle_id))
             }
             PaymentState::Confirmed => {
-                let lease_until = now + 2 * self.settings.iot_timeout;
-                (Some(ExecuteStep::Claim), Effect::Store(StoreOp::ClaimExecution { id: payment.id, lease_until }))
+                let lease_for = 2 * self.settings.iot_timeout;
+                let replica_now = self.bugs.has(StackBug::LeaseOnReplicaClock).then_some(now);
+                let claim = StoreOp::ClaimExecution { id: payment.id, lease_for, replica_now };
+                (Some(ExecuteStep::Claim), Effect::Store(claim))
             }
             _ => (None, reply_error(ErrorCode::InvalidState, "payment is not confirmed")),
         }
@@ -411,7 +454,7 @@ impl Stack {
                     let call = find_cycles(&payment);
                     (Some(ExecuteStep::Probe { payment, then_send: true }), call)
                 } else {
-                    send(payment, false, ids)
+                    self.send(payment, false, ids)
                 }
             }
             StoreResult::LeaseHeld(_) => {
@@ -439,15 +482,68 @@ impl Stack {
             IotOutcome::Started(cycle_id) | IotOutcome::AlreadyStarted(cycle_id) => record(&payment, cycle_id),
             IotOutcome::GatewayTimeout | IotOutcome::NoAnswer => {
                 if self.bugs.has(StackBug::ResendAfterTimeout) && !resent {
-                    return send(payment, true, ids);
+                    return self.send(payment, true, ids);
                 }
                 // Ambiguous: the machine may have started. Find out before anything else.
                 let call = find_cycles(&payment);
                 (Some(ExecuteStep::Probe { payment, then_send: false }), call)
             }
-            IotOutcome::Busy | IotOutcome::Offline => release(&payment, "the machine did not start; retry"),
+            IotOutcome::Busy | IotOutcome::Offline => self.release(&payment, "the machine did not start; retry"),
+            IotOutcome::Expired => self.release(&payment, "the command expired before it reached the machine; retry"),
             IotOutcome::Cycles(_) => panic!("a start command answered with a cycle list"),
         }
+    }
+
+    /// Sends the start command, fenced by the lease: the gateway never
+    /// delivers it after the lease ends, so no one who waits the lease out
+    /// (a retry, the sweep) can be overtaken by it.
+    fn send(&self, payment: Box<PaymentRecord>, resent: bool, ids: &mut dyn IdSource) -> (Option<ExecuteStep>, Effect) {
+        let fenced = !self.bugs.has(StackBug::UnfencedStart);
+        let command = StartCycleCommand {
+            machine_id: payment.machine_id.clone(),
+            command_id: ids.next_uuid(),
+            payment_id: payment.id,
+            execute_key: payment.execute_key.clone().expect("only confirmed payments reach the machine"),
+            not_after: payment.lease_until.filter(|_| fenced),
+        };
+        (Some(ExecuteStep::Send { payment, resent }), Effect::Iot(IotCall::StartCycle(command)))
+    }
+
+    /// Gives the lease back — ours only: after a long pause another attempt
+    /// may hold it now. (`unfenced-start` also releases after an ambiguous
+    /// send, as the stack did before fencing.)
+    fn release(&self, payment: &PaymentRecord, message: &str) -> (Option<ExecuteStep>, Effect) {
+        let reply = Reply::error(ErrorCode::IotFailed, message);
+        let attempt = Some(payment.execute_attempts).filter(|_| !self.bugs.has(StackBug::UnfencedStart));
+        (Some(ExecuteStep::Release(reply)), Effect::Store(StoreOp::ReleaseExecution { id: payment.id, attempt }))
+    }
+
+    /// The machine's log answered: record a cycle it ran, or (re)send, or give up for now.
+    fn probe_answered(
+        &self,
+        payment: Box<PaymentRecord>,
+        then_send: bool,
+        outcome: IotOutcome,
+        ids: &mut dyn IdSource,
+    ) -> (Option<ExecuteStep>, Effect) {
+        match outcome {
+            IotOutcome::Cycles(cycles) if !cycles.is_empty() => record(&payment, cycles[0].cycle_id.clone()),
+            IotOutcome::Cycles(_) if then_send => self.send(payment, false, ids),
+            // Nothing was sent this attempt: the lease can go.
+            _ if then_send => self.release(&payment, "the gateway did not answer; retry"),
+            IotOutcome::Cycles(_) => self.keep_lease(&payment, "the machine has not started yet; retry"),
+            _ => self.keep_lease(&payment, "the gateway did not answer; retry"),
+        }
+    }
+
+    /// After an ambiguous send the command may still reach the machine until
+    /// its `not_after` — the lease's end — so the lease is kept: a retry
+    /// waits it out instead of racing the command in flight.
+    fn keep_lease(&self, payment: &PaymentRecord, message: &str) -> (Option<ExecuteStep>, Effect) {
+        if self.bugs.has(StackBug::UnfencedStart) {
+            return self.release(payment, message);
+        }
+        (None, reply_error(ErrorCode::IotFailed, message))
     }
 
     fn sweep(&self, sweep: &mut Sweep, input: Input, now: Millis) -> Effect {
@@ -474,6 +570,9 @@ impl Stack {
                 }
                 PaymentState::Confirmed => self.sweep_confirmed(&payment, now),
                 PaymentState::Compensating => Some((SweepStep::Refund, refund_call(&payment))),
+                PaymentState::Expired => {
+                    Some((SweepStep::LookupCharges, Effect::Psp(PspCall::ChargesForPayment(payment.id))))
+                }
                 _ => None,
             };
             match first {
@@ -483,6 +582,11 @@ impl Stack {
                 }
                 None => sweep.report.backlog += u32::from(!payment.state.is_final()),
             }
+        }
+        if !sweep.listed_expired {
+            sweep.listed_expired = true;
+            let since = now.saturating_sub(LATE_CAPTURE_WINDOW);
+            return Effect::Store(StoreOp::ListRecentlyExpired { since, limit: SWEEP_BATCH_MAX });
         }
         let report = &mut sweep.report;
         report.alert = report.backlog > 0 || report.compensated > 0;
@@ -514,6 +618,8 @@ impl Stack {
                         SweepStep::Claim,
                         claim_compensation(&payment, honour_lease, Some(charge.provider_ref.clone())),
                     ),
+                    // Still nothing captured for an expired payment: look again next time.
+                    None if payment.state == PaymentState::Expired => return None,
                     // No captured charge (none, declined or already refunded): nothing was paid.
                     None => (
                         SweepStep::Finish,
@@ -665,39 +771,9 @@ fn find_cycles(payment: &PaymentRecord) -> Effect {
     })
 }
 
-fn send(payment: Box<PaymentRecord>, resent: bool, ids: &mut dyn IdSource) -> (Option<ExecuteStep>, Effect) {
-    let command = StartCycleCommand {
-        machine_id: payment.machine_id.clone(),
-        command_id: ids.next_uuid(),
-        payment_id: payment.id,
-        execute_key: payment.execute_key.clone().expect("only confirmed payments reach the machine"),
-    };
-    (Some(ExecuteStep::Send { payment, resent }), Effect::Iot(IotCall::StartCycle(command)))
-}
-
 fn record(payment: &PaymentRecord, cycle_id: Text) -> (Option<ExecuteStep>, Effect) {
     let op = StoreOp::RecordCycle { id: payment.id, cycle_id: cycle_id.clone() };
     (Some(ExecuteStep::Record(cycle_id)), Effect::Store(op))
-}
-
-fn release(payment: &PaymentRecord, message: &str) -> (Option<ExecuteStep>, Effect) {
-    let reply = Reply::error(ErrorCode::IotFailed, message);
-    (Some(ExecuteStep::Release(reply)), Effect::Store(StoreOp::ReleaseExecution { id: payment.id }))
-}
-
-/// The machine's log answered: record a cycle it ran, or (re)send, or give up for now.
-fn probe_answered(
-    payment: Box<PaymentRecord>,
-    then_send: bool,
-    outcome: IotOutcome,
-    ids: &mut dyn IdSource,
-) -> (Option<ExecuteStep>, Effect) {
-    match outcome {
-        IotOutcome::Cycles(cycles) if !cycles.is_empty() => record(&payment, cycles[0].cycle_id.clone()),
-        IotOutcome::Cycles(_) if then_send => send(payment, false, ids),
-        IotOutcome::Cycles(_) => release(&payment, "the machine did not start; retry"),
-        _ => release(&payment, "the gateway did not answer; retry"),
-    }
 }
 
 fn claim_compensation(payment: &PaymentRecord, honour_lease: bool, provider_ref: Option<Text>) -> Effect {
@@ -935,5 +1011,121 @@ mod tests {
         );
         let view = store.apply(StoreOp::Get(payment), after_ttl);
         assert!(matches!(view, StoreResult::Done(p) if p.status() == PaymentStatus::Executed));
+    }
+
+    /// A gateway that answers 504 to every start and finds no cycle.
+    fn silent_gateway(effect: &Effect) -> Input {
+        match effect {
+            Effect::Iot(IotCall::StartCycle(_)) => Input::Iot(IotOutcome::GatewayTimeout),
+            Effect::Iot(IotCall::FindCycles { .. }) => Input::Iot(IotOutcome::Cycles(vec![])),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_start_command_is_fenced_and_an_ambiguous_send_keeps_the_lease() {
+        let (stack, mut store, mut ids) = (stack(&[]), MemoryStore::default(), Counter(0));
+        let (payment, key) = confirmed_payment(&stack, &mut store, &mut ids);
+        let (reply, effects) = drive(&stack, &mut store, &mut ids, execute(payment, &key), 100, &mut silent_gateway);
+        assert_eq!(reply.error_code(), Some(ErrorCode::IotFailed));
+        let lease_end = 100 + 2 * StackSettings::default().iot_timeout;
+        let fenced =
+            effects.iter().any(|e| matches!(e, Effect::Iot(IotCall::StartCycle(c)) if c.not_after == Some(lease_end)));
+        assert!(fenced, "the command carries the lease's end: {effects:?}");
+        // The command may still land until then: a retry waits the lease out.
+        let (retry, effects) = drive(&stack, &mut store, &mut ids, execute(payment, &key), 200, &mut silent_gateway);
+        assert_eq!(retry.error_code(), Some(ErrorCode::IotFailed));
+        assert!(effects.iter().all(|e| !matches!(e, Effect::Iot(_))), "no second command while the lease lives");
+        let (after, effects) =
+            drive(&stack, &mut store, &mut ids, execute(payment, &key), lease_end, &mut silent_gateway);
+        assert_eq!(after.error_code(), Some(ErrorCode::IotFailed));
+        assert!(effects.iter().any(|e| matches!(e, Effect::Iot(IotCall::StartCycle(_)))), "after the lease it sends");
+        // The old behaviour: no fence, and the lease goes at once.
+        let buggy = stack_with(StackBug::UnfencedStart);
+        let mut store = MemoryStore::default();
+        let (payment, key) = confirmed_payment(&buggy, &mut store, &mut ids);
+        let (_, effects) = drive(&buggy, &mut store, &mut ids, execute(payment, &key), 100, &mut silent_gateway);
+        assert!(effects.iter().any(|e| matches!(e, Effect::Iot(IotCall::StartCycle(c)) if c.not_after.is_none())));
+        let (_, effects) = drive(&buggy, &mut store, &mut ids, execute(payment, &key), 200, &mut silent_gateway);
+        assert!(effects.iter().any(|e| matches!(e, Effect::Iot(IotCall::StartCycle(_)))), "the bug resends at once");
+    }
+
+    #[test]
+    fn the_lease_is_judged_on_the_store_clock_unless_the_bug_is_on() {
+        let (stack, mut store, mut ids) = (stack(&[]), MemoryStore::default(), Counter(0));
+        let (payment, _) = confirmed_payment(&stack, &mut store, &mut ids);
+        let lease = |bug: bool| StoreOp::ClaimExecution {
+            id: payment,
+            lease_for: 10_000,
+            replica_now: bug.then_some(0), // a replica a minute behind
+        };
+        let StoreResult::Done(row) = store.apply(lease(false), 60_000) else { panic!("claimed") };
+        assert_eq!(row.lease_until, Some(70_000));
+        let StoreResult::LeaseHeld(_) = store.apply(lease(false), 65_000) else { panic!("the lease holds") };
+        let mut store = MemoryStore::default();
+        let (payment, _) = confirmed_payment(&stack, &mut store, &mut ids);
+        let skewed = StoreOp::ClaimExecution { id: payment, lease_for: 10_000, replica_now: Some(0) };
+        let StoreResult::Done(_) = store.apply(skewed.clone(), 60_000) else { panic!("claimed") };
+        assert!(matches!(store.apply(skewed, 60_001), StoreResult::Done(_)), "a lease over before it began");
+    }
+
+    /// A PSP that knows one captured charge `ch_1` of `payment`.
+    fn late_charge(payment: PaymentId) -> impl FnMut(&Effect) -> Input {
+        move |effect| match effect {
+            Effect::Psp(PspCall::GetCharge(_)) => captured(payment)(effect),
+            Effect::Psp(PspCall::ChargesForPayment(_)) => Input::Psp(PspOutcome::Charges(vec![Charge {
+                provider_ref: "ch_1".into(),
+                payment_id: payment,
+                amount_cents: 1500,
+                status: ChargeStatus::Captured,
+            }])),
+            Effect::Psp(PspCall::Refund { .. }) => Input::Psp(PspOutcome::Refunded),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Authorizes a payment and lets the sweep expire it (no charge yet).
+    fn expired_payment(stack: &Stack, store: &mut MemoryStore, ids: &mut Counter) -> (PaymentId, Millis) {
+        let (reply, _) = drive(stack, store, ids, authorize("k1", 1500), 0, &mut |e| panic!("{e:?}"));
+        let Reply::Authorized { payment, .. } = reply else { panic!("{reply:?}") };
+        let no_charges = |effect: &Effect| match effect {
+            Effect::Psp(PspCall::ChargesForPayment(_)) => Input::Psp(PspOutcome::Charges(vec![])),
+            other => panic!("unexpected {other:?}"),
+        };
+        let after_ttl = StackSettings::default().cycle_ttl + 1;
+        drive(stack, store, ids, Request::CompensationSweep, after_ttl, &mut { no_charges });
+        let StoreResult::Done(row) = store.apply(StoreOp::Get(payment.payment_id), after_ttl) else { panic!() };
+        assert_eq!(row.state, PaymentState::Expired);
+        (payment.payment_id, after_ttl)
+    }
+
+    #[test]
+    fn a_card_captured_after_the_payment_expired_is_refunded() {
+        let (stack, mut store, mut ids) = (stack(&[]), MemoryStore::default(), Counter(0));
+        let (payment, expired_at) = expired_payment(&stack, &mut store, &mut ids);
+        // The terminal comes back and confirms: refused, and handed to the sweep.
+        let (reply, _) =
+            drive(&stack, &mut store, &mut ids, confirm(payment), expired_at + 1, &mut late_charge(payment));
+        assert_eq!(reply.error_code(), Some(ErrorCode::InvalidState));
+        let (report, effects) =
+            drive(&stack, &mut store, &mut ids, Request::CompensationSweep, expired_at + 2, &mut late_charge(payment));
+        assert!(matches!(report, Reply::Sweep(ref r) if r.compensated == 1), "{report:?}");
+        assert!(effects.iter().any(|e| matches!(e, Effect::Psp(PspCall::Refund { .. }))));
+        // Without the confirm: the sweep finds the late capture on its own.
+        let mut store = MemoryStore::default();
+        let (payment, expired_at) = expired_payment(&stack, &mut store, &mut ids);
+        let (report, _) =
+            drive(&stack, &mut store, &mut ids, Request::CompensationSweep, expired_at + 5, &mut late_charge(payment));
+        assert!(matches!(report, Reply::Sweep(ref r) if r.compensated == 1), "{report:?}");
+        // The old behaviour: the late charge stays.
+        let buggy = stack_with(StackBug::LateCaptureKept);
+        let mut store = MemoryStore::default();
+        let (payment, expired_at) = expired_payment(&buggy, &mut store, &mut ids);
+        let (reply, _) =
+            drive(&buggy, &mut store, &mut ids, confirm(payment), expired_at + 1, &mut late_charge(payment));
+        assert_eq!(reply.error_code(), Some(ErrorCode::InvalidState));
+        let (report, _) =
+            drive(&buggy, &mut store, &mut ids, Request::CompensationSweep, expired_at + 2, &mut late_charge(payment));
+        assert!(matches!(report, Reply::Sweep(ref r) if r.compensated == 0), "{report:?}");
     }
 }

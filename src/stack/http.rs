@@ -185,6 +185,7 @@ impl AppState {
                     payment_id: command.payment_id,
                     execute_key: command.execute_key.clone(),
                     action: CommandAction::StartCycle,
+                    not_after: command.not_after,
                 })
             }
             IotCall::FindCycles { machine_id, execute_key } => self.http.get(format!(
@@ -199,6 +200,7 @@ impl AppState {
         let outcome = match (call, status) {
             (IotCall::StartCycle(_), 200) => read::<CommandReply>(&body).and_then(started),
             (IotCall::StartCycle(_), 409) => Some(IotOutcome::Busy),
+            (IotCall::StartCycle(_), 410) => Some(IotOutcome::Expired),
             (IotCall::StartCycle(_), 503) => Some(IotOutcome::Offline),
             (IotCall::StartCycle(_), 504) => Some(IotOutcome::GatewayTimeout),
             (IotCall::FindCycles { .. }, 200) => read::<CycleList>(&body).map(|list| IotOutcome::Cycles(list.cycles)),

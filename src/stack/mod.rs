@@ -37,6 +37,15 @@ pub enum StackBug {
     InvertedAllowlist,
     /// A replayed authorize (same key, same request) creates and returns a second payment.
     AuthorizeReplayNewPayment,
+    /// The start command carries no `not_after` and any attempt may release
+    /// the lease: a replica paused past its lease sends anyway.
+    UnfencedStart,
+    /// The execution lease ends by the replica's clock, not the database's:
+    /// a replica whose clock is behind takes a lease that is already over.
+    LeaseOnReplicaClock,
+    /// A confirm for an expired payment is refused without looking at its
+    /// charge: a card captured after the sweep expired it is never refunded.
+    LateCaptureKept,
 }
 
 impl FromStr for StackBug {
@@ -50,11 +59,11 @@ impl FromStr for StackBug {
 
 /// The set of bug switches a stack runs with (a bit set: small and `Copy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct BugSet(u8);
+pub struct BugSet(u16);
 
 impl BugSet {
     pub fn new(bugs: &[StackBug]) -> Self {
-        const { assert!(<StackBug as strum::EnumCount>::COUNT <= u8::BITS as usize, "one bit per bug") };
+        const { assert!(<StackBug as strum::EnumCount>::COUNT <= u16::BITS as usize, "one bit per bug") };
         BugSet(bugs.iter().fold(0, |bits, bug| bits | (1 << *bug as u8)))
     }
 

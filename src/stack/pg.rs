@@ -116,11 +116,21 @@ fn violated(error: &tokio_postgres::Error) -> Option<&str> {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Judge leases on the `now` each call passes instead of the database's
+    /// clock (the conformance tests compare this store with the memory one
+    /// on made-up times).
+    given_clock: bool,
 }
 
 impl PgStore {
+    /// A store that judges leases on the database's clock.
     pub fn new(pool: Pool) -> Self {
-        PgStore { pool }
+        PgStore { pool, given_clock: false }
+    }
+
+    /// A store that judges leases on the `now` of each call (tests).
+    pub fn on_given_clock(pool: Pool) -> Self {
+        PgStore { pool, given_clock: true }
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -148,6 +158,8 @@ impl PgStore {
         let client = self.pool.get().await?;
         let client = &**client;
         let now = now as i64;
+        // `$store_now` in the SQL below: NULL means the database's clock.
+        let store_now = self.given_clock.then_some(now);
         match op {
             StoreOp::Insert(record) => insert(client, &record).await,
             StoreOp::InsertReplayCopy(record) => insert_replay_copy(client, &record).await,
@@ -157,12 +169,20 @@ impl PgStore {
             StoreOp::Confirm { id, provider_ref, execute_key, reissue } => {
                 confirm(client, id, (&provider_ref, &execute_key), reissue, now).await
             }
-            StoreOp::ClaimExecution { id, lease_until } => claim_execution(client, id, lease_until as i64, now).await,
-            StoreOp::ReleaseExecution { id } => {
+            StoreOp::ClaimExecution { id, lease_for, replica_now } => {
+                let lease = (lease_for as i64, replica_now.map(|at| at as i64));
+                claim_execution(client, id, lease, (now, store_now)).await
+            }
+            StoreOp::ReleaseExecution { id, attempt } => {
+                let attempt = attempt.map(|attempt| attempt as i32);
                 let row = client
-                    .query_opt("UPDATE payments SET lease_until = NULL WHERE id = $1 RETURNING *", &[&id])
-                    .await?;
-                Ok(done(row).unwrap_or(StoreResult::Missing))
+                    .query_opt(
+                        "UPDATE payments SET lease_until = NULL
+                         WHERE id = $1 AND ($2::int IS NULL OR execute_attempts = $2) RETURNING *",
+                        &[&id, &attempt],
+                    )
+                    .await;
+                conditional(client, id, row).await
             }
             StoreOp::RecordCycle { id, cycle_id } => record_cycle(client, id, &cycle_id, now).await,
             StoreOp::ListOverdue { created_before, limit } => {
@@ -175,16 +195,28 @@ impl PgStore {
                     .await?;
                 Ok(StoreResult::Found(rows.iter().map(record).collect()))
             }
+            StoreOp::ListRecentlyExpired { since, limit } => {
+                let rows = client
+                    .query(
+                        "SELECT * FROM payments WHERE state = 'expired' AND updated_at >= $1
+                         ORDER BY updated_at, id LIMIT $2",
+                        &[&(since as i64), &i64::try_from(limit).unwrap_or(i64::MAX)],
+                    )
+                    .await?;
+                Ok(StoreResult::Found(rows.iter().map(record).collect()))
+            }
             StoreOp::ClaimCompensation { id, from, seen_attempts, honour_lease, provider_ref } => {
                 if !from.may_become(PaymentState::Compensating) {
                     return unchanged(client, id).await;
                 }
                 let row = client
                     .query_opt(
-                        "UPDATE payments SET state = 'compensating', provider_ref = COALESCE(provider_ref, $5),
+                        &format!(
+                            "UPDATE payments SET state = 'compensating', provider_ref = COALESCE(provider_ref, $5),
                          updated_at = $6 WHERE id = $1 AND state = $2 AND execute_attempts = $3
-                         AND (NOT $4 OR lease_until IS NULL OR lease_until <= $6)
-                         AND COALESCE(provider_ref, $5) IS NOT NULL RETURNING *",
+                         AND (NOT $4 OR lease_until IS NULL OR lease_until <= COALESCE($7, {DB_NOW}))
+                         AND COALESCE(provider_ref, $5) IS NOT NULL RETURNING *"
+                        ),
                         &[
                             &id,
                             &state_name(from),
@@ -192,6 +224,7 @@ impl PgStore {
                             &honour_lease,
                             &provider_ref.as_deref(),
                             &now,
+                            &store_now,
                         ],
                     )
                     .await;
@@ -341,17 +374,26 @@ async fn provider_ref_taken(client: &impl GenericClient, id: Uuid, provider_ref:
     Ok(row.get(0))
 }
 
+/// The database's own clock in epoch milliseconds: leases are judged on it,
+/// so that a replica's skewed clock cannot shorten one.
+const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
 async fn claim_execution(
     client: &impl GenericClient,
     id: Uuid,
-    lease_until: i64,
-    now: i64,
+    (lease_for, replica_now): (i64, Option<i64>),
+    (now, store_now): (i64, Option<i64>),
 ) -> Result<StoreResult, StoreError> {
     let claimed = client
         .query_opt(
-            "UPDATE payments SET execute_attempts = execute_attempts + 1, lease_until = $2, updated_at = $3
-             WHERE id = $1 AND state = 'confirmed' AND (lease_until IS NULL OR lease_until <= $3) RETURNING *",
-            &[&id, &lease_until, &now],
+            &format!(
+                "UPDATE payments SET execute_attempts = execute_attempts + 1,
+                 lease_until = COALESCE($4, $5, {DB_NOW}) + $2, updated_at = $3
+                 WHERE id = $1 AND state = 'confirmed'
+                 AND (lease_until IS NULL OR lease_until <= COALESCE($5, {DB_NOW}))
+                 RETURNING *"
+            ),
+            &[&id, &lease_for, &now, &replica_now, &store_now],
         )
         .await?;
     if let Some(row) = claimed {

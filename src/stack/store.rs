@@ -37,7 +37,10 @@ impl PaymentState {
             Authorized => matches!(next, Confirmed | Compensating | Expired),
             Confirmed => matches!(next, Executed | Compensating),
             Compensating => next == Compensated,
-            Executed | Compensated | Expired => false,
+            // A card captured after the sweep expired its payment (a terminal
+            // offline past the TTL) still has to be refunded.
+            Expired => next == Compensating,
+            Executed | Compensated => false,
         }
     }
 
@@ -168,13 +171,19 @@ pub enum StoreOp {
         execute_key: Text,
         reissue: bool,
     },
-    /// Take the execution lease of a confirmed payment and count an attempt.
+    /// Take the execution lease of a confirmed payment for `lease_for` and
+    /// count an attempt. The lease ends `lease_for` after the store's own
+    /// clock, or after `replica_now` (the `lease-on-replica-clock` bug).
     ClaimExecution {
         id: PaymentId,
-        lease_until: Millis,
+        lease_for: Millis,
+        replica_now: Option<Millis>,
     },
+    /// Give the lease back — only the holder of `attempt`'s lease may (a
+    /// fenced release); `None` releases whoever holds it (`unfenced-start`).
     ReleaseExecution {
         id: PaymentId,
+        attempt: Option<u32>,
     },
     /// Confirmed → executed, once.
     RecordCycle {
@@ -184,6 +193,12 @@ pub enum StoreOp {
     /// Non-final payments created at or before `created_before`, oldest first.
     ListOverdue {
         created_before: Millis,
+        limit: usize,
+    },
+    /// Payments that expired at or after `since`, in the order they expired
+    /// (the sweep looks for a card captured after all).
+    ListRecentlyExpired {
+        since: Millis,
         limit: usize,
     },
     /// `from` → compensating, if the payment is still as the sweep saw it and
@@ -239,6 +254,8 @@ pub struct MemoryStore {
     by_provider_ref: HashMap<Text, usize>,
     by_execute_key: HashMap<Text, usize>,
     open_by_age: BTreeSet<(Millis, PaymentId)>,
+    /// Expired payments by when they expired (a late capture's recheck).
+    expired_by_time: BTreeSet<(Millis, PaymentId)>,
 }
 
 /// Whether `value` is already another row's (a UNIQUE constraint's check).
@@ -308,10 +325,19 @@ impl MemoryStore {
     fn transition(&mut self, index: usize, next: PaymentState, now: Millis) {
         let row = &mut self.rows[index];
         assert!(row.state.may_become(next), "payment {} may not go from {:?} to {:?}", row.id, row.state, next);
+        let reopened = row.state.is_final() && !next.is_final();
+        if row.state == PaymentState::Expired {
+            self.expired_by_time.remove(&(row.updated_at, row.id));
+        }
+        if next == PaymentState::Expired {
+            self.expired_by_time.insert((now, row.id));
+        }
         row.state = next;
         row.updated_at = now;
         if next.is_final() {
             self.open_by_age.remove(&(row.created_at, row.id));
+        } else if reopened {
+            self.open_by_age.insert((row.created_at, row.id));
         }
     }
 
@@ -377,7 +403,12 @@ impl MemoryStore {
         self.done(index)
     }
 
-    fn claim_execution(&mut self, id: PaymentId, lease_until: Millis, now: Millis) -> StoreResult {
+    fn claim_execution(
+        &mut self,
+        id: PaymentId,
+        (lease_for, replica_now): (Millis, Option<Millis>),
+        now: Millis,
+    ) -> StoreResult {
         let Some(index) = self.row(id) else { return StoreResult::Missing };
         let row = &mut self.rows[index];
         if row.state != PaymentState::Confirmed {
@@ -387,7 +418,7 @@ impl MemoryStore {
             return StoreResult::LeaseHeld(Box::new(row.clone()));
         }
         row.execute_attempts += 1;
-        row.lease_until = Some(lease_until);
+        row.lease_until = Some(replica_now.unwrap_or(now).saturating_add(lease_for));
         row.updated_at = now;
         self.done(index)
     }
@@ -470,16 +501,23 @@ impl Store for MemoryStore {
             StoreOp::Confirm { id, provider_ref, execute_key, reissue } => {
                 self.confirm(id, provider_ref, execute_key, reissue, now)
             }
-            StoreOp::ClaimExecution { id, lease_until } => self.claim_execution(id, lease_until, now),
-            StoreOp::ReleaseExecution { id } => match self.row(id) {
-                Some(index) => {
+            StoreOp::ClaimExecution { id, lease_for, replica_now } => {
+                self.claim_execution(id, (lease_for, replica_now), now)
+            }
+            StoreOp::ReleaseExecution { id, attempt } => match self.row(id) {
+                Some(index) if attempt.is_none_or(|attempt| self.rows[index].execute_attempts == attempt) => {
                     self.rows[index].lease_until = None;
                     self.done(index)
                 }
+                Some(index) => self.conflict(index),
                 None => StoreResult::Missing,
             },
             StoreOp::RecordCycle { id, cycle_id } => self.record_cycle(id, cycle_id, now),
             StoreOp::ListOverdue { created_before, limit } => self.list_overdue(created_before, limit),
+            StoreOp::ListRecentlyExpired { since, limit } => {
+                let ids = self.expired_by_time.range((since, PaymentId::nil())..).take(limit);
+                StoreResult::Found(ids.map(|(_, id)| self.rows[self.by_id[id]].clone()).collect())
+            }
             StoreOp::ClaimCompensation { id, from, seen_attempts, honour_lease, provider_ref } => {
                 self.claim_compensation(ClaimCompensation { id, from, seen_attempts, honour_lease, provider_ref }, now)
             }
@@ -536,9 +574,12 @@ mod tests {
         store.apply(StoreOp::Insert(record(1, "k1")), 0);
         store.apply(confirm(1, "ch1"), 0);
         assert!(
-            matches!(store.apply(StoreOp::ClaimExecution { id, lease_until: 100 }, 10), StoreResult::Done(p) if p.execute_attempts == 1)
+            matches!(store.apply(StoreOp::ClaimExecution { id, lease_for: 90, replica_now: None }, 10), StoreResult::Done(p) if p.execute_attempts == 1)
         );
-        assert!(matches!(store.apply(StoreOp::ClaimExecution { id, lease_until: 100 }, 20), StoreResult::LeaseHeld(_)));
+        assert!(matches!(
+            store.apply(StoreOp::ClaimExecution { id, lease_for: 90, replica_now: None }, 20),
+            StoreResult::LeaseHeld(_)
+        ));
         let claim = StoreOp::ClaimCompensation {
             id,
             from: PaymentState::Confirmed,

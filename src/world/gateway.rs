@@ -20,6 +20,12 @@ pub enum Route {
     Lost,
     /// No machine has this id (`404 unknown_machine`).
     UnknownMachine,
+    /// The command came after its `not_after`: `410 expired`, not delivered.
+    Expired,
+    /// The gateway answers 504 at once; the command reaches this machine
+    /// `delay` later (within the command expiry), unless its `not_after` has
+    /// passed by then.
+    Late { machine: u32, delay: Millis },
 }
 
 /// What the gateway answers a command, faults included.
@@ -33,6 +39,8 @@ pub enum GatewayAnswer {
     NoAnswer,
     /// The gateway's 504 (the machine may have started).
     GatewayTimeout,
+    /// `410 expired`: the command's `not_after` had passed; nothing ran.
+    Expired,
 }
 
 /// What the gateway answers a cycles query, faults included.
@@ -67,11 +75,22 @@ impl Gateway {
     }
 
     /// A command reaches the gateway with the fault rolled for it (kind and
-    /// duration): an offline spell begins now, a lost command goes nowhere.
-    pub fn dispatch(&mut self, machine_id: &str, fault: Option<(FaultKind, Millis)>, now: Millis) -> Route {
+    /// extent): an offline spell begins now, a lost command goes nowhere, a
+    /// late one is held back. `expired`: its `not_after` has passed.
+    pub fn dispatch(
+        &mut self,
+        machine_id: &str,
+        fault: Option<(FaultKind, Millis)>,
+        now: Millis,
+        expired: bool,
+    ) -> Route {
         let Some(machine) = self.index(machine_id) else { return Route::UnknownMachine };
+        if expired {
+            return Route::Expired;
+        }
         match fault {
             Some((FaultKind::IotCommandLost, _)) => Route::Lost,
+            Some((FaultKind::CommandLate, delay)) => Route::Late { machine, delay },
             Some((FaultKind::MachineOffline, duration)) => {
                 self.machines[machine as usize].go_offline(now + duration);
                 Route::ToMachine(machine)
@@ -82,14 +101,17 @@ impl Gateway {
 
     /// The command reaches its machine; returns the gateway's answer and the
     /// cycle the machine started, if it did (ground truth, even when the
-    /// answer is lost).
+    /// answer is lost). `expired`: its `not_after` has passed — dropped.
     pub fn arrive(
         &mut self,
         machine: u32,
         command: &StartCycleCommand,
-        fault: Option<FaultKind>,
+        (fault, expired): (Option<FaultKind>, bool),
         (now, cycle_length): (Millis, Millis),
     ) -> (GatewayAnswer, Option<Text>) {
+        if expired {
+            return (GatewayAnswer::Expired, None);
+        }
         let answer = self.machines[machine as usize].command(command, now, cycle_length);
         let started = match &answer {
             CommandAnswer::Started(cycle) => Some(cycle.clone()),

@@ -86,6 +86,7 @@ mod tests {
             command_id: Uuid::from_u128(7),
             payment_id: Uuid::from_u128(payment),
             execute_key: key.into(),
+            not_after: None,
         }
     }
 

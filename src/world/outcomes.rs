@@ -19,7 +19,7 @@ use super::fleet::Fleet;
 use super::gateway::{CyclesAnswer, Gateway, GatewayAnswer, Route};
 use super::psp::{PspAnswer, PspLedger, PspRequest, RefundOutcome};
 use crate::contract::{Charge, ChargeStatus, PaymentId, StartCycleCommand, Text};
-use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, FaultPlan, FaultSite, WorldEndpoint};
+use crate::faults::{Boundary, COMMAND_EXPIRY, Crossing, FaultKey, FaultKind, FaultPlan, FaultSite, WorldEndpoint};
 use crate::time::Millis;
 
 /// The purchase of calls about a payment the PSP never charged.
@@ -56,6 +56,24 @@ pub struct Served<A> {
     pub fired: Option<Fired>,
     pub answer: A,
     pub truth: Option<Truth>,
+    /// A late delivery: the call lands at the world this much later.
+    pub late: Option<Millis>,
+}
+
+/// Has the command's fencing instant passed on the stack's clock?
+fn expired(command: &StartCycleCommand, stack_now: Millis) -> bool {
+    command.not_after.is_some_and(|not_after| stack_now > not_after)
+}
+
+/// The ground truth of a refund the ledger just made.
+fn refunded(answer: &PspAnswer, request: &PspRequest, payment: Option<PaymentId>) -> Option<Truth> {
+    match (answer, request) {
+        (PspAnswer::Refund(RefundOutcome::Refunded(true)), PspRequest::Refund { provider_ref, .. }) => {
+            let payment = payment.expect("a refunded charge is in the ledger");
+            Some(Truth::Refunded { payment, provider_ref: provider_ref.clone() })
+        }
+        _ => None,
+    }
 }
 
 /// Who a charged payment belongs to: its purchase and condominium.
@@ -107,7 +125,9 @@ impl WorldState {
         (charge, Some(truth))
     }
 
-    /// A call to the PSP: a timeout or a 5xx if the plan says so, else the ledger's answer.
+    /// A call to the PSP: a timeout or a 5xx if the plan says so, else the
+    /// ledger's answer. A late refund answers a timeout; the shell lands it
+    /// with [`Self::land_refund`] after [`Served::late`].
     pub fn psp(&mut self, at: At, request: &PspRequest) -> Served<PspAnswer> {
         let endpoint = match request {
             PspRequest::GetCharge(_) => WorldEndpoint::GetCharge,
@@ -116,28 +136,43 @@ impl WorldState {
         };
         let payment = self.psp.payment_of(request);
         let (key, fired) = self.roll(at, endpoint, payment);
+        let mut late = None;
         let answer = match fired.map(|fired| fired.kind) {
             Some(FaultKind::PspTimeout) => PspAnswer::Timeout,
+            Some(FaultKind::RefundLate) if matches!(request, PspRequest::Refund { .. }) => {
+                let bound = self.faults.faults()[usize::from(fired.map_or(0, |f| f.fault))].duration;
+                late = Some(self.faults.extent(key, bound));
+                PspAnswer::Timeout
+            }
             Some(_) => PspAnswer::Error,
             None => self.psp.serve(request),
         };
-        let truth = match (&answer, request) {
-            (PspAnswer::Refund(RefundOutcome::Refunded(true)), PspRequest::Refund { provider_ref, .. }) => {
-                let payment = payment.expect("a refunded charge is in the ledger");
-                Some(Truth::Refunded { payment, provider_ref: provider_ref.clone() })
-            }
-            _ => None,
-        };
-        Served { key, fired, answer, truth }
+        let truth = refunded(&answer, request, payment);
+        Served { key, fired, answer, truth, late }
+    }
+
+    /// A refund held back by [`FaultKind::RefundLate`] lands at the PSP now.
+    pub fn land_refund(&mut self, request: &PspRequest) -> Option<Truth> {
+        let payment = self.psp.payment_of(request);
+        let answer = self.psp.serve(request);
+        refunded(&answer, request, payment)
     }
 
     /// A `start_cycle` command reaches the gateway: where it goes from there.
-    pub fn send_command(&mut self, at: At, command: &StartCycleCommand) -> Served<Route> {
+    /// `stack_now` is the time on the clock the stack's `not_after` is on.
+    pub fn send_command(&mut self, at: At, command: &StartCycleCommand, stack_now: Millis) -> Served<Route> {
         self.keys.insert(command.execute_key.clone(), command.payment_id);
         let (key, fired) = self.roll(at, WorldEndpoint::StartCycle, Some(command.payment_id));
-        let fault = fired.map(|fired| (fired.kind, self.faults.faults()[usize::from(fired.fault)].duration));
-        let answer = self.gateway.dispatch(&command.machine_id, fault, at.now);
-        Served { key, fired, answer, truth: None }
+        let fault = fired.map(|fired| {
+            let duration = self.faults.faults()[usize::from(fired.fault)].duration;
+            match fired.kind {
+                // Late, but never past the gateway's command expiry.
+                FaultKind::CommandLate => (fired.kind, self.faults.extent(key, duration.min(COMMAND_EXPIRY))),
+                kind => (kind, duration),
+            }
+        });
+        let answer = self.gateway.dispatch(&command.machine_id, fault, at.now, expired(command, stack_now));
+        Served { key, fired, answer, truth: None, late: None }
     }
 
     /// The command reaches `machine`; `fault` is what [`Self::send_command`] fired.
@@ -145,10 +180,11 @@ impl WorldState {
         &mut self,
         machine: u32,
         command: &StartCycleCommand,
-        fault: Option<FaultKind>,
+        (fault, stack_now): (Option<FaultKind>, Millis),
         (now, cycle_length): (Millis, Millis),
     ) -> (GatewayAnswer, Option<Truth>) {
-        let (answer, started) = self.gateway.arrive(machine, command, fault, (now, cycle_length));
+        let fate = (fault, expired(command, stack_now));
+        let (answer, started) = self.gateway.arrive(machine, command, fate, (now, cycle_length));
         let truth = started.map(|cycle| Truth::CycleStarted {
             machine,
             payment: command.payment_id,
@@ -163,7 +199,7 @@ impl WorldState {
         let payment = self.keys.get(execute_key).copied();
         let (key, fired) = self.roll(at, WorldEndpoint::FindCycles, payment);
         let answer = self.gateway.cycles(machine_id, execute_key, fired.is_some(), at.now);
-        Served { key, fired, answer, truth: None }
+        Served { key, fired, answer, truth: None, late: None }
     }
 
     /// Counts the call and rolls its boundary once, keyed on the payment's purchase.
@@ -178,7 +214,7 @@ impl WorldState {
             WorldEndpoint::StartCycle | WorldEndpoint::FindCycles => Boundary::StackToIot,
         };
         let condominium = owner.and_then(|owner| owner.condominium);
-        let crossing = Crossing { now: at.now, phase: at.phase, condominium, endpoint: None };
+        let crossing = Crossing { now: at.now, phase: at.phase, condominium, endpoint: None, world: Some(endpoint) };
         let fired =
             self.faults.roll(boundary, &crossing, key).map(|(fault, spec)| Fired { fault, kind: spec.kind, key });
         (key, fired)
@@ -226,15 +262,16 @@ mod tests {
             command_id: Uuid::from_u128(9),
             payment_id: Uuid::from_u128(1),
             execute_key: key.into(),
+            not_after: None,
         }
     }
 
     /// Sends a command through the gateway; returns the answer and whether a cycle started.
     fn start(world: &mut WorldState, key: &str, now: Millis) -> (GatewayAnswer, bool) {
         let command = command(key);
-        let served = world.send_command(At { now, phase: 0 }, &command);
+        let served = world.send_command(At { now, phase: 0 }, &command, now);
         let Route::ToMachine(machine) = served.answer else { return (GatewayAnswer::NoAnswer, false) };
-        let (answer, truth) = world.at_machine(machine, &command, served.fired.map(|f| f.kind), (now, 100));
+        let (answer, truth) = world.at_machine(machine, &command, (served.fired.map(|f| f.kind), now), (now, 100));
         (answer, matches!(truth, Some(Truth::CycleStarted { .. })))
     }
 
@@ -251,7 +288,7 @@ mod tests {
         assert_eq!(start(&mut ack_lost, "k", 0), (GatewayAnswer::NoAnswer, true));
         assert_eq!(cycles(&ack_lost, "k"), 1);
         let mut command_lost = world(false, Some(FaultKind::IotCommandLost));
-        let served = command_lost.send_command(AT, &command("k"));
+        let served = command_lost.send_command(AT, &command("k"), AT.now);
         assert_eq!(served.answer, Route::Lost);
         assert_eq!(served.fired.map(|f| f.kind), Some(FaultKind::IotCommandLost));
         assert_eq!(cycles(&command_lost, "k"), 0);
@@ -310,5 +347,39 @@ mod tests {
         assert_eq!((list.key, list.answer), (key(4, WorldEndpoint::ListCharges, 1), PspAnswer::Timeout));
         let stranger = world.psp(AT, &PspRequest::ListCharges(Uuid::from_u128(2)));
         assert_eq!(stranger.key, key(UNCHARGED, WorldEndpoint::ListCharges, 1), "an uncharged payment");
+    }
+
+    #[test]
+    fn a_fenced_command_past_its_instant_is_refused_and_a_late_one_dropped() {
+        let mut world = world(true, None);
+        let mut fenced = command("k");
+        fenced.not_after = Some(5_000);
+        assert_eq!(world.send_command(AT, &fenced, 5_001).answer, Route::Expired);
+        let served = world.send_command(AT, &fenced, 4_000);
+        let Route::ToMachine(machine) = served.answer else { panic!("{:?}", served.answer) };
+        let (answer, truth) = world.at_machine(machine, &fenced, (None, 5_001), (5_001, 100));
+        assert_eq!((answer, truth), (GatewayAnswer::Expired, None), "no cycle after not_after");
+        assert_eq!(cycles(&world, "k"), 0);
+    }
+
+    #[test]
+    fn a_late_command_is_held_within_the_expiry_and_a_late_refund_lands_later() {
+        let mut late = world(true, Some(FaultKind::CommandLate));
+        let served = late.send_command(AT, &command("k"), AT.now);
+        let Route::Late { machine, delay } = served.answer else { panic!("{:?}", served.answer) };
+        assert!((1..=COMMAND_EXPIRY).contains(&delay), "{delay}");
+        let fate = (Some(FaultKind::CommandLate), AT.now + delay);
+        let (_, truth) = late.at_machine(machine, &command("k"), fate, (AT.now + delay, 100));
+        assert!(matches!(truth, Some(Truth::CycleStarted { .. })), "an unfenced late command still runs");
+        let mut refunds = world(false, Some(FaultKind::RefundLate));
+        let payment = Uuid::from_u128(1);
+        let (charge, _) = refunds.charge((4, Some(0)), payment, (1500, "card-k".into()), false);
+        let get = refunds.psp(AT, &PspRequest::GetCharge(charge.provider_ref.clone()));
+        assert!(matches!(get.answer, PspAnswer::Charge(Some(_))), "a late refund is about refunds only");
+        let refund = PspRequest::Refund { provider_ref: charge.provider_ref.clone(), idempotency_key: "r".into() };
+        let served = refunds.psp(AT, &refund);
+        assert_eq!((served.answer.clone(), served.truth.clone()), (PspAnswer::Timeout, None));
+        assert!(served.late.is_some_and(|delay| (1..=60_000).contains(&delay)));
+        assert!(matches!(refunds.land_refund(&refund), Some(Truth::Refunded { .. })), "it lands later");
     }
 }
