@@ -13,7 +13,9 @@ use crate::contract::{Charge, ChargeStatus, Endpoint, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
 use crate::history::Event;
 use crate::time::Millis;
+use crate::world::outcomes::Fired;
 use crate::world::terminal::{Heard as Told, Next};
+use crate::world::terminal_faults;
 use crate::world::{Purchase, PurchaseStep};
 
 /// Plays the customers of the traffic plan; returns how many purchases started.
@@ -55,6 +57,10 @@ async fn buy(shared: &Arc<Shared>, number: u32, mut purchase: Purchase, (card, d
     let outcome = loop {
         let next = match purchase.endpoint() {
             Some(endpoint) => {
+                // A new step after the first: the terminal may be offline first.
+                if purchase.attempt == 1 && endpoint != Endpoint::Authorize {
+                    offline_before(shared, number, &purchase, Some(endpoint)).await;
+                }
                 let heard = attempt(shared, number, &purchase, endpoint, (&twins, &mut twin_tasks)).await;
                 let walks_away = !matches!(&heard, Heard::Reply(r) if r.error_code().is_none())
                     && walks_away(shared, number, &purchase, endpoint);
@@ -127,9 +133,12 @@ async fn attempt(
             shared.record(Event::Heard { request: id, status: None, error: None });
             return Heard::Nothing;
         }
-        let delay = shared.traffic.duplicate_delay(number, endpoint, attempt);
-        let (shared, twins, request) = (Arc::clone(shared), Arc::clone(twins), request.clone());
-        twin_tasks.spawn(async move { twin(&shared, number, (endpoint, attempt), request, delay, &twins).await });
+        let fired = Fired { fault: index, kind: spec.kind, key };
+        let planned = shared.traffic.duplicate_delay(number, endpoint, attempt);
+        for delay in terminal_faults::twin_delays(&shared.faults, fired, planned) {
+            let (shared, twins, request) = (Arc::clone(shared), Arc::clone(twins), request.clone());
+            twin_tasks.spawn(async move { twin(&shared, number, (endpoint, attempt), request, delay, &twins).await });
+        }
     }
     let key = FaultKey::at_terminal(number, endpoint, Lane::Response, attempt);
     let lost = shared.faults.roll(Boundary::StackToTerminal, &crossing(shared, purchase, endpoint), key);
@@ -187,9 +196,28 @@ fn walks_away(shared: &Shared, number: u32, purchase: &Purchase, endpoint: Endpo
     }
 }
 
-/// The card is charged at posim's PSP.
+/// The terminal goes offline before a step (`None`: the card charge) if
+/// the plan says so, and comes back with the same keys.
+async fn offline_before(shared: &Shared, number: u32, purchase: &Purchase, endpoint: Option<Endpoint>) {
+    let crossing = crossing(shared, purchase, terminal_faults::step_endpoint(endpoint));
+    if let Some((fired, duration)) = terminal_faults::offline_before(&shared.faults, &crossing, number, endpoint) {
+        shared.record(fired.into());
+        shared.clock().sleep(duration).await;
+    }
+}
+
+/// The card is charged at posim's PSP (late, if its capture is).
 async fn charge(shared: &Shared, number: u32, purchase: &mut Purchase, card: Millis, declined: bool) -> Next {
-    shared.clock().sleep(card).await;
+    offline_before(shared, number, purchase, None).await;
+    let crossing = crossing(shared, purchase, terminal_faults::step_endpoint(None));
+    let late = match terminal_faults::capture_late(&shared.faults, &crossing, number) {
+        Some((fired, late)) => {
+            shared.record(fired.into());
+            late
+        }
+        None => 0,
+    };
+    shared.clock().sleep(card + late).await;
     let payment = purchase.payment_id.expect("authorized before the charge");
     let body = ChargeRequest {
         payment_id: payment,

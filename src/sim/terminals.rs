@@ -5,7 +5,9 @@
 
 use super::{Origin, RequestSlot, Sim, SimEvent};
 use crate::contract::{Endpoint, Reply, Request};
-use crate::faults::{Boundary, CONCURRENT_SPREAD, Crossing, FaultKey, FaultKind, Lane};
+use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
+use crate::world::outcomes::Fired;
+use crate::world::terminal_faults;
 use crate::history::{Event, NO_PURCHASE};
 use crate::world::terminal::{Heard, Next};
 use crate::world::{Purchase, PurchaseStep};
@@ -57,15 +59,10 @@ impl Sim<'_> {
                 self.record(Event::Fault { fault, kind: spec.kind, key });
             }
             Some((fault, spec)) => {
-                let kind = spec.kind;
-                self.record(Event::Fault { fault, kind, key });
-                let delays = if kind == FaultKind::ConcurrentDuplicates {
-                    // Two more copies within a few milliseconds: replicas race.
-                    vec![1, self.faults.extent(key, CONCURRENT_SPREAD)]
-                } else {
-                    vec![self.traffic.duplicate_delay(purchase, endpoint, attempt)]
-                };
-                for delay in delays {
+                let fired = Fired { fault, kind: spec.kind, key };
+                self.record(fired.into());
+                let planned = self.traffic.duplicate_delay(purchase, endpoint, attempt);
+                for delay in terminal_faults::twin_delays(&self.faults, fired, planned) {
                     let request = self.requests[id as usize].request.clone();
                     let twin = self.new_request(purchase, endpoint, attempt, true, request);
                     self.agenda.schedule(self.now + delay, SimEvent::SendTwin { request: twin });
@@ -193,7 +190,7 @@ impl Sim<'_> {
 
     fn follow(&mut self, purchase: u32, next: Next) {
         match next {
-            Next::Send => match self.offline_before(purchase, next_endpoint(&self.purchases[purchase as usize]), 1) {
+            Next::Send => match self.offline_before(purchase, self.purchases[purchase as usize].endpoint()) {
                 Some(back) => self.agenda.schedule(back, SimEvent::SendStep { purchase }),
                 None => self.send_step(purchase),
             },
@@ -204,7 +201,7 @@ impl Sim<'_> {
             }
             Next::Charge => {
                 let delay = self.latency(self.scenario.latency.card);
-                let start = self.offline_before(purchase, CHARGE_STEP, 0).unwrap_or(self.now);
+                let start = self.offline_before(purchase, None).unwrap_or(self.now);
                 let late = self.capture_late(purchase);
                 self.agenda.schedule(start + delay + late, SimEvent::CardCharged { purchase });
             }
@@ -218,25 +215,20 @@ impl Sim<'_> {
         }
     }
 
-    /// Before a purchase's next step: does its terminal go offline
-    /// (`terminal_offline`)? Returns when it is back, with the same keys.
-    fn offline_before(&mut self, purchase: u32, endpoint: Endpoint, attempt: u8) -> Option<crate::time::Millis> {
-        let key = FaultKey::at_terminal(purchase, endpoint, Lane::Step, attempt);
-        let crossing = self.terminal_crossing(purchase, endpoint);
-        let (fault, spec) = self.faults.roll(Boundary::TerminalStep, &crossing, key)?;
-        let back = self.now.saturating_add(spec.duration);
-        self.record(Event::Fault { fault, kind: spec.kind, key });
-        Some(back)
+    /// Before a purchase's next step (`None`: the card charge): does its
+    /// terminal go offline? Returns when it is back, with the same keys.
+    fn offline_before(&mut self, purchase: u32, endpoint: Option<Endpoint>) -> Option<crate::time::Millis> {
+        let crossing = self.terminal_crossing(purchase, terminal_faults::step_endpoint(endpoint));
+        let (fired, duration) = terminal_faults::offline_before(&self.faults, &crossing, purchase, endpoint)?;
+        self.record(fired.into());
+        Some(self.now.saturating_add(duration))
     }
 
-    /// How late the card's capture lands at the PSP (`capture_late`; zero
-    /// without it). The terminal waits for it.
+    /// How late the card's capture lands at the PSP (zero without `capture_late`).
     fn capture_late(&mut self, purchase: u32) -> crate::time::Millis {
-        let key = FaultKey::at_terminal(purchase, CHARGE_STEP, Lane::Step, 0);
-        let crossing = self.terminal_crossing(purchase, CHARGE_STEP);
-        let Some((fault, spec)) = self.faults.roll(Boundary::Card, &crossing, key) else { return 0 };
-        let late = self.faults.extent(key, spec.duration);
-        self.record(Event::Fault { fault, kind: spec.kind, key });
+        let crossing = self.terminal_crossing(purchase, terminal_faults::step_endpoint(None));
+        let Some((fired, late)) = terminal_faults::capture_late(&self.faults, &crossing, purchase) else { return 0 };
+        self.record(fired.into());
         late
     }
 
@@ -268,11 +260,3 @@ impl Sim<'_> {
     }
 }
 
-/// The card charge is keyed as the step before confirm (attempt 0 of its
-/// `Step` lane); the requests' own steps use attempt 1.
-const CHARGE_STEP: Endpoint = Endpoint::Confirm;
-
-/// The endpoint of the step a purchase is about to start.
-fn next_endpoint(purchase: &Purchase) -> Endpoint {
-    purchase.endpoint().expect("a purchase about to send has a request to send")
-}

@@ -9,6 +9,7 @@ pub mod machines;
 pub mod outcomes;
 pub mod psp;
 pub mod terminal;
+pub mod terminal_faults;
 
 pub use fleet::{Condominium, Fleet, Machine, RiskTier};
 pub use machines::MachineState;
