@@ -410,14 +410,9 @@ fn live(args: LiveArgs) -> u8 {
         "posim live · scenario {} · seed {seed} · time scale {}× · about {:.0} s of wall time",
         scenario.name, args.time_scale, wall
     );
-    let mut notes = Vec::new();
-    if scenario.faults.iter().any(|fault| fault.kind == crate::faults::FaultKind::ReplicaCrash) {
-        notes.push(
-            "replica_crash faults (random crashes between effects) are played by the simulator only: \
-             posim live kills replicas at planned times with [[stack_faults]]"
-                .to_string(),
-        );
-        println!("note: {}", notes[0]);
+    let mut notes = simulator_only_faults(&scenario);
+    for note in &notes {
+        println!("note: {note}");
     }
     let logs = dir.join("stack-logs");
     let options =
@@ -461,6 +456,38 @@ fn live(args: LiveArgs) -> u8 {
     }
     println!("report: {}", dir.display());
     if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
+}
+
+/// The scenario's faults that live inside a replica (between two of its
+/// effects, or its clock): a live run cannot reach there, so it says so.
+fn simulator_only_faults(scenario: &Scenario) -> Vec<String> {
+    use crate::faults::FaultKind;
+    let inside: Vec<&'static str> = scenario
+        .faults
+        .iter()
+        .map(|fault| fault.kind)
+        .filter(|kind| {
+            matches!(
+                kind,
+                FaultKind::ReplicaCrash
+                    | FaultKind::ReplicaPause
+                    | FaultKind::ClockSkew
+                    | FaultKind::StoreSlow
+                    | FaultKind::StoreError
+            )
+        })
+        .map(<&'static str>::from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if inside.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "{} faults (inside a replica, between its effects or on its clock) are played by the simulator only: \
+         posim live pauses and kills replicas and stops the database at planned times with [[stack_faults]]",
+        inside.join(", ")
+    )]
 }
 
 /// A multi-threaded runtime (containers' clean-up needs one), or exit 3.

@@ -87,6 +87,24 @@ fn a_bug_switch_in_the_image_is_caught() {
     assert!(summary["violation_counts"]["D6"].as_u64().unwrap_or(0) > 0, "{}", summary["violation_counts"]);
 }
 
+/// Late commands, refunds and captures, racing duplicates, offline
+/// terminals, a `docker pause` and a database outage: the fixed stack holds,
+/// an unfenced start command runs naive machines twice.
+#[test]
+#[ignore = "needs Docker"]
+fn the_nemesis_is_played_in_containers() {
+    build_images();
+    let out = tempfile::tempdir().expect("a temp dir");
+    let (output, summary) = live("live-nemesis", out.path(), &["--stack-image", STACK_IMAGE]);
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+    assert_eq!(summary["violation_counts"], serde_json::json!({}), "{}", said(&output));
+    let buggy = tempfile::tempdir().expect("a temp dir");
+    let extra = ["--stack-image", STACK_IMAGE, "--stack-bug", "unfenced-start"];
+    let (output, summary) = live("live-nemesis", buggy.path(), &extra);
+    assert_eq!(output.status.code(), Some(1), "{}", said(&output));
+    assert!(summary["violation_counts"]["D2"].as_u64().unwrap_or(0) > 0, "{}", summary["violation_counts"]);
+}
+
 #[test]
 #[ignore = "needs Docker"]
 fn rollback_times_with_containers_sit_beside_those_with_processes() {

@@ -45,13 +45,15 @@ fn a_short_rollout_passes_live() {
 }
 
 /// Each switch, the live scenario that provokes it, and the invariant it breaks.
-const CAUGHT_LIVE: [(&str, &str, &str); 6] = [
+const CAUGHT_LIVE: [(&str, &str, &str); 8] = [
     ("inverted-allowlist", "live-smoke", "D5"),
     ("state-lost-on-redeploy", "live-smoke", "D6"),
     ("nonidempotent-confirm", "live-faults", "D2"),
     ("resend-after-timeout", "live-faults", "D2"),
     ("refund-races-cycle", "live-faults", "D4"),
     ("gate-blocks-inflight", "live-rollback", "D8"),
+    ("unfenced-start", "live-nemesis", "D2"),
+    ("late-capture-kept", "live-nemesis", "D3"),
 ];
 
 #[test]
@@ -76,7 +78,7 @@ fn bug_switches_are_caught_live() {
 fn the_reference_stack_keeps_the_invariants_under_faults_and_rollbacks_live() {
     need_postgres();
     // (scenario, stack faults it plans: a pause, a kill and a database restart)
-    for (scenario, planned) in [("live-faults", 0), ("live-rollback", 0), ("live-stack-faults", 3)] {
+    for (scenario, planned) in [("live-faults", 0), ("live-rollback", 0), ("live-stack-faults", 3), ("live-nemesis", 2)] {
         let (output, summary) = live(scenario, &[]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(output.status.code(), Some(0), "{scenario}: {stdout}");
