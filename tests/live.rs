@@ -78,7 +78,8 @@ fn bug_switches_are_caught_live() {
 fn the_reference_stack_keeps_the_invariants_under_faults_and_rollbacks_live() {
     need_postgres();
     // (scenario, stack faults it plans: a pause, a kill and a database restart)
-    for (scenario, planned) in [("live-faults", 0), ("live-rollback", 0), ("live-stack-faults", 3), ("live-nemesis", 2)] {
+    for (scenario, planned) in [("live-faults", 0), ("live-rollback", 0), ("live-stack-faults", 3), ("live-nemesis", 2)]
+    {
         let (output, summary) = live(scenario, &[]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert_eq!(output.status.code(), Some(0), "{scenario}: {stdout}");

@@ -6,10 +6,10 @@
 use super::{Origin, RequestSlot, Sim, SimEvent};
 use crate::contract::{Endpoint, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
-use crate::world::outcomes::Fired;
-use crate::world::terminal_faults;
 use crate::history::{Event, NO_PURCHASE};
+use crate::world::outcomes::Fired;
 use crate::world::terminal::{Heard, Next};
+use crate::world::terminal_faults;
 use crate::world::{Purchase, PurchaseStep};
 
 impl Sim<'_> {
@@ -259,4 +259,3 @@ impl Sim<'_> {
         self.start_operation(Request::CompensationSweep, Origin::Cron(id), None);
     }
 }
-

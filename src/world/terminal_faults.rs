@@ -15,7 +15,12 @@ const CHARGE_STEP: Endpoint = Endpoint::Confirm;
 
 /// Before a purchase's next step (`endpoint`, or the card charge when
 /// `None`): does the terminal go offline, and for how long?
-pub fn offline_before(plan: &FaultPlan, crossing: &Crossing, purchase: u32, endpoint: Option<Endpoint>) -> Option<(Fired, Millis)> {
+pub fn offline_before(
+    plan: &FaultPlan,
+    crossing: &Crossing,
+    purchase: u32,
+    endpoint: Option<Endpoint>,
+) -> Option<(Fired, Millis)> {
     let key = step_key(purchase, endpoint);
     let (fault, spec) = plan.roll(Boundary::TerminalStep, crossing, key)?;
     Some((Fired { fault, kind: spec.kind, key }, spec.duration))
