@@ -18,6 +18,9 @@ use crate::scenario::Scenario;
 use crate::sim::{self, SimOptions};
 use crate::stack::http::ServeConfig;
 use crate::stack::{BugSet, StackBug};
+use crate::swarm::artifact::{Artifact, ArtifactError, ScenarioSource};
+use crate::swarm::shrink::{ShrinkError, Target};
+use crate::swarm::{self, SwarmConfig};
 use crate::verdict::{Recorded, judge, simulate};
 
 pub const EXIT_PASS: u8 = 0;
@@ -36,8 +39,13 @@ struct Cli {
 enum Command {
     /// Simulate a scenario on the embedded reference stack and judge it.
     Run(RunArgs),
-    /// Run a scenario over many seeds; report every seed that fails.
+    /// Run a scenario over many seeds, each with its own fault mix, on
+    /// several threads; write an artifact for every seed that fails.
     Swarm(SwarmArgs),
+    /// Play a swarm artifact again; say whether the trace and violations are identical.
+    Replay(ReplayArgs),
+    /// Make a failing artifact smaller while its D-code keeps failing.
+    Shrink(ShrinkArgs),
     /// Run a scenario against a real stack over HTTP (posim plays the PSP,
     /// the IoT gateway and the terminals).
     Live(LiveArgs),
@@ -172,15 +180,50 @@ struct SwarmArgs {
     /// The first seed.
     #[arg(long, default_value_t = 0)]
     first: u64,
+    /// Threads (default: the machine's available parallelism).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run the scenario's faults as written on every seed (no per-seed fault mix).
+    #[arg(long)]
+    no_mix: bool,
+    /// Where failing seeds' artifacts go (default: reports/swarm-<scenario>-<stamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
     #[command(flatten)]
     stack: StackArgs,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// An artifact written by `posim swarm` or `posim shrink`.
+    file: PathBuf,
+    /// Replay with these bug switches instead of the artifact's (repeatable).
+    #[arg(long = "stack-bug", value_name = "NAME")]
+    stack_bugs: Vec<StackBug>,
+}
+
+#[derive(Args)]
+struct ShrinkArgs {
+    /// An artifact written by `posim swarm` (or already shrunk).
+    file: PathBuf,
+    /// Where to write the shrunk artifact (default: FILE with `.shrunk.json`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// At most this many runs, the replay of the artifact included.
+    #[arg(long, default_value_t = 200)]
+    max_runs: u32,
+    /// The D-code to keep failing (default: the artifact's first).
+    #[arg(long)]
+    code: Option<String>,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run(args) => run(args),
-        Command::Swarm(args) => swarm(args),
+        Command::Swarm(args) => swarm(args).unwrap_or_else(|code| code),
+        Command::Replay(args) => replay(args).unwrap_or_else(|code| code),
+        Command::Shrink(args) => shrink(args).unwrap_or_else(|code| code),
         Command::Live(args) => live(args),
         Command::Precheck(args) => precheck(args),
         Command::Stack(StackCommand::Serve) => stack_serve(),
@@ -191,10 +234,7 @@ pub fn main() -> ExitCode {
 }
 
 fn load(path: &Path) -> Result<Scenario, u8> {
-    Scenario::load(path).map_err(|error| {
-        eprintln!("error: {error}");
-        EXIT_USAGE
-    })
+    Scenario::load(path).map_err(usage)
 }
 
 fn run(args: RunArgs) -> u8 {
@@ -204,15 +244,11 @@ fn run(args: RunArgs) -> u8 {
     };
     let seed = args.seed.unwrap_or(scenario.seed);
     let bugs = &args.stack.stack_bugs;
-    let label = if bugs.is_empty() {
-        "none".to_string()
-    } else {
-        bugs.iter().map(|b| b.into()).collect::<Vec<&str>>().join(", ")
-    };
     println!(
-        "posim run · scenario {} ({}) · seed {seed} · stack bugs: {label}",
+        "posim run · scenario {} ({}) · seed {seed} · stack bugs: {}",
         scenario.name,
-        args.scenario.display()
+        args.scenario.display(),
+        bug_label(bugs)
     );
     let started = Instant::now();
     let bar = progress_bar(scenario.horizon() + scenario.drain);
@@ -257,47 +293,135 @@ fn speed_line(requests: u64, simulated: crate::time::Millis, simulation_wall: f6
 }
 
 fn default_dir(scenario: &str, seed: u64) -> PathBuf {
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let stamp: String = stamp.chars().filter(char::is_ascii_alphanumeric).collect();
-    PathBuf::from("reports").join(format!("{scenario}-seed{seed}-{stamp}"))
+    PathBuf::from("reports").join(format!("{scenario}-seed{seed}-{}", stamp()))
 }
 
-fn swarm(args: SwarmArgs) -> u8 {
-    let scenario = match load(&args.scenario) {
-        Ok(scenario) => scenario,
-        Err(code) => return code,
-    };
+/// Now, as letters and digits only (for folder names).
+fn stamp() -> String {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    stamp.chars().filter(char::is_ascii_alphanumeric).collect()
+}
+
+/// A subcommand's exit code; `Err` once the reason was said on stderr.
+type Exit = Result<u8, u8>;
+
+/// Says `error` on stderr: exit 2 (bad usage, a bad scenario or artifact).
+fn usage(error: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {error}");
+    EXIT_USAGE
+}
+
+/// Says `error` on stderr: exit 3 if the harness failed, else 2.
+fn artifact_error(error: ArtifactError) -> u8 {
+    eprintln!("error: {error}");
+    if error.is_harness() { EXIT_HARNESS } else { EXIT_USAGE }
+}
+
+fn swarm(args: SwarmArgs) -> Exit {
+    let (source, scenario) = ScenarioSource::read(&args.scenario).map_err(usage)?;
+    let config = swarm_config(&args).map_err(usage)?;
+    let stamped = || PathBuf::from("reports").join(format!("swarm-{}-{}", scenario.name, stamp()));
+    let dir = args.out.clone().unwrap_or_else(stamped);
+    println!("{}", swarm_header(&scenario.name, &config));
+    let started = Instant::now();
+    let swarmed = swarm::run_and_record(&scenario, &source, &config, &dir).map_err(usage)?;
+    print!("{}", swarmed.tally.summary(started.elapsed().as_secs_f64(), config.threads()));
+    if let Some(error) = swarmed.unwritten {
+        return Err(artifact_error(error));
+    }
+    if swarmed.tally.failed.is_empty() {
+        return Ok(EXIT_PASS);
+    }
+    println!("artifacts: {} (replay one with `posim replay FILE`, shrink it with `posim shrink FILE`)", dir.display());
+    Ok(EXIT_FAIL)
+}
+
+fn swarm_header(scenario: &str, config: &SwarmConfig) -> String {
+    let mix = if config.mix { "a fault mix per seed" } else { "the scenario's faults as written" };
+    format!(
+        "posim swarm · scenario {scenario} · seeds {}..={} · {} threads · {mix} · stack bugs: {}",
+        config.first,
+        config.first + (config.seeds - 1),
+        config.threads(),
+        bug_label(&config.bugs)
+    )
+}
+
+fn swarm_config(args: &SwarmArgs) -> Result<SwarmConfig, String> {
     if args.seeds == 0 {
-        eprintln!("error: --seeds must be at least 1");
-        return EXIT_USAGE;
+        return Err("--seeds must be at least 1".to_string());
     }
-    let mut failed = Vec::new();
-    for seed in args.first..args.first.saturating_add(args.seeds) {
-        let judged = simulate(&scenario, seed, &args.stack.stack_bugs);
-        let report = &judged.report;
-        let codes: Vec<String> = report.violation_counts.iter().map(|(c, n)| format!("{c}×{n}")).collect();
-        let broken = report.failed_criteria.len();
-        println!(
-            "seed {seed}: {} {} {}",
-            report.verdict,
-            report.trace_hash,
-            codes.join(" ") + &if broken > 0 { format!(" criteria×{broken}") } else { String::new() }
-        );
-        if !report.passed() {
-            failed.push(seed);
-        }
+    if args.first.checked_add(args.seeds - 1).is_none() {
+        return Err("--first + --seeds is past the last seed (2^64 - 1)".to_string());
     }
-    println!(
-        "{} of {} seeds failed{}",
-        failed.len(),
-        args.seeds,
-        if failed.is_empty() {
-            String::new()
-        } else {
-            format!(": {failed:?} (replay one with `posim run {} --seed N`)", args.scenario.display())
-        }
-    );
-    if failed.is_empty() { EXIT_PASS } else { EXIT_FAIL }
+    let jobs = match args.jobs {
+        Some(0) => return Err("--jobs must be at least 1".to_string()),
+        Some(jobs) => jobs,
+        None => std::thread::available_parallelism().map_or(1, |jobs| jobs.get()),
+    };
+    let bugs = args.stack.stack_bugs.clone();
+    Ok(SwarmConfig { first: args.first, seeds: args.seeds, jobs, bugs, mix: !args.no_mix })
+}
+
+fn bug_label(bugs: &[StackBug]) -> String {
+    if bugs.is_empty() {
+        return "none".to_string();
+    }
+    bugs.iter().map(|b| b.into()).collect::<Vec<&str>>().join(", ")
+}
+
+fn replay(args: ReplayArgs) -> Exit {
+    let artifact = Artifact::read(&args.file).map_err(usage)?;
+    let bugs = if args.stack_bugs.is_empty() { artifact.stack_bugs.clone() } else { args.stack_bugs };
+    let (scenario, seed) = (&artifact.scenario, artifact.seed);
+    println!("posim replay · scenario {scenario} · seed {seed} · stack bugs: {}", bug_label(&bugs));
+    if artifact.posim_version != env!("CARGO_PKG_VERSION") {
+        println!("note: written by posim {}, replayed by {}", artifact.posim_version, env!("CARGO_PKG_VERSION"));
+    }
+    let now = artifact.rerun(&bugs).map_err(artifact_error)?;
+    println!("{}", now.outcome);
+    let differences = artifact.result.differences(&now);
+    if differences.is_empty() {
+        println!("reproduced: same trace hash {} and violations {}", now.trace_hash, now.violations_text());
+        return Ok(EXIT_PASS);
+    }
+    println!("NOT reproduced:");
+    for difference in differences {
+        println!("  {difference}");
+    }
+    Ok(EXIT_FAIL)
+}
+
+fn shrink(args: ShrinkArgs) -> Exit {
+    let artifact = Artifact::read(&args.file).map_err(usage)?;
+    if args.max_runs == 0 {
+        return Err(usage("--max-runs must be at least 1"));
+    }
+    let target = Target::of(&artifact, args.code.as_deref()).map_err(usage)?;
+    let (scenario, seed, code) = (&artifact.scenario, artifact.seed, target.name());
+    println!("posim shrink · scenario {scenario} · seed {seed} · keeping {code} failing");
+    let shrunk =
+        swarm::shrink::shrink(&artifact, target, args.max_runs, &mut |line| println!("  {line}")).map_err(|error| {
+            match error {
+                ShrinkError::Artifact(error) => artifact_error(error),
+                not_reproduced => {
+                    eprintln!("error: {not_reproduced}");
+                    EXIT_FAIL
+                }
+            }
+        })?;
+    let out = args.out.unwrap_or_else(|| shrunk_path(&args.file));
+    shrunk.artifact.write(&out).map_err(artifact_error)?;
+    println!("before: {}", shrunk.before.line());
+    println!("after:  {}", shrunk.artifact.result.sizes.line());
+    println!("{} runs; shrunk artifact: {}", shrunk.runs, out.display());
+    Ok(EXIT_PASS)
+}
+
+/// `dir/seed-3.json` → `dir/seed-3.shrunk.json`.
+fn shrunk_path(file: &Path) -> PathBuf {
+    let stem = file.file_stem().map_or_else(|| "artifact".into(), |stem| stem.to_string_lossy());
+    file.with_file_name(format!("{stem}.shrunk.json"))
 }
 
 /// The env to pre-check: the file, then the `--set`s; without either, phase 1's.

@@ -17,6 +17,8 @@
 //! - [`sim`], [`live`]: the two engines, thin shells around the above;
 //! - [`history`], [`check`], [`verdict`], [`report`]: what happened, what it
 //!   proves, and how it is shown;
+//! - [`swarm`]: many seeds with a fault mix each, the failing seeds'
+//!   artifacts, their replay and shrinking;
 //! - [`cli`]: parsing and dispatch only.
 
 pub mod check;
@@ -34,6 +36,7 @@ pub mod scenario;
 pub mod seed;
 pub mod sim;
 pub mod stack;
+pub mod swarm;
 pub mod time;
 pub mod traffic;
 pub mod verdict;
