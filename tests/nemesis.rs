@@ -19,21 +19,21 @@ fn scenario(path: &str) -> Scenario {
 #[test]
 fn every_nemesis_fault_fires_and_the_planned_stack_faults_are_played() {
     let nemesis = scenario("scenarios/nemesis.toml");
-    let judged = simulate(&nemesis, nemesis.seed, &[]);
-    let fired: BTreeSet<FaultKind> = judged
-        .history
-        .records
-        .iter()
-        .filter_map(|record| match record.event {
+    let mut fired = BTreeSet::new();
+    // A pause is rare by design (a few a run): three seeds see every kind.
+    for seed in 1..=3 {
+        let judged = simulate(&nemesis, seed, &[]);
+        fired.extend(judged.history.records.iter().filter_map(|record| match record.event {
             Event::Fault { kind, .. } => Some(kind),
             _ => None,
-        })
-        .collect();
+        }));
+        let stack_faults =
+            judged.history.records.iter().filter(|r| matches!(r.event, Event::StackFault { .. })).count();
+        assert_eq!(stack_faults, 2 * nemesis.stack_faults.len(), "each stack fault begins and ends");
+        assert!(judged.report.passed(), "{:?} {:?}", judged.report.violation_counts, judged.report.failed_criteria);
+    }
     let planned: BTreeSet<FaultKind> = nemesis.faults.iter().map(|fault| fault.kind).collect();
-    assert_eq!(fired, planned, "every planned kind fires at least once");
-    let stack_faults = judged.history.records.iter().filter(|r| matches!(r.event, Event::StackFault { .. })).count();
-    assert_eq!(stack_faults, 2 * nemesis.stack_faults.len(), "each stack fault begins and ends");
-    assert!(judged.report.passed(), "{:?} {:?}", judged.report.violation_counts, judged.report.failed_criteria);
+    assert_eq!(fired, planned, "every planned kind fires");
 }
 
 /// (bug switches, scenario, the invariant they break)

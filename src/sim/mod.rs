@@ -39,6 +39,21 @@ use crate::world::{Purchase, WorldState};
 
 use queue::Agenda;
 
+/// The legs a latency is drawn for, each on its own keyed stream.
+#[derive(Clone, Copy, Debug)]
+enum Leg {
+    TerminalToStack,
+    StackToTerminal,
+    StackPsp,
+    StackIot,
+    Card,
+    /// How long a started cycle keeps its machine busy.
+    Cycle,
+}
+
+const LEGS: [Leg; 6] =
+    [Leg::TerminalToStack, Leg::StackToTerminal, Leg::StackPsp, Leg::StackIot, Leg::Card, Leg::Cycle];
+
 /// What a run is asked for beyond the scenario.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SimOptions {
@@ -168,6 +183,8 @@ struct RequestSlot {
     endpoint: Endpoint,
     attempt: u8,
     twin: bool,
+    /// Which copy of the request this is (0: the original), for its latency.
+    copy: u8,
     /// The terminal has heard an answer or given up waiting.
     settled: bool,
     /// Boxed: most slots are settled and empty, and a run keeps them all.
@@ -228,6 +245,8 @@ struct InFlightCommand {
     serial: u64,
     sent_at: Millis,
     round_trip: Millis,
+    /// The world's key of the call (the cycle's length is drawn on it).
+    key: crate::faults::FaultKey,
 }
 
 /// The purchases by number. A planned customer who found every machine
@@ -285,7 +304,7 @@ struct Sim<'s> {
     now: Millis,
     agenda: Agenda<SimEvent>,
     faults: FaultPlan,
-    latency_rng: ChaCha8Rng,
+    latency_rolls: Vec<KeyedRoll>,
     traffic: TrafficPlan,
     /// The customer the pending `Arrival` brings.
     next_arrival: Option<PlannedPurchase>,
@@ -349,7 +368,7 @@ impl<'s> Sim<'s> {
             agenda: Agenda::new(),
             world: WorldState::new(fleet, faults.clone()),
             faults,
-            latency_rng: seed::stream(options.seed, "latency"),
+            latency_rolls: LEGS.iter().map(|leg| KeyedRoll::new(options.seed, &format!("latency:{leg:?}"))).collect(),
             traffic: TrafficPlan::new(scenario, options.seed),
             next_arrival: None,
             ids: SeededIds(seed::stream(options.seed, "stack-ids")),
@@ -424,8 +443,18 @@ impl<'s> Sim<'s> {
         At { now: self.now, phase: self.controller.phase() }
     }
 
-    /// A uniform draw in `[low, high]` from the latency stream.
-    fn latency(&mut self, (low, high): (Millis, Millis)) -> Millis {
-        rand::RngExt::random_range(&mut self.latency_rng, low..=high)
+    /// A uniform draw in the leg's `[low, high]`, keyed on the stable ids
+    /// of what travels (so that a fault added elsewhere moves nothing here).
+    fn latency(&self, leg: Leg, ids: [u64; 3]) -> Millis {
+        let latency = &self.scenario.latency;
+        let (low, high) = match leg {
+            Leg::TerminalToStack | Leg::StackToTerminal => latency.terminal_stack,
+            Leg::StackPsp => latency.stack_psp,
+            Leg::StackIot => latency.stack_iot,
+            Leg::Card => latency.card,
+            Leg::Cycle => self.scenario.traffic.cycle_length,
+        };
+        let unit = self.latency_rolls[leg as usize].unit(ids);
+        low + ((unit * (high - low + 1) as f64) as Millis).min(high - low)
     }
 }

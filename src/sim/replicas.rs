@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use super::{InFlightCommand, OpSlot, Origin, Sim, SimEvent};
+use super::{InFlightCommand, Leg, OpSlot, Origin, Sim, SimEvent};
 use crate::contract::{Reply, Request, StartCycleCommand};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind};
 use crate::history::{DownCause, Event};
@@ -272,14 +272,14 @@ impl Sim<'_> {
     }
 
     fn psp_call(&mut self, call: PspCall) -> (PspOutcome, u64) {
-        let settings = &self.scenario.stack;
-        let (psp_timeout, round_trip) = (settings.psp_timeout, self.latency(self.scenario.latency.stack_psp));
+        let psp_timeout = self.scenario.stack.psp_timeout;
         let request = match call {
             PspCall::GetCharge(provider_ref) => PspRequest::GetCharge(provider_ref),
             PspCall::ChargesForPayment(payment) => PspRequest::ListCharges(payment),
             PspCall::Refund { provider_ref, idempotency_key } => PspRequest::Refund { provider_ref, idempotency_key },
         };
         let served = self.world.psp(self.at(), &request);
+        let round_trip = self.latency(Leg::StackPsp, served.key.ids());
         self.record_served(served.fired, served.truth);
         if let Some(delay) = served.late {
             self.refund_later(request, delay);
@@ -311,8 +311,8 @@ impl Sim<'_> {
 
     fn find_cycles(&mut self, machine_id: &str, execute_key: &str) -> (IotOutcome, u64) {
         let timeout = self.scenario.stack.settings.iot_timeout;
-        let round_trip = self.latency(self.scenario.latency.stack_iot);
         let served = self.world.find_cycles(self.at(), machine_id, execute_key);
+        let round_trip = self.latency(Leg::StackIot, served.key.ids());
         self.record_served(served.fired, served.truth);
         match served.answer {
             CyclesAnswer::Cycles(cycles) if round_trip <= timeout => (IotOutcome::Cycles(cycles), round_trip),
@@ -325,9 +325,9 @@ impl Sim<'_> {
     /// machine (an expired command; a late one: 504 now, the machine later).
     fn send_command(&mut self, index: u32, slot: &OpSlot, command: StartCycleCommand) -> Option<(IotOutcome, u64)> {
         let timeout = self.scenario.stack.settings.iot_timeout;
-        let round_trip = self.latency(self.scenario.latency.stack_iot);
         // The fencing instant is on the database's clock: true time here.
         let served = self.world.send_command(self.at(), &command, self.now);
+        let round_trip = self.latency(Leg::StackIot, served.key.ids());
         let kind = served.fired.map(|fired| fired.kind);
         self.record_served(served.fired, served.truth);
         // A lost command reaches no machine: the stack waits out its timeout.
@@ -347,6 +347,7 @@ impl Sim<'_> {
             serial: slot.serial,
             sent_at: self.now,
             round_trip,
+            key: served.key,
         };
         self.commands.push(in_flight);
         let command = (self.commands.len() - 1) as u32;
@@ -365,7 +366,7 @@ impl Sim<'_> {
         } else {
             let machine = in_flight.machine;
             let command = in_flight.command.clone();
-            let cycle_length = self.latency(self.scenario.traffic.cycle_length);
+            let cycle_length = self.latency(Leg::Cycle, in_flight.key.ids());
             let (answer, truth) = self.world.at_machine(machine, &command, (fault, self.now), (self.now, cycle_length));
             self.record_served(None, truth);
             if fault == Some(FaultKind::CommandLate) {

@@ -111,7 +111,7 @@ impl Sim<'_> {
                     more.into_iter().rev().for_each(|output| outputs.push_front(output));
                 }
                 Output::Send(send) => {
-                    let id = self.new_request(NO_PURCHASE, send.endpoint, 1, false, None);
+                    let id = self.new_request(NO_PURCHASE, send.endpoint, 1, 0, None);
                     send.events(id).into_iter().for_each(|event| self.record(event));
                     self.operator_requests.insert(id, send.token);
                     self.start_operation(send.request, Origin::Operator(id), send.condominium);

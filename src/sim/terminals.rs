@@ -3,7 +3,7 @@
 //! between terminals and the stack (lost requests, lost responses, double
 //! taps), the card charge and the sweep's cron.
 
-use super::{Origin, RequestSlot, Sim, SimEvent};
+use super::{Leg, Origin, RequestSlot, Sim, SimEvent};
 use crate::contract::{Endpoint, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
 use crate::history::{Event, NO_PURCHASE};
@@ -49,7 +49,7 @@ impl Sim<'_> {
         let state = &self.purchases[purchase as usize];
         let Some(endpoint) = state.endpoint() else { return };
         let (attempt, request) = (state.attempt, state.request());
-        let id = self.new_request(purchase, endpoint, attempt, false, Some(Box::new(request)));
+        let id = self.new_request(purchase, endpoint, attempt, 0, Some(Box::new(request)));
         self.record(Event::Sent { request: id, purchase, endpoint, attempt, twin: false });
         self.agenda.schedule(self.now + self.scenario.terminals.request_timeout, SimEvent::Timeout { request: id });
         let crossing = self.terminal_crossing(purchase, endpoint);
@@ -62,9 +62,9 @@ impl Sim<'_> {
                 let fired = Fired { fault, kind: spec.kind, key };
                 self.record(fired.into());
                 let planned = self.traffic.duplicate_delay(purchase, endpoint, attempt);
-                for delay in terminal_faults::twin_delays(&self.faults, fired, planned) {
+                for (copy, delay) in (1u8..).zip(terminal_faults::twin_delays(&self.faults, fired, planned)) {
                     let request = self.requests[id as usize].request.clone();
-                    let twin = self.new_request(purchase, endpoint, attempt, true, request);
+                    let twin = self.new_request(purchase, endpoint, attempt, copy, request);
                     self.agenda.schedule(self.now + delay, SimEvent::SendTwin { request: twin });
                 }
                 self.travel_to_stack(id);
@@ -78,17 +78,25 @@ impl Sim<'_> {
         purchase: u32,
         endpoint: Endpoint,
         attempt: u8,
-        twin: bool,
+        copy: u8,
         request: Option<Box<Request>>,
     ) -> u32 {
-        let slot = RequestSlot { purchase, endpoint, attempt, twin, settled: false, request, reply: None };
+        let twin = copy > 0;
+        let slot = RequestSlot { purchase, endpoint, attempt, twin, copy, settled: false, request, reply: None };
         self.requests.push(slot);
         (self.requests.len() - 1) as u32
     }
 
     fn travel_to_stack(&mut self, request: u32) {
-        let one_way = self.latency(self.scenario.latency.terminal_stack) / 2;
+        let one_way = self.latency(Leg::TerminalToStack, self.request_ids(request)) / 2;
         self.agenda.schedule(self.now + one_way, SimEvent::AtStack { request });
+    }
+
+    /// A terminal request's stable ids: its purchase, step, attempt and copy.
+    fn request_ids(&self, request: u32) -> [u64; 3] {
+        let slot = &self.requests[request as usize];
+        let call = (slot.endpoint as u64) << 8 | u64::from(slot.attempt);
+        [u64::from(slot.purchase), call, u64::from(slot.copy)]
     }
 
     pub(super) fn send_twin(&mut self, request: u32) {
@@ -129,7 +137,7 @@ impl Sim<'_> {
             return self.record(Event::Fault { fault, kind: spec.kind, key });
         }
         self.requests[request as usize].reply = Some(Box::new(reply));
-        let one_way = self.latency(self.scenario.latency.terminal_stack) / 2;
+        let one_way = self.latency(Leg::StackToTerminal, self.request_ids(request)) / 2;
         self.agenda.schedule(self.now + one_way, SimEvent::AtTerminal { request });
     }
 
@@ -200,7 +208,7 @@ impl Sim<'_> {
                 self.agenda.schedule(self.now + backoff, SimEvent::SendStep { purchase });
             }
             Next::Charge => {
-                let delay = self.latency(self.scenario.latency.card);
+                let delay = self.latency(Leg::Card, [u64::from(purchase), 0, 0]);
                 let start = self.offline_before(purchase, None).unwrap_or(self.now);
                 let late = self.capture_late(purchase);
                 self.agenda.schedule(start + delay + late, SimEvent::CardCharged { purchase });
@@ -254,7 +262,7 @@ impl Sim<'_> {
     pub(super) fn sweep(&mut self) {
         let next = self.now + self.scenario.stack.sweep_interval;
         self.agenda.schedule(next, SimEvent::Sweep);
-        let id = self.new_request(NO_PURCHASE, Endpoint::CompensationAlert, 1, false, None);
+        let id = self.new_request(NO_PURCHASE, Endpoint::CompensationAlert, 1, 0, None);
         self.record(Event::sent_by_posim(id, Endpoint::CompensationAlert));
         self.start_operation(Request::CompensationSweep, Origin::Cron(id), None);
     }
