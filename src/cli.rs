@@ -183,9 +183,14 @@ struct SwarmArgs {
     /// Threads (default: the machine's available parallelism).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Run the scenario's faults as written on every seed (no per-seed fault mix).
-    #[arg(long)]
+    /// Run the scenario's faults as written on every seed (no per-seed fault
+    /// mix). The default for an incident rehearsal (`expect` other than
+    /// `complete`), whose incident must fire.
+    #[arg(long, conflicts_with = "mix")]
     no_mix: bool,
+    /// Draw a fault mix per seed even for an incident rehearsal.
+    #[arg(long)]
+    mix: bool,
     /// Where failing seeds' artifacts go (default: reports/swarm-<scenario>-<stamp>/).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -319,7 +324,7 @@ fn artifact_error(error: ArtifactError) -> u8 {
 
 fn swarm(args: SwarmArgs) -> Exit {
     let (source, scenario) = ScenarioSource::read(&args.scenario).map_err(usage)?;
-    let config = swarm_config(&args).map_err(usage)?;
+    let config = swarm_config(&args, &scenario).map_err(usage)?;
     let stamped = || PathBuf::from("reports").join(format!("swarm-{}-{}", scenario.name, stamp()));
     let dir = args.out.clone().unwrap_or_else(stamped);
     println!("{}", swarm_header(&scenario.name, &config));
@@ -347,7 +352,7 @@ fn swarm_header(scenario: &str, config: &SwarmConfig) -> String {
     )
 }
 
-fn swarm_config(args: &SwarmArgs) -> Result<SwarmConfig, String> {
+fn swarm_config(args: &SwarmArgs, scenario: &Scenario) -> Result<SwarmConfig, String> {
     if args.seeds == 0 {
         return Err("--seeds must be at least 1".to_string());
     }
@@ -360,7 +365,10 @@ fn swarm_config(args: &SwarmArgs) -> Result<SwarmConfig, String> {
         None => std::thread::available_parallelism().map_or(1, |jobs| jobs.get()),
     };
     let bugs = args.stack.stack_bugs.clone();
-    Ok(SwarmConfig { first: args.first, seeds: args.seeds, jobs, bugs, mix: !args.no_mix })
+    // An incident rehearsal needs its incident: a mix could turn it off.
+    let rehearsal = scenario.expect != crate::judge::outcome::Expectation::Complete;
+    let mix = args.mix || (!args.no_mix && !rehearsal);
+    Ok(SwarmConfig { first: args.first, seeds: args.seeds, jobs, bugs, mix })
 }
 
 fn bug_label(bugs: &[StackBug]) -> String {

@@ -194,3 +194,15 @@ fn bad_usage_exits_2() {
         assert!(stderr(&output).contains("must be at least 1"), "{}", stderr(&output));
     }
 }
+
+#[test]
+fn an_incident_rehearsal_keeps_its_faults_unless_asked_to_mix() {
+    let scenario = "scenarios/incident-b-bad-deploy.toml";
+    let out = tempfile::tempdir().expect("a temp dir");
+    let out_arg = out.path().to_str().expect("a UTF-8 temp path");
+    let kept = posim(&["swarm", scenario, "--seeds", "2", "--out", out_arg]);
+    assert_eq!(kept.status.code(), Some(0), "{}{}", stdout(&kept), stderr(&kept));
+    assert!(stdout(&kept).contains("the scenario's faults as written"), "{}", stdout(&kept));
+    let mixed = posim(&["swarm", scenario, "--seeds", "2", "--mix", "--out", out_arg]);
+    assert!(stdout(&mixed).contains("a fault mix per seed"), "{}", stdout(&mixed));
+}
