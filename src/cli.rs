@@ -579,7 +579,7 @@ fn live(args: LiveArgs) -> u8 {
     let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes, launcher } = outcome;
     notes.extend(engine_notes);
     let engine = format!("live, stack as {launcher}, time scale {}×", args.time_scale);
-    let recorded = Recorded { history, stack_requests, simulated, purchases, engine, notes };
+    let recorded = Recorded { history, stack_requests, simulated, purchases, engine, notes, index: None };
     let judged = judge(&scenario, seed, &args.stack_bugs, recorded);
     print!("{}", report::console(&judged.report));
     if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {

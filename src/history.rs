@@ -307,7 +307,7 @@ impl History {
 
     /// xxh3-128 over every record, deploy and decision, in order, as hex.
     pub fn trace_hash(&self) -> String {
-        let mut hasher = TraceHasher(Xxh3::new());
+        let mut hasher = TraceHasher::new();
         self.records.hash(&mut hasher);
         for deploy in &self.deploys {
             (&deploy.label, &deploy.canary, deploy.phase, deploy.bad_build_error_rate.to_bits()).hash(&mut hasher);
@@ -316,7 +316,7 @@ impl History {
             (decision.at, &decision.who, decision.kind, decision.deploy, decision.window_from, &decision.evidence)
                 .hash(&mut hasher);
         }
-        format!("{:032x}", hasher.0.digest128())
+        format!("{:032x}", hasher.digest128())
     }
 
     /// Writes the trace as JSON lines.
@@ -376,16 +376,42 @@ pub fn note_arrival(by_purchase: &mut Vec<u32>, purchase: u32, condominium: u32)
     by_purchase.push(condominium);
 }
 
-/// Feeds `Hash` into xxh3 (derived `Hash` gives a stable, field-by-field encoding).
-struct TraceHasher(Xxh3);
+/// Feeds `Hash` into xxh3 (derived `Hash` gives a stable, field-by-field
+/// encoding). The fields come a few bytes at a time: they are gathered in a
+/// buffer and handed over in large chunks, which xxh3's streaming digest
+/// does not tell apart from the same bytes given one by one.
+struct TraceHasher {
+    xxh3: Xxh3,
+    buffer: Vec<u8>,
+}
+
+/// How many bytes the hasher gathers before it feeds xxh3.
+const HASH_CHUNK: usize = 1 << 16;
+
+impl TraceHasher {
+    fn new() -> Self {
+        TraceHasher { xxh3: Xxh3::new(), buffer: Vec::with_capacity(HASH_CHUNK) }
+    }
+
+    fn digest128(mut self) -> u128 {
+        self.xxh3.update(&self.buffer);
+        self.xxh3.digest128()
+    }
+}
 
 impl Hasher for TraceHasher {
     fn write(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        if self.buffer.len() + bytes.len() > HASH_CHUNK {
+            self.xxh3.update(&self.buffer);
+            self.buffer.clear();
+        }
+        self.buffer.extend_from_slice(bytes);
     }
 
     fn finish(&self) -> u64 {
-        self.0.digest()
+        let mut xxh3 = self.xxh3.clone();
+        xxh3.update(&self.buffer);
+        xxh3.digest()
     }
 }
 

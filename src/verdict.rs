@@ -25,13 +25,17 @@ pub struct Recorded {
     pub engine: String,
     /// What the engine could not do as asked.
     pub notes: Vec<String>,
+    /// The history already indexed (the simulator's controller kept it up to
+    /// date as the run went); `None`: the judge indexes the history itself.
+    pub index: Option<HistoryIndex>,
 }
 
 impl Recorded {
     /// A simulation's record (the simulator plays every fault a scenario names).
     pub fn simulated(outcome: SimOutcome) -> Recorded {
-        let SimOutcome { history, stack_requests, simulated, purchases } = outcome;
-        Recorded { history, stack_requests, simulated, purchases, engine: "simulator".into(), notes: Vec::new() }
+        let SimOutcome { history, stack_requests, simulated, purchases, index } = outcome;
+        let engine = "simulator".into();
+        Recorded { history, stack_requests, simulated, purchases, engine, notes: Vec::new(), index: Some(index) }
     }
 }
 
@@ -49,9 +53,9 @@ pub fn simulate(scenario: &Scenario, seed: u64, bugs: &[StackBug]) -> Judged {
 
 /// Checks a recorded run and builds its report.
 pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], recorded: Recorded) -> Judged {
-    let Recorded { history, stack_requests, simulated, purchases, engine, notes } = recorded;
+    let Recorded { history, stack_requests, simulated, purchases, engine, notes, index } = recorded;
     let violations = check::check(&history);
-    let index = HistoryIndex::of(&history);
+    let index = index.unwrap_or_else(|| HistoryIndex::of(&history));
     let windows = kpi::windows(&history, &index, simulated, &scenario.criteria);
     let rollbacks =
         rollback::rollback_timings(&history, &index, &scenario.criteria, &scenario.rollback_targets, simulated);
@@ -71,4 +75,23 @@ pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], recorded: Record
         notes,
     });
     Judged { report, history }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The controller's index, handed over, judges as a fresh index of the
+    /// whole history would (incident A: the controller drains its reprocess queue).
+    #[test]
+    fn the_simulators_index_judges_like_a_fresh_one() {
+        for file in ["scenarios/incident-a-paid-no-wash.toml", "scenarios/game-day-operator.toml"] {
+            let scenario = Scenario::load(std::path::Path::new(file)).expect("a shipped scenario loads");
+            let options = SimOptions { seed: scenario.seed, bugs: BugSet::default() };
+            let handed_over = Recorded::simulated(sim::run(&scenario, options));
+            let fresh = Recorded { index: None, ..Recorded::simulated(sim::run(&scenario, options)) };
+            let json = |recorded| serde_json::to_string(&judge(&scenario, scenario.seed, &[], recorded).report);
+            assert_eq!(json(handed_over).ok(), json(fresh).ok(), "{file}");
+        }
+    }
 }

@@ -6,11 +6,10 @@
 //! response hides nothing; what stays ambiguous (which of two concurrent
 //! authorizes was first) is not judged.
 
-use std::collections::BTreeMap;
-
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::{Facts, Violation, violation};
+use super::{Facts, Few, Violation, violation};
 use crate::contract::{Endpoint, ErrorCode, Text};
 use crate::history::{Event, History, NO_PURCHASE};
 
@@ -18,15 +17,18 @@ const CODE: &str = "D9";
 const TITLE: &str = "contract breach";
 
 /// What the stack promised, gathered in record order: each identifier it
-/// named, with the answers that named it.
+/// named, with the answers that named it. Nearly every key names one
+/// identifier once, so the lists live inline ([`Few`]) and are sorted only
+/// for the few that break a promise.
 #[derive(Default)]
 struct Promises {
-    /// Per purchase (one idempotency key each): payment → its successful authorize answers.
-    payments_by_purchase: BTreeMap<u32, BTreeMap<Uuid, Vec<usize>>>,
+    /// Per purchase (one idempotency key each): each payment its successful
+    /// authorize answers named, with the first such answer.
+    payments_by_purchase: FxHashMap<u32, Few<(Uuid, usize)>>,
     /// Per payment: the authorize answers that said 201 (a new payment).
-    created: BTreeMap<Uuid, Vec<usize>>,
-    /// Per payment: execute_key → the confirm answers that named it.
-    execute_keys: BTreeMap<Uuid, BTreeMap<Text, Vec<usize>>>,
+    created: FxHashMap<Uuid, Few<usize>>,
+    /// Per payment: each execute_key its confirm answers named, with the first such answer.
+    execute_keys: FxHashMap<Uuid, Few<(Text, usize)>>,
 }
 
 /// D9: every contract promise the history can judge (see the module's doc).
@@ -95,7 +97,7 @@ fn cycle_not_run(
     index: usize,
     out: &mut Vec<Violation>,
 ) {
-    let logged = facts.cycles.get(&payment).map(Vec::as_slice).unwrap_or(&[]);
+    let logged = facts.cycles.get(&payment).map_or(&[][..], |cycles| cycles.as_slice());
     let ran = |at: usize| matches!(&history.records[at].event, Event::CycleStarted { cycle: c, .. } if c == cycle);
     if logged.iter().any(|&at| ran(at)) {
         return;
@@ -114,7 +116,7 @@ impl Promises {
     fn note_authorized(&mut self, purchase: u32, payment: Uuid, status: u16, index: usize) {
         // posim's own probes use a fresh key each: only terminals replay.
         if purchase != NO_PURCHASE {
-            self.payments_by_purchase.entry(purchase).or_default().entry(payment).or_default().push(index);
+            note_first(self.payments_by_purchase.entry(purchase).or_default(), payment, index);
         }
         if status == 201 {
             self.created.entry(payment).or_default().push(index);
@@ -122,37 +124,55 @@ impl Promises {
     }
 
     fn note_confirmed(&mut self, payment: Uuid, execute_key: &Text, index: usize) {
-        self.execute_keys.entry(payment).or_default().entry(execute_key.clone()).or_default().push(index);
+        let keys = self.execute_keys.entry(payment).or_default();
+        if !keys.iter().any(|(key, _)| key == execute_key) {
+            keys.push((execute_key.clone(), index));
+        }
     }
 
     fn judge(&self, out: &mut Vec<Violation>) {
-        for (purchase, payments) in &self.payments_by_purchase {
-            if payments.len() > 1 {
-                let ids: Vec<String> = payments.keys().map(Uuid::to_string).collect();
-                let summary = format!(
-                    "purchase {purchase}'s idempotency key was answered with {} payments: {}",
-                    payments.len(),
-                    ids.join(", ")
-                );
-                out.push(violation(CODE, TITLE, summary, None, Some(*purchase), first_of_each(payments.values())));
-            }
+        for (purchase, mut payments) in more_than_one(&self.payments_by_purchase) {
+            payments.sort_unstable();
+            let ids: Vec<String> = payments.iter().map(|(payment, _)| payment.to_string()).collect();
+            let summary = format!(
+                "purchase {purchase}'s idempotency key was answered with {} payments: {}",
+                payments.len(),
+                ids.join(", ")
+            );
+            out.push(violation(CODE, TITLE, summary, None, Some(purchase), firsts(&payments)));
         }
-        for (payment, answers) in self.created.iter().filter(|(_, answers)| answers.len() > 1) {
+        for (payment, answers) in more_than_one(&self.created) {
             let summary = format!("payment {payment} was answered 201 (new) {} times; a replay is 200", answers.len());
-            out.push(violation(CODE, TITLE, summary, Some(*payment), None, answers.clone()));
+            out.push(violation(CODE, TITLE, summary, Some(payment), None, answers));
         }
-        for (payment, keys) in self.execute_keys.iter().filter(|(_, keys)| keys.len() > 1) {
-            let names: Vec<&str> = keys.keys().map(|key| &**key).collect();
+        for (payment, mut keys) in more_than_one(&self.execute_keys) {
+            keys.sort_unstable();
+            let names: Vec<&str> = keys.iter().map(|(key, _)| &**key).collect();
             let summary =
                 format!("confirm of payment {payment} answered {} execute_keys: {}", keys.len(), names.join(", "));
-            out.push(violation(CODE, TITLE, summary, Some(*payment), None, first_of_each(keys.values())));
+            out.push(violation(CODE, TITLE, summary, Some(payment), None, firsts(&keys)));
         }
     }
 }
 
+/// Adds `id` with its first answer, unless it is already listed.
+fn note_first<T: PartialEq>(ids: &mut Few<(T, usize)>, id: T, index: usize) {
+    if !ids.iter().any(|(known, _)| *known == id) {
+        ids.push((id, index));
+    }
+}
+
+/// The entries holding more than one item, in key order (a hash map has none).
+fn more_than_one<K: Ord + Copy, T: Clone>(map: &FxHashMap<K, Few<T>>) -> Vec<(K, Vec<T>)> {
+    let mut found: Vec<(K, Vec<T>)> =
+        map.iter().filter(|(_, items)| items.len() > 1).map(|(key, items)| (*key, items.to_vec())).collect();
+    found.sort_unstable_by_key(|(key, _)| *key);
+    found
+}
+
 /// The first answer that named each identifier, in history order.
-fn first_of_each<'a>(answers: impl Iterator<Item = &'a Vec<usize>>) -> Vec<usize> {
-    let mut firsts: Vec<usize> = answers.filter_map(|indices| indices.first().copied()).collect();
+fn firsts<T>(named: &[(T, usize)]) -> Vec<usize> {
+    let mut firsts: Vec<usize> = named.iter().map(|(_, index)| *index).collect();
     firsts.sort_unstable();
     firsts
 }

@@ -9,8 +9,8 @@ pub mod kpi;
 pub mod rollback;
 
 use rustc_hash::FxHashMap;
-
 use serde::Serialize;
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 use crate::contract::{Endpoint, ErrorCode, PaymentStatus, Text};
@@ -28,6 +28,11 @@ pub struct Violation {
     pub witness: Vec<usize>,
 }
 
+/// A list that nearly always holds one item (the charges of a purchase, the
+/// cycles of a payment): kept inline, so a run's hundreds of thousands of
+/// them cost no allocation each.
+type Few<T> = SmallVec<[T; 1]>;
+
 /// What the checkers need, gathered in one pass over the history.
 #[derive(Default)]
 struct Facts {
@@ -38,15 +43,16 @@ struct Facts {
     /// Per purchase: its condominium.
     purchase_condominium: Vec<u32>,
     /// Captured charges per purchase and per payment: (provider_ref, record).
-    charges_by_purchase: FxHashMap<u32, Vec<(Text, usize)>>,
-    charges_by_payment: FxHashMap<Uuid, Vec<(Text, usize)>>,
+    charges_by_purchase: FxHashMap<u32, Few<(Text, usize)>>,
+    charges_by_payment: FxHashMap<Uuid, Few<(Text, usize)>>,
     refunded: FxHashMap<Text, usize>,
     /// Which payment each captured charge belongs to: (payment, record).
     charge_owner: FxHashMap<Text, (Uuid, usize)>,
-    cycles: FxHashMap<Uuid, Vec<usize>>,
+    cycles: FxHashMap<Uuid, Few<usize>>,
     told: FxHashMap<Uuid, (PaymentStatus, usize)>,
     audited: FxHashMap<Uuid, (Option<PaymentStatus>, usize)>,
-    audited_charges: Vec<(Text, Vec<Uuid>, usize)>,
+    /// The `AuditedCharge` records (read back from the history when judged).
+    audited_charges: Vec<usize>,
 }
 
 impl Facts {
@@ -95,17 +101,18 @@ impl Facts {
             Event::Audited { payment, status } => {
                 self.audited.insert(*payment, (*status, index));
             }
-            Event::AuditedCharge { provider_ref, payments } => {
-                self.audited_charges.push((provider_ref.clone(), payments.clone(), index));
-            }
+            Event::AuditedCharge { .. } => self.audited_charges.push(index),
             _ => {}
         }
     }
 
     /// Captured charges of a payment that were never refunded.
-    fn unrefunded(&self, payment: &Uuid) -> Vec<&(Text, usize)> {
-        let charges = self.charges_by_payment.get(payment).map(Vec::as_slice).unwrap_or(&[]);
-        charges.iter().filter(|(provider_ref, _)| !self.refunded.contains_key(provider_ref)).collect()
+    fn unrefunded(&self, payment: &Uuid) -> impl Iterator<Item = &(Text, usize)> {
+        self.charges_of(payment).iter().filter(|(provider_ref, _)| !self.refunded.contains_key(provider_ref))
+    }
+
+    fn charges_of(&self, payment: &Uuid) -> &[(Text, usize)] {
+        self.charges_by_payment.get(payment).map_or(&[], |charges| charges.as_slice())
     }
 }
 
@@ -127,7 +134,7 @@ pub fn check(history: &History) -> Vec<Violation> {
     paid_no_wash(&facts, &mut violations);
     wash_no_pay(&facts, &mut violations);
     gate_breaches(history, &facts, &mut violations);
-    lost_payments(&facts, &mut violations);
+    lost_payments(history, &facts, &mut violations);
     stuck_payments(&facts, &mut violations);
     stranded_by_rollback(history, &facts, &mut violations);
     conformance::contract_breaches(history, &facts, &mut violations);
@@ -150,7 +157,8 @@ fn violation(
 
 /// D1: one purchase ends with more than one captured, unrefunded charge.
 fn duplicate_charges(facts: &Facts, out: &mut Vec<Violation>) {
-    for (purchase, charges) in &facts.charges_by_purchase {
+    // Only a purchase charged more than once can hold two standing charges.
+    for (purchase, charges) in facts.charges_by_purchase.iter().filter(|(_, charges)| charges.len() > 1) {
         let open: Vec<&(Text, usize)> = charges.iter().filter(|(r, _)| !facts.refunded.contains_key(r)).collect();
         if open.len() > 1 {
             let refs: Vec<&str> = open.iter().map(|(r, _)| &**r).collect();
@@ -172,16 +180,16 @@ fn duplicate_cycles(facts: &Facts, out: &mut Vec<Violation>) {
     for (payment, cycles) in &facts.cycles {
         if cycles.len() > 1 {
             let summary = format!("payment {payment} started {} machine cycles", cycles.len());
-            out.push(violation("D2", "duplicate cycle", summary, Some(*payment), None, cycles.clone()));
+            out.push(violation("D2", "duplicate cycle", summary, Some(*payment), None, cycles.to_vec()));
         }
     }
 }
 
 /// D3: a captured, unrefunded charge has no cycle once the TTL and a sweep passed.
 fn paid_no_wash(facts: &Facts, out: &mut Vec<Violation>) {
-    for payment in facts.charges_by_payment.keys() {
-        let open = facts.unrefunded(payment);
-        if !open.is_empty() && !facts.cycles.contains_key(payment) {
+    for payment in facts.charges_by_payment.keys().filter(|payment| !facts.cycles.contains_key(*payment)) {
+        let open: Vec<&(Text, usize)> = facts.unrefunded(payment).collect();
+        if !open.is_empty() {
             let mut witness: Vec<usize> = open.iter().map(|(_, i)| *i).collect();
             witness.extend(facts.audited.get(payment).map(|(_, i)| *i));
             let summary = format!("payment {payment} was charged ({}) and never washed nor refunded", open[0].0);
@@ -193,10 +201,9 @@ fn paid_no_wash(facts: &Facts, out: &mut Vec<Violation>) {
 /// D4: a cycle runs for a payment with no captured, unrefunded charge.
 fn wash_no_pay(facts: &Facts, out: &mut Vec<Violation>) {
     for (payment, cycles) in &facts.cycles {
-        if facts.unrefunded(payment).is_empty() {
-            let mut witness = cycles.clone();
-            let charges = facts.charges_by_payment.get(payment).map(Vec::as_slice).unwrap_or(&[]);
-            witness.extend(charges.iter().filter_map(|(r, _)| facts.refunded.get(r).copied()));
+        if facts.unrefunded(payment).next().is_none() {
+            let mut witness = cycles.to_vec();
+            witness.extend(facts.charges_of(payment).iter().filter_map(|(r, _)| facts.refunded.get(r).copied()));
             let summary = format!("payment {payment} washed with no standing charge (refunded or never captured)");
             out.push(violation("D4", "wash, no pay", summary, Some(*payment), None, witness));
         }
@@ -224,7 +231,7 @@ fn gate_breaches(history: &History, facts: &Facts, out: &mut Vec<Violation>) {
 
 /// D6: a payment a terminal was given cannot be found, or went back in state;
 /// or the audit by provider_ref points at another payment.
-fn lost_payments(facts: &Facts, out: &mut Vec<Violation>) {
+fn lost_payments(history: &History, facts: &Facts, out: &mut Vec<Violation>) {
     for (payment, (told, told_at)) in &facts.told {
         let Some((audited, audited_at)) = facts.audited.get(payment) else { continue };
         let summary = match audited {
@@ -236,11 +243,12 @@ fn lost_payments(facts: &Facts, out: &mut Vec<Violation>) {
         };
         out.push(violation("D6", "lost payment", summary, Some(*payment), None, vec![*told_at, *audited_at]));
     }
-    for (provider_ref, payments, index) in &facts.audited_charges {
+    for &index in &facts.audited_charges {
+        let Event::AuditedCharge { provider_ref, payments } = &history.records[index].event else { continue };
         let Some((owner, charged_at)) = facts.charge_owner.get(provider_ref) else { continue };
         if payments.iter().any(|p| p != owner) {
             let summary = format!("the audit of {provider_ref} names another payment than {owner}");
-            out.push(violation("D6", "lost payment", summary, Some(*owner), None, vec![*charged_at, *index]));
+            out.push(violation("D6", "lost payment", summary, Some(*owner), None, vec![*charged_at, index]));
         }
     }
 }

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::contract::{CanaryConfig, Endpoint, Reply, Request};
 use crate::faults::FaultPlan;
 use crate::history::{Event, History};
+use crate::judge::HistoryIndex;
 use crate::operator::{Operator, Token};
 use crate::rollout::controller::Controller;
 use crate::scenario::Scenario;
@@ -69,6 +70,9 @@ pub struct SimOutcome {
     /// Virtual time covered, drain included.
     pub simulated: Millis,
     pub purchases: u64,
+    /// The controller's history index, caught up with the last record: the
+    /// judge reads it instead of indexing the history a second time.
+    pub index: HistoryIndex,
 }
 
 /// How often (in events) a run reports its progress.
@@ -97,11 +101,14 @@ pub fn run_observed(scenario: &Scenario, options: SimOptions, progress: &mut dyn
     }
     sim.now = end;
     sim.audit();
+    let mut index = std::mem::take(&mut sim.controller.index);
+    index.catch_up(&sim.history);
     SimOutcome {
         stack_requests: sim.stack_requests,
         simulated: end,
         purchases: sim.purchases.started,
         history: sim.history,
+        index,
     }
 }
 

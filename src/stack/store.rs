@@ -253,9 +253,18 @@ pub struct MemoryStore {
     replay_copies: HashMap<Text, Vec<usize>>,
     by_provider_ref: HashMap<Text, usize>,
     by_execute_key: HashMap<Text, usize>,
-    open_by_age: BTreeSet<(Millis, PaymentId)>,
+    open_by_age: BTreeSet<TimeKey>,
     /// Expired payments by when they expired (a late capture's recheck).
-    expired_by_time: BTreeSet<(Millis, PaymentId)>,
+    expired_by_time: BTreeSet<TimeKey>,
+}
+
+/// A time and a payment id, ordered by time, then id. The id is held as a
+/// `u128`: it sorts as the UUID's bytes do, and compares in one step where
+/// the bytes take a `memcmp` (the ordered sets see every payment's changes).
+type TimeKey = (Millis, u128);
+
+fn time_key(at: Millis, id: PaymentId) -> TimeKey {
+    (at, id.as_u128())
 }
 
 /// Whether `value` is already another row's (a UNIQUE constraint's check).
@@ -309,7 +318,7 @@ impl MemoryStore {
         assert!(record.execute_attempts == 0 && record.lease_until.is_none() && record.updated_at == record.created_at);
         let index = self.rows.len();
         self.by_id.insert(record.id, index);
-        self.open_by_age.insert((record.created_at, record.id));
+        self.open_by_age.insert(time_key(record.created_at, record.id));
         self.rows.push(record);
         index
     }
@@ -327,17 +336,17 @@ impl MemoryStore {
         assert!(row.state.may_become(next), "payment {} may not go from {:?} to {:?}", row.id, row.state, next);
         let reopened = row.state.is_final() && !next.is_final();
         if row.state == PaymentState::Expired {
-            self.expired_by_time.remove(&(row.updated_at, row.id));
+            self.expired_by_time.remove(&time_key(row.updated_at, row.id));
         }
         if next == PaymentState::Expired {
-            self.expired_by_time.insert((now, row.id));
+            self.expired_by_time.insert(time_key(now, row.id));
         }
         row.state = next;
         row.updated_at = now;
         if next.is_final() {
-            self.open_by_age.remove(&(row.created_at, row.id));
+            self.open_by_age.remove(&time_key(row.created_at, row.id));
         } else if reopened {
-            self.open_by_age.insert((row.created_at, row.id));
+            self.open_by_age.insert(time_key(row.created_at, row.id));
         }
     }
 
@@ -394,7 +403,7 @@ impl MemoryStore {
         }
         self.by_execute_key.insert(execute_key, index);
         if row.state == PaymentState::Executed {
-            self.open_by_age.insert((row.created_at, row.id));
+            self.open_by_age.insert(time_key(row.created_at, row.id));
         }
         row.state = PaymentState::Confirmed;
         row.cycle_id = None;
@@ -472,7 +481,7 @@ impl MemoryStore {
             .iter()
             .take_while(|(created_at, _)| *created_at <= created_before)
             .take(limit)
-            .map(|(_, id)| self.rows[self.by_id[id]].clone())
+            .map(|&(_, id)| self.rows[self.by_id[&Uuid::from_u128(id)]].clone())
             .collect();
         StoreResult::Found(rows)
     }
@@ -515,8 +524,8 @@ impl Store for MemoryStore {
             StoreOp::RecordCycle { id, cycle_id } => self.record_cycle(id, cycle_id, now),
             StoreOp::ListOverdue { created_before, limit } => self.list_overdue(created_before, limit),
             StoreOp::ListRecentlyExpired { since, limit } => {
-                let ids = self.expired_by_time.range((since, PaymentId::nil())..).take(limit);
-                StoreResult::Found(ids.map(|(_, id)| self.rows[self.by_id[id]].clone()).collect())
+                let ids = self.expired_by_time.range((since, 0)..).take(limit);
+                StoreResult::Found(ids.map(|&(_, id)| self.rows[self.by_id[&Uuid::from_u128(id)]].clone()).collect())
             }
             StoreOp::ClaimCompensation { id, from, seen_attempts, honour_lease, provider_ref } => {
                 self.claim_compensation(ClaimCompensation { id, from, seen_attempts, honour_lease, provider_ref }, now)

@@ -2,6 +2,7 @@
 //! with the contract's idempotency rules. It is ground truth for D1, D3, D4.
 
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 
 use crate::contract::{Charge, ChargeStatus, PaymentId, Text};
 
@@ -45,7 +46,8 @@ pub struct PspLedger {
     refund_keys: Vec<Option<Text>>,
     by_provider_ref: HashMap<Text, usize>,
     by_idempotency_key: HashMap<Text, usize>,
-    by_payment: HashMap<PaymentId, Vec<usize>>,
+    /// A payment's charges: nearly always one, kept inline (no allocation each).
+    by_payment: HashMap<PaymentId, SmallVec<[usize; 1]>>,
 }
 
 impl PspLedger {
@@ -79,7 +81,7 @@ impl PspLedger {
 
     /// `GET /v1/charges?payment_id=P`.
     pub fn for_payment(&self, payment_id: PaymentId) -> Vec<Charge> {
-        let indices = self.by_payment.get(&payment_id).map(Vec::as_slice).unwrap_or(&[]);
+        let indices = self.by_payment.get(&payment_id).map_or(&[][..], |indices| indices.as_slice());
         indices.iter().map(|&index| self.charges[index].clone()).collect()
     }
 
