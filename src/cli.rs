@@ -601,11 +601,7 @@ fn simulator_only_faults(scenario: &Scenario) -> Vec<String> {
         .filter(|kind| {
             matches!(
                 kind,
-                FaultKind::ReplicaCrash
-                    | FaultKind::ReplicaPause
-                    | FaultKind::ClockSkew
-                    | FaultKind::StoreSlow
-                    | FaultKind::StoreError
+                FaultKind::ReplicaCrash | FaultKind::ReplicaPause | FaultKind::StoreSlow | FaultKind::StoreError
             )
         })
         .map(<&'static str>::from)
@@ -616,7 +612,7 @@ fn simulator_only_faults(scenario: &Scenario) -> Vec<String> {
         return Vec::new();
     }
     vec![format!(
-        "{} faults (inside a replica, between its effects or on its clock) are played by the simulator only: \
+        "{} faults (inside a replica, between two of its effects) are played by the simulator only: \
          posim live pauses and kills replicas and stops the database at planned times with [[stack_faults]]",
         inside.join(", ")
     )]

@@ -324,6 +324,15 @@ impl FaultPlan {
         &self.faults
     }
 
+    /// A replica process's clock: the fault that skews it (its index and
+    /// key) and the offset in milliseconds, if `clock_skew` fires for this
+    /// start of the replica.
+    pub fn clock_skew(&self, crossing: &Crossing, replica: u16, incarnation: u32) -> Option<(u16, FaultKey, i64)> {
+        let key = FaultKey::Replica { replica, incarnation };
+        let (fault, spec) = self.roll(Boundary::Clock, crossing, key)?;
+        Some((fault, key, self.offset(key, spec.duration)))
+    }
+
     /// Rolls the boundary once for the crossing named by `key`; returns the
     /// index and spec of the fault that fires, if any.
     pub fn roll(&self, boundary: Boundary, crossing: &Crossing, key: FaultKey) -> Option<(u16, &FaultSpec)> {

@@ -98,6 +98,13 @@ fn the_nemesis_is_played_in_containers() {
     let (output, summary) = live("live-nemesis", out.path(), &["--stack-image", STACK_IMAGE]);
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
     assert_eq!(summary["violation_counts"], serde_json::json!({}), "{}", said(&output));
+    let skew = tempfile::tempdir().expect("a temp dir");
+    let (output, summary) = live("clock-skew", skew.path(), &["--stack-image", STACK_IMAGE]);
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+    let said_so = summary["notes"].as_array().is_some_and(|notes| {
+        notes.iter().any(|note| note.as_str().is_some_and(|n| n.starts_with("clock_skew is not played on this stack (containers)")))
+    });
+    assert!(said_so, "containers cannot be skewed, and the report says so: {}", summary["notes"]);
     let buggy = tempfile::tempdir().expect("a temp dir");
     let extra = ["--stack-image", STACK_IMAGE, "--stack-bug", "unfenced-start"];
     let (output, summary) = live("live-nemesis", buggy.path(), &extra);

@@ -164,3 +164,25 @@ fn a_running_stack_is_driven_by_url_and_never_redeployed() {
         "the summary says so: {notes:?}"
     );
 }
+
+/// `clock_skew` live: replica processes start under libfaketime with the
+/// plan's offsets. The fixed stack holds; a lease on the replica's clock
+/// without the fence runs naive machines twice, and without the skew the
+/// same unfenced stack does not — the skew is what was played.
+#[test]
+#[ignore = "needs PostgreSQL and libfaketime"]
+fn replica_clocks_are_skewed_live_under_libfaketime() {
+    need_postgres();
+    assert!(posim::live::clock_skew::find_libfaketime().is_some(), "libfaketime is not installed");
+    let (output, _) = live("clock-skew", &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains("clock_skew is not played"), "{stdout}");
+    let (output, summary) =
+        live("clock-skew", &["--stack-bug", "unfenced-start", "--stack-bug", "lease-on-replica-clock"]);
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
+    let summary: serde_json::Value = serde_json::from_str(&summary).expect("summary.json");
+    assert!(summary["violation_counts"]["D2"].as_u64().unwrap_or(0) > 0, "{}", summary["violation_counts"]);
+    let (output, _) = live("clock-skew", &["--stack-bug", "unfenced-start"]);
+    assert_eq!(output.status.code(), Some(0), "unfenced alone: {}", String::from_utf8_lossy(&output.stdout));
+}

@@ -114,9 +114,14 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
     let psp_timeout = scale(scenario.stack.psp_timeout).max(50);
     let replicas = usize::from(scenario.stack.replicas);
     let choice = options.stack.clone();
-    let launcher =
+    let mut launcher =
         Launcher::new(choice, replicas, world_port, (wall_settings, psp_timeout), options.logs.clone()).await?;
     let mut notes = Vec::new();
+    if scenario.faults.iter().any(|fault| fault.kind == crate::faults::FaultKind::ClockSkew)
+        && let Err(note) = launcher.skew_clocks(faults.clone(), options.time_scale)
+    {
+        notes.push(note);
+    }
     if !launcher.can_redeploy() {
         notes.push(
             "the stack was given by URL: posim could not redeploy it, so phase configs and rollbacks were not applied"

@@ -10,11 +10,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::backend::{Backend, GivenUrl};
+use super::clock_skew::{ReplicaClocks, find_libfaketime};
 use super::containers::{self, ContainerImages, Containers};
 pub use super::launch_error::LaunchError;
 use super::processes::{Processes, Program};
 use crate::contract::canary::{IOT_TIMEOUT_VAR, TTL_VAR};
 use crate::contract::{CanaryConfig, StackSettings};
+use crate::faults::{Crossing, FaultPlan};
+use crate::world::outcomes::Fired;
 
 /// How the stack under test is started.
 #[derive(Clone, Debug)]
@@ -48,6 +51,9 @@ pub struct Launcher {
     /// kill must not replace a replica that a deploy already replaced.
     generations: Vec<u32>,
     http: reqwest::Client,
+    /// Whether replicas are local processes (libfaketime can skew them).
+    processes: bool,
+    clocks: Option<ReplicaClocks>,
 }
 
 impl Launcher {
@@ -64,6 +70,7 @@ impl Launcher {
         std::fs::create_dir_all(&logs).map_err(|e| LaunchError::Spawn(format!("{}: {e}", logs.display())))?;
         let mut world_url = format!("http://127.0.0.1:{world_port}");
         let mut urls = vec![None; replicas];
+        let processes = matches!(choice, StackChoice::Embedded { .. } | StackChoice::Command(_));
         let (backend, bugs) = match choice {
             StackChoice::Embedded { bugs } => {
                 let processes = tokio::task::block_in_place(|| Processes::new(Program::Embedded, replicas, &logs))?;
@@ -91,7 +98,24 @@ impl Launcher {
             urls,
             generations: vec![0; replicas],
             http: reqwest::Client::new(),
+            processes,
+            clocks: None,
         })
+    }
+
+    /// Plays `clock_skew` on every replica start; says why not when it cannot.
+    pub fn skew_clocks(&mut self, plan: FaultPlan, time_scale: f64) -> Result<(), String> {
+        if !self.processes {
+            return Err(format!(
+                "clock_skew is not played on this stack ({}): only local processes can be started under libfaketime",
+                self.kind()
+            ));
+        }
+        let library = find_libfaketime().ok_or_else(|| {
+            "clock_skew is not played: libfaketime is not installed (Debian: apt-get install libfaketime)".to_string()
+        })?;
+        self.clocks = Some(ReplicaClocks { plan, time_scale, library });
+        Ok(())
     }
 
     pub fn can_redeploy(&self) -> bool {
@@ -137,19 +161,32 @@ impl Launcher {
         self.backend.stop(replica).await
     }
 
-    /// (Re)starts a replica with `canary`; returns once it answers `/health`.
-    pub async fn deploy(&mut self, replica: usize, canary: &CanaryConfig) -> Result<(), LaunchError> {
+    /// (Re)starts a replica with `canary`; returns once it answers `/health`,
+    /// with the `clock_skew` it started under, if any (`crossing`: when and
+    /// in which phase, for the fault's scope).
+    pub async fn deploy(
+        &mut self,
+        replica: usize,
+        canary: &CanaryConfig,
+        crossing: &Crossing,
+    ) -> Result<Option<Fired>, LaunchError> {
         if !self.can_redeploy() {
-            return Ok(());
+            return Ok(None);
         }
         self.stop(replica).await;
         self.generations[replica] += 1;
         let (port, database_url) = self.backend.placement()?;
-        let env = self.env(port, database_url, canary);
+        let mut env = self.env(port, database_url, canary);
+        let start = self.generations[replica];
+        let skewed = self.clocks.as_ref().and_then(|clocks| clocks.env(crossing, replica as u16, start));
+        let fired = skewed.map(|(fired, skew)| {
+            env.extend(skew);
+            fired
+        });
         let url = self.backend.start(replica, port, env).await?;
         self.wait_healthy(replica, &url).await?;
         self.urls[replica] = Some(url);
-        Ok(())
+        Ok(fired)
     }
 
     async fn wait_healthy(&mut self, replica: usize, url: &str) -> Result<(), LaunchError> {

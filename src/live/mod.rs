@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod clock;
+pub mod clock_skew;
 pub mod containers;
 pub mod engine;
 pub mod images;

@@ -147,12 +147,21 @@ impl Shared {
                 self.record(Event::ReplicaDown { replica: replica as u16, cause: DownCause::Deploy });
             }
             let mut launcher = self.launcher.lock().await;
-            launcher.deploy(replica, &canary).await?;
+            let skewed = launcher.deploy(replica, &canary, &self.crossing()).await?;
             self.put_back(replica as u16, launcher.url(replica), deploy);
             drop(launcher);
             self.record(Event::ReplicaUp { replica: replica as u16, config: deploy });
+            if let Some(fired) = skewed {
+                self.record(fired.into());
+            }
         }
         Ok(())
+    }
+
+    /// Now and the phase in effect, for a replica-wide fault's scope.
+    pub(super) fn crossing(&self) -> crate::faults::Crossing {
+        let (now, phase) = (self.clock().now(), self.world.phase());
+        crate::faults::Crossing { now, phase, condominium: None, endpoint: None, world: None }
     }
 
     /// The balancer serves the replica at `url`, which runs `deploy`.

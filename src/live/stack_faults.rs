@@ -83,10 +83,13 @@ async fn restart(
         return Ok(());
     }
     let canary = shared.recorder.with(|h| h.deploys[usize::from(deploy)].canary.clone());
-    launcher.deploy(usize::from(replica), &canary).await?;
+    let skewed = launcher.deploy(usize::from(replica), &canary, &shared.crossing()).await?;
     let url = launcher.url(usize::from(replica));
     shared.put_back(replica, url, deploy);
     shared.record(Event::ReplicaUp { replica, config: deploy });
+    if let Some(fired) = skewed {
+        shared.record(fired.into());
+    }
     Ok(())
 }
 

@@ -29,12 +29,10 @@ impl Sim<'_> {
     /// A fresh process draws its clock's offset (zero unless `clock_skew` fires).
     pub(super) fn set_clock(&mut self, replica: u16) {
         let incarnation = self.replicas[usize::from(replica)].incarnation;
-        let key = FaultKey::Replica { replica, incarnation };
         let crossing =
             Crossing { now: self.now, phase: self.controller.phase(), condominium: None, endpoint: None, world: None };
-        let offset = match self.faults.roll(Boundary::Clock, &crossing, key) {
-            Some((fault, spec)) => {
-                let offset = self.faults.offset(key, spec.duration);
+        let offset = match self.faults.clock_skew(&crossing, replica, incarnation) {
+            Some((fault, key, offset)) => {
                 self.record(Event::Fault { fault, kind: FaultKind::ClockSkew, key });
                 offset
             }
