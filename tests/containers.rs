@@ -102,7 +102,9 @@ fn the_nemesis_is_played_in_containers() {
     let (output, summary) = live("clock-skew", skew.path(), &["--stack-image", STACK_IMAGE]);
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
     let said_so = summary["notes"].as_array().is_some_and(|notes| {
-        notes.iter().any(|note| note.as_str().is_some_and(|n| n.starts_with("clock_skew is not played on this stack (containers)")))
+        notes.iter().any(|note| {
+            note.as_str().is_some_and(|n| n.starts_with("clock_skew is not played on this stack (containers)"))
+        })
     });
     assert!(said_so, "containers cannot be skewed, and the report says so: {}", summary["notes"]);
     let buggy = tempfile::tempdir().expect("a temp dir");

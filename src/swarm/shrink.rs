@@ -10,6 +10,9 @@ use super::edits::{self, Edits, FaultSetting, MIN_PROBABILITY, PROBABILITY_DIGIT
 use crate::scenario::Scenario;
 use crate::time::{self, MINUTE, Millis};
 
+/// The cuts tried on the horizon and the fleet, in order: a half, else a quarter.
+const CUTS: [(u64, u64); 2] = [(1, 2), (3, 4)];
+
 /// The horizon is not halved below this: a run shorter than the analysis
 /// interval shows little.
 const MIN_HORIZON: Millis = 5 * MINUTE;
@@ -128,15 +131,28 @@ impl Shrinker<'_> {
             };
             kept |= self.try_fault(index, halve, "halved")?;
         }
-        let horizon = self.result.sizes.horizon_ms / 2;
-        if horizon >= MIN_HORIZON {
+        // Half first; a failure late in the run may still allow a quarter off.
+        for (part, whole) in CUTS {
+            let horizon = self.result.sizes.horizon_ms / whole * part;
+            if horizon < MIN_HORIZON {
+                continue;
+            }
             let edits = Edits { horizon_ms: Some(horizon), ..self.edits.clone() };
-            kept |= self.try_edits(edits, format!("horizon cut to {}", time::human(horizon)))?;
+            if self.try_edits(edits, format!("horizon cut to {}", time::human(horizon)))? {
+                kept = true;
+                break;
+            }
         }
-        let condominiums = (self.result.sizes.condominiums / 2) as u32;
-        if condominiums >= 1 {
+        for (part, whole) in CUTS {
+            let condominiums = (self.result.sizes.condominiums as u64 / whole * part) as u32;
+            if condominiums < 1 {
+                continue;
+            }
             let edits = Edits { condominiums: Some(condominiums), ..self.edits.clone() };
-            kept |= self.try_edits(edits, format!("fleet cut to {condominiums} condominiums"))?;
+            if self.try_edits(edits, format!("fleet cut to {condominiums} condominiums"))? {
+                kept = true;
+                break;
+            }
         }
         Ok(kept)
     }
