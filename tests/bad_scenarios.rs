@@ -18,6 +18,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("stack-fault-replica-out-of-range.toml", ":17:11:", "replica 2 does not exist: the stack has 2 replicas"),
     ("stack-fault-without-duration.toml", ":15:6:", "pause_replica needs a `duration` above zero"),
     ("stack-fault-after-the-end.toml", ":15:6:", "at 5h 0m is past the run's end (40m 0s)"),
+    ("duration-too-long.toml", ":10:8:", "is longer than a scenario allows"),
+    ("too-many-terminals.toml", ":5:29:", "terminals_per_condominium must be at most 1000"),
 ];
 
 #[test]

@@ -117,17 +117,27 @@ impl Default for StackSettings {
 impl StackSettings {
     pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let defaults = StackSettings::default();
-        let cycle_ttl = parse_positive(TTL_VAR, lookup(TTL_VAR))?.map_or(defaults.cycle_ttl, |s| s * SECOND);
-        let iot_timeout = parse_positive(IOT_TIMEOUT_VAR, lookup(IOT_TIMEOUT_VAR))?.unwrap_or(defaults.iot_timeout);
+        let ttl_seconds = parse_bounded(TTL_VAR, lookup(TTL_VAR), TTL_SECONDS_MAX)?;
+        let cycle_ttl = ttl_seconds.map_or(defaults.cycle_ttl, |seconds| seconds * SECOND);
+        let iot_timeout = parse_bounded(IOT_TIMEOUT_VAR, lookup(IOT_TIMEOUT_VAR), IOT_TIMEOUT_MS_MAX)?
+            .unwrap_or(defaults.iot_timeout);
         Ok(StackSettings { cycle_ttl, iot_timeout })
     }
 }
 
-fn parse_positive(variable: &'static str, text: Option<String>) -> Result<Option<u64>, ConfigError> {
+/// A week: a longer TTL is a typo, and the bound keeps `ttl × 1000` and
+/// every deadline computed from it far from overflowing.
+pub const TTL_SECONDS_MAX: u64 = 7 * 24 * 3600;
+
+/// Ten minutes: the lease is twice this, and no gateway waits longer.
+pub const IOT_TIMEOUT_MS_MAX: u64 = 10 * 60 * 1000;
+
+/// A whole number in `1..=max`, or the variable refused by name.
+fn parse_bounded(variable: &'static str, text: Option<String>, max: u64) -> Result<Option<u64>, ConfigError> {
     let Some(text) = text else { return Ok(None) };
     match text.trim().parse::<u64>() {
-        Ok(value) if value > 0 => Ok(Some(value)),
-        _ => Err(ConfigError { variable, value: text, reason: "expected a positive whole number".to_string() }),
+        Ok(value) if (1..=max).contains(&value) => Ok(Some(value)),
+        _ => Err(ConfigError { variable, value: text, reason: format!("expected a whole number from 1 to {max}") }),
     }
 }
 
@@ -159,8 +169,19 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}=`{}` is refused: {}", self.variable, self.value, self.reason)
+        write!(f, "{}=`{}` is refused: {}", self.variable, redacted(&self.value), self.reason)
     }
+}
+
+/// A value as it may be printed: a URL's password is replaced by `***`.
+pub fn redacted(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return value.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return value.to_string() };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let hidden = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+    format!("{scheme}://{hidden}@{host}{tail}")
 }
 
 #[cfg(test)]
@@ -198,5 +219,38 @@ mod tests {
         assert!(error.to_string().contains(ALLOWLIST_VAR));
         let error = DeployConfig::from_map(&env(&[(TTL_VAR, "15m")])).unwrap_err();
         assert_eq!(error.variable, TTL_VAR);
+    }
+
+    #[test]
+    fn timings_near_their_types_limit_are_refused_not_wrapped() {
+        for (variable, value) in [
+            (TTL_VAR, "18446744073709551"),
+            (TTL_VAR, "604801"),
+            (IOT_TIMEOUT_VAR, "18446744073709551615"),
+            (IOT_TIMEOUT_VAR, "600001"),
+            (IOT_TIMEOUT_VAR, "0"),
+        ] {
+            let error = DeployConfig::from_map(&env(&[(variable, value)])).expect_err(value);
+            assert_eq!(error.variable, variable, "{value}");
+        }
+        let longest = env(&[(TTL_VAR, "604800"), (IOT_TIMEOUT_VAR, "600000")]);
+        let settings = DeployConfig::from_map(&longest).expect("the bounds themselves are fine").settings;
+        assert_eq!((settings.cycle_ttl, settings.iot_timeout), (604_800_000, 600_000));
+    }
+
+    #[test]
+    fn a_refused_url_never_shows_its_password() {
+        let error = ConfigError {
+            variable: "DATABASE_URL",
+            value: "postgres://posim:s3cret@127.0.0.1:5432/payments?sslmode=disable".into(),
+            reason: "bad".into(),
+        };
+        let shown = error.to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://posim:***@127.0.0.1:5432/payments?sslmode=disable"), "{shown}");
+        assert_eq!(redacted("http://127.0.0.1:8080/x"), "http://127.0.0.1:8080/x");
+        assert_eq!(redacted("postgres://user@host/db"), "postgres://user@host/db");
+        assert_eq!(redacted("postgres://u:p@ss@host/db"), "postgres://u:***@host/db", "the last @ ends the userinfo");
+        assert_eq!(redacted("not a url"), "not a url");
     }
 }

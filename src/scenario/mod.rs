@@ -25,6 +25,12 @@ use phases::{Phase, Selection};
 pub use runbook::{ControllerMode, Criteria, OnInconclusive, OperatorAction, OperatorStep, RollbackTargets};
 use runbook::{RawController, RawCriteria, RawOperatorStep, RawTargets};
 
+/// The longest duration a scenario may name.
+const DURATION_MAX: Millis = 366 * 24 * time::HOUR;
+
+/// More terminals than this at one condominium is a typo, not a fleet.
+const TERMINALS_PER_CONDOMINIUM_MAX: u32 = 1_000;
+
 /// A validated scenario.
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -297,8 +303,16 @@ impl Source<'_> {
         ScenarioError { file: self.file.clone(), at, message: message.into() }
     }
 
+    /// A duration of the scenario, bounded: a year is beyond any rehearsal,
+    /// and the bound keeps every sum of durations far from overflowing.
     pub(super) fn duration(&self, value: &Spanned<String>) -> Result<Millis, ScenarioError> {
-        time::parse_duration(value.get_ref()).map_err(|message| self.error(value.span(), message))
+        let duration = time::parse_duration(value.get_ref()).map_err(|message| self.error(value.span(), message))?;
+        if duration > DURATION_MAX {
+            let message =
+                format!("`{}` is longer than a scenario allows ({})", value.get_ref(), time::human(DURATION_MAX));
+            return Err(self.error(value.span(), message));
+        }
+        Ok(duration)
     }
 
     pub(super) fn share(&self, value: &Spanned<f64>, what: &str) -> Result<f64, ScenarioError> {
@@ -428,6 +442,12 @@ fn load_fleet(source: &Source, raw: &RawFleet, span: Range<usize>, base: &Path) 
     };
     if u64::from(shape.condominiums) * u64::from(shape.machines_per_condominium) > 5_000_000 {
         return Err(source.error(span, "a fleet of more than 5,000,000 machines is beyond one process"));
+    }
+    if let Some(terminals) = &raw.terminals_per_condominium
+        && *terminals.get_ref() > TERMINALS_PER_CONDOMINIUM_MAX
+    {
+        let message = format!("terminals_per_condominium must be at most {TERMINALS_PER_CONDOMINIUM_MAX}");
+        return Err(source.error(terminals.span(), message));
     }
     Ok(Fleet::generate(&shape))
 }

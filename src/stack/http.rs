@@ -22,7 +22,9 @@ use super::{BugSet, Stack, StackBug};
 use crate::contract::bodies::{AuditQuery, Health};
 use crate::contract::canary::ConfigError;
 use crate::contract::wire::{encode, reply_to_json};
-use crate::contract::world_api::{ChargeList, Command, CommandAction, CommandReply, CommandResult, CycleList};
+use crate::contract::world_api::{
+    ChargeList, Command, CommandAction, CommandReply, CommandResult, CycleList, WorldError,
+};
 use crate::contract::{Charge, DeployConfig, ErrorCode, Reply, Request};
 use crate::time;
 
@@ -169,7 +171,7 @@ impl AppState {
                 read::<ChargeList>(&body).map(|list| PspOutcome::Charges(list.charges))
             }
             (PspCall::Refund { .. }, 200) => Some(PspOutcome::Refunded),
-            (PspCall::Refund { .. }, 409) => Some(PspOutcome::AlreadyRefunded),
+            (PspCall::Refund { .. }, 409) => refund_conflict(&body),
             _ => None,
         };
         outcome.unwrap_or(PspOutcome::Unavailable)
@@ -208,6 +210,14 @@ impl AppState {
         };
         outcome.unwrap_or(IotOutcome::NoAnswer)
     }
+}
+
+/// A 409 to a refund: only `already_refunded` means the money went back;
+/// any other conflict (`not_captured`, an unknown code) is no refund, and the
+/// payment stays for the next sweep.
+fn refund_conflict(body: &[u8]) -> Option<PspOutcome> {
+    let error = read::<WorldError>(body)?;
+    (&*error.error == WorldError::ALREADY_REFUNDED).then_some(PspOutcome::AlreadyRefunded)
 }
 
 /// A 200 to a command: the machine started, now or before (a dedupe firmware).
@@ -323,5 +333,18 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_already_refunded_is_a_refund_among_the_409s() {
+        assert_eq!(refund_conflict(br#"{"error": "already_refunded"}"#), Some(PspOutcome::AlreadyRefunded));
+        assert_eq!(refund_conflict(br#"{"error": "not_captured"}"#), None, "a declined charge was not refunded");
+        assert_eq!(refund_conflict(br#"{"error": "whatever"}"#), None);
+        assert_eq!(refund_conflict(b"not json"), None);
     }
 }
