@@ -34,7 +34,7 @@ pub const BUILD_COMMAND: &str = "posim images build";
 
 /// The label that ties the stack image to the bytes of the binary inside it.
 const BINARY_LABEL: &str = "posim.binary";
-/// The label that names the PostgreSQL major version inside the image.
+/// The label that names the PostgreSQL major version and posim's settings inside the image.
 const POSTGRES_LABEL: &str = "posim.postgres";
 const STACK_UID: u32 = 10001;
 const POSTGRES_UID: u32 = 999;
@@ -48,14 +48,13 @@ const TREE_DEPTH_MAX: usize = 16;
 const MTIME: u64 = 946_684_800;
 
 /// Appended to the host-initialised postgresql.conf: reachable from other
-/// containers, fast rather than durable (a throwaway database), UTC.
+/// containers, UTC, and durable like a production server — a database
+/// restart must not lose a commit the stack was told of (posim would blame
+/// the stack for it, D6), and capacity figures must not be inflated.
 const SERVER_SETTINGS: &str = "
 # posim: a throwaway server in a container
 listen_addresses = '*'
 unix_socket_directories = '/tmp'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 max_connections = 300
 shared_buffers = 32MB
 timezone = 'UTC'
@@ -153,17 +152,24 @@ pub async fn build_stack_image(docker: &Docker, name: &str, force: bool) -> Resu
 }
 
 /// Builds the PostgreSQL image from the host's server; skipped when an image
-/// of that name already holds the same major version, unless `force`.
+/// of that name already holds the same major version and settings, unless `force`.
 pub async fn build_postgres_image(docker: &Docker, name: &str, force: bool) -> Result<Built, ImageError> {
     let started = Instant::now();
     let layout = PostgresLayout::find()?;
     let previous = inspect(docker, name).await?;
-    if !force && label(previous.as_ref(), POSTGRES_LABEL) == Some(layout.version.as_str()) {
+    if !force && label(previous.as_ref(), POSTGRES_LABEL) == Some(postgres_identity(&layout).as_str()) {
         return Ok(report(name, previous.as_ref(), true, started));
     }
     let context = blocking(move || postgres_context(&layout)).await?;
     build(docker, name, context, previous).await?;
     Ok(report(name, inspect(docker, name).await?.as_ref(), false, started))
+}
+
+/// What makes a PostgreSQL image the same: the server's major version and
+/// the settings posim writes into it (a changed setting rebuilds it).
+fn postgres_identity(layout: &PostgresLayout) -> String {
+    let settings = xxhash_rust::xxh3::xxh3_64(format!("{SERVER_SETTINGS}{HBA_RULES}").as_bytes());
+    format!("{}-{settings:016x}", layout.version)
 }
 
 /// Runs file-system and subprocess work off the async threads.
@@ -310,7 +316,7 @@ fn postgres_context(layout: &PostgresLayout) -> Result<Vec<u8>, ImageError> {
         user: POSTGRES_UID,
         env: Vec::new(),
         expose: 5432,
-        labels: vec![(POSTGRES_LABEL, layout.version.clone())],
+        labels: vec![(POSTGRES_LABEL, postgres_identity(layout))],
         // A fast shutdown: the default SIGTERM waits for every client to leave.
         stop_signal: Some("SIGINT"),
         entrypoint: vec![postgres.display().to_string(), "-D".to_string(), DATA_DIR.to_string()],

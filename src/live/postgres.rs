@@ -1,7 +1,9 @@
 //! A throwaway PostgreSQL: `initdb` and `pg_ctl` from the machine's own
 //! binaries, in a temporary folder, on a free loopback port, stopped and
 //! removed when dropped. PostgreSQL refuses to run as root, so as root the
-//! server runs as the `postgres` user.
+//! server runs as the `postgres` user. It keeps production durability
+//! (fsync and synchronous commit on): a database restart must not lose a
+//! commit the stack was told of, or posim would blame the stack (D6).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -94,7 +96,7 @@ impl ThrowawayPostgres {
     /// Starts the initialised server (also after [`ThrowawayPostgres::stop_server`]).
     pub fn start_server(&self) -> Result<(), PostgresError> {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
             self.port,
             path(self.folder.path())
         );
