@@ -58,7 +58,7 @@ fn a_rollout_passes_with_the_stack_in_containers() {
     assert_eq!(phases, ["25%", "100%"], "the containers were replaced for phase 2");
     let logs = std::fs::read_to_string(out.path().join("stack-logs/replica-0.log")).expect("replica logs kept");
     assert_eq!(logs.matches("--- container ").count(), 2, "one container per deploy: {logs}");
-    assert!(logs.contains("listening on port 8080"), "{logs}");
+    assert!(logs.contains("listening on 0.0.0.0 port 8080"), "in its container, on every interface: {logs}");
 }
 
 #[test]

@@ -36,6 +36,7 @@ async fn start(naive_share: f64) -> Running {
     let world = World::new(&fleet, 60_000);
     let world_url = world::serve(world.clone(), 0).await.expect("the world serves");
     let config = ServeConfig {
+        bind: std::net::IpAddr::from([127, 0, 0, 1]),
         port: 0,
         database_url: postgres.url(),
         psp_base_url: world_url.clone(),

@@ -244,7 +244,9 @@ fn stack_context(exe: &Path, binary: &[u8], hash: String) -> Result<Vec<u8>, Ima
     rootfs.dir(Path::new("/tmp"), 0o1777, 0)?;
     let spec = ImageSpec {
         user: STACK_UID,
-        env: vec![("PORT", "8080".to_string())],
+        // In its container the stack listens on every interface of the
+        // container, so that its published port reaches it.
+        env: vec![("PORT", "8080".to_string()), ("BIND_ADDRESS", "0.0.0.0".to_string())],
         expose: 8080,
         labels: vec![(BINARY_LABEL, hash)],
         stop_signal: None,

@@ -35,6 +35,9 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub port: u16,
+    /// Where to listen: loopback unless `BIND_ADDRESS` says otherwise (a
+    /// container must listen on all of its own interfaces to be published).
+    pub bind: std::net::IpAddr,
     pub database_url: String,
     pub psp_base_url: String,
     pub iot_gateway_url: String,
@@ -67,6 +70,13 @@ impl ServeConfig {
                 text.trim().parse::<u16>().map_err(|_| refuse("PORT", text.clone(), "expected a TCP port"))?
             }
         };
+        let bind = match lookup("BIND_ADDRESS") {
+            None => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| refuse("BIND_ADDRESS", text.clone(), "expected an IP address, e.g. 127.0.0.1"))?,
+        };
         let bugs = match lookup("POSIM_STACK_BUG") {
             None => BugSet::default(),
             Some(text) => {
@@ -84,6 +94,7 @@ impl ServeConfig {
         };
         Ok(ServeConfig {
             port,
+            bind,
             database_url: required("DATABASE_URL", &["postgres://", "postgresql://"])?,
             psp_base_url: required("PSP_BASE_URL", &["http://"])?,
             iot_gateway_url: required("IOT_GATEWAY_URL", &["http://"])?,
@@ -314,12 +325,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// `posim stack serve`: connect, migrate, listen on `PORT`, stop on SIGTERM or Ctrl-C.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let port = config.port;
+    let (port, bind) = (config.port, config.bind);
     let state = AppState::connect(config).await?;
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+    let listener = tokio::net::TcpListener::bind((bind, port))
         .await
-        .map_err(|error| anyhow::anyhow!("PORT={port}: {error}"))?;
-    eprintln!("posim stack: listening on port {port}, canary {}", state.config.deploy.canary.summary());
+        .map_err(|error| anyhow::anyhow!("BIND_ADDRESS={bind}, PORT={port}: {error}"))?;
+    eprintln!("posim stack: listening on {bind} port {port}, canary {}", state.config.deploy.canary.summary());
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await?;
     Ok(())
 }
@@ -339,6 +350,27 @@ async fn shutdown() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(extra: &[(&str, &str)]) -> Result<ServeConfig, ConfigError> {
+        let mut env: std::collections::BTreeMap<&str, &str> = [
+            ("DATABASE_URL", "postgres://posim:pw@127.0.0.1:5432/payments"),
+            ("PSP_BASE_URL", "http://127.0.0.1:9000"),
+            ("IOT_GATEWAY_URL", "http://127.0.0.1:9000"),
+        ]
+        .into();
+        env.extend(extra.iter().copied());
+        ServeConfig::from_env(&|name| env.get(name).map(|value| value.to_string()))
+    }
+
+    #[test]
+    fn the_stack_listens_on_loopback_unless_told_otherwise() {
+        let loopback = config(&[]).expect("a valid env");
+        assert_eq!(loopback.bind, std::net::IpAddr::from([127, 0, 0, 1]));
+        let everywhere = config(&[("BIND_ADDRESS", "0.0.0.0")]).expect("a valid env");
+        assert_eq!(everywhere.bind, std::net::IpAddr::from([0, 0, 0, 0]));
+        let error = config(&[("BIND_ADDRESS", "everywhere")]).expect_err("not an address");
+        assert_eq!(error.variable, "BIND_ADDRESS");
+    }
 
     #[test]
     fn only_already_refunded_is_a_refund_among_the_409s() {
