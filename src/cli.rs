@@ -593,17 +593,11 @@ fn live(args: LiveArgs) -> u8 {
 /// The scenario's faults that live inside a replica (between two of its
 /// effects, or its clock): a live run cannot reach there, so it says so.
 fn simulator_only_faults(scenario: &Scenario) -> Vec<String> {
-    use crate::faults::FaultKind;
     let inside: Vec<&'static str> = scenario
         .faults
         .iter()
         .map(|fault| fault.kind)
-        .filter(|kind| {
-            matches!(
-                kind,
-                FaultKind::ReplicaCrash | FaultKind::ReplicaPause | FaultKind::StoreSlow | FaultKind::StoreError
-            )
-        })
+        .filter(|kind| kind.between_effects())
         .map(<&'static str>::from)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()

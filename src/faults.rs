@@ -120,6 +120,13 @@ impl FaultKind {
         }
     }
 
+    /// Is this fault rolled between two effects inside a replica, where only
+    /// the simulator reaches (a live run plays pauses, kills and outages at
+    /// planned times instead)?
+    pub fn between_effects(self) -> bool {
+        matches!(self, FaultKind::ReplicaCrash | FaultKind::ReplicaPause | FaultKind::StoreSlow | FaultKind::StoreError)
+    }
+
     /// Does this fault hold something back for its `duration` (so that a
     /// run's drain must last that much longer for its effects to settle)?
     pub fn delays(self) -> bool {
@@ -174,6 +181,22 @@ pub struct FaultSpec {
     pub duration: Millis,
 }
 
+impl FaultSpec {
+    /// A fault with no scope: every phase, condominium, endpoint and time.
+    pub fn everywhere(kind: FaultKind, probability: f64, duration: Millis) -> FaultSpec {
+        FaultSpec {
+            kind,
+            probability,
+            from: 0,
+            until: Millis::MAX,
+            phases: vec![],
+            condominiums: vec![],
+            endpoints: vec![],
+            duration,
+        }
+    }
+}
+
 /// A fault on the stack's own infrastructure at a planned time (a game-day
 /// action rather than a roll): the live engine carries it out on the
 /// replica's process or container, or on the database.
@@ -216,6 +239,14 @@ pub struct Crossing {
     pub endpoint: Option<Endpoint>,
     /// The world's endpoint called (world boundaries only).
     pub world: Option<WorldEndpoint>,
+}
+
+impl Crossing {
+    /// A crossing that concerns a whole replica (its clock, its pauses):
+    /// no condominium, no endpoint.
+    pub fn replica_wide(now: Millis, phase: u16) -> Crossing {
+        Crossing { now, phase, condominium: None, endpoint: None, world: None }
+    }
 }
 
 /// The world's endpoints the stack calls: the PSP's and the IoT gateway's.
@@ -370,16 +401,7 @@ mod tests {
     use super::*;
 
     fn fault(kind: FaultKind, probability: f64) -> FaultSpec {
-        FaultSpec {
-            kind,
-            probability,
-            from: 0,
-            until: Millis::MAX,
-            phases: vec![],
-            condominiums: vec![],
-            endpoints: vec![],
-            duration: 0,
-        }
+        FaultSpec::everywhere(kind, probability, 0)
     }
 
     fn key(serial: u64) -> FaultKey {

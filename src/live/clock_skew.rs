@@ -48,22 +48,11 @@ impl ReplicaClocks {
 mod tests {
     use super::*;
     use crate::faults::FaultSpec;
-    use crate::time::Millis;
 
     #[test]
     fn the_offset_is_the_simulators_draw_scaled_to_wall_time() {
-        let spec = FaultSpec {
-            kind: FaultKind::ClockSkew,
-            probability: 1.0,
-            from: 0,
-            until: Millis::MAX,
-            phases: vec![],
-            condominiums: vec![],
-            endpoints: vec![],
-            duration: 60_000,
-        };
-        let plan = FaultPlan::new(5, vec![spec]);
-        let crossing = Crossing { now: 0, phase: 0, condominium: None, endpoint: None, world: None };
+        let plan = FaultPlan::new(5, vec![FaultSpec::everywhere(FaultKind::ClockSkew, 1.0, 60_000)]);
+        let crossing = Crossing::replica_wide(0, 0);
         let (_, _, offset_ms) = plan.clock_skew(&crossing, 1, 1).expect("fires");
         let clocks = ReplicaClocks { plan, time_scale: 60.0, library: PathBuf::from("/lib/faketime.so") };
         let (fired, env) = clocks.env(&crossing, 1, 1).expect("fires");

@@ -160,8 +160,7 @@ impl Shared {
 
     /// Now and the phase in effect, for a replica-wide fault's scope.
     pub(super) fn crossing(&self) -> crate::faults::Crossing {
-        let (now, phase) = (self.clock().now(), self.world.phase());
-        crate::faults::Crossing { now, phase, condominium: None, endpoint: None, world: None }
+        crate::faults::Crossing::replica_wide(self.clock().now(), self.world.phase())
     }
 
     /// The balancer serves the replica at `url`, which runs `deploy`.

@@ -217,7 +217,7 @@ async fn refund(State(world): State<Arc<World>>, Path(reference): Path<String>, 
             axum::Json(Refund { provider_ref: reference.into(), status: ChargeStatus::Refunded, refund_id })
                 .into_response()
         }
-        RefundOutcome::AlreadyRefunded => error(StatusCode::CONFLICT, "already_refunded"),
+        RefundOutcome::AlreadyRefunded => error(StatusCode::CONFLICT, WorldError::ALREADY_REFUNDED),
         RefundOutcome::NotFound => error(StatusCode::NOT_FOUND, "not_found"),
         RefundOutcome::NotCaptured => error(StatusCode::CONFLICT, "not_captured"),
     }

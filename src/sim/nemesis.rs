@@ -29,8 +29,7 @@ impl Sim<'_> {
     /// A fresh process draws its clock's offset (zero unless `clock_skew` fires).
     pub(super) fn set_clock(&mut self, replica: u16) {
         let incarnation = self.replicas[usize::from(replica)].incarnation;
-        let crossing =
-            Crossing { now: self.now, phase: self.controller.phase(), condominium: None, endpoint: None, world: None };
+        let crossing = Crossing::replica_wide(self.now, self.controller.phase());
         let offset = match self.faults.clock_skew(&crossing, replica, incarnation) {
             Some((fault, key, offset)) => {
                 self.record(Event::Fault { fault, kind: FaultKind::ClockSkew, key });
@@ -49,14 +48,7 @@ impl Sim<'_> {
             return Some(self.replicas[replica].paused_until);
         }
         let key = FaultKey::Operation { serial: slot.serial, step: slot.step };
-        let crossing = Crossing {
-            now: self.now,
-            phase: self.controller.phase(),
-            condominium: slot.condominium,
-            endpoint: None,
-            world: None,
-        };
-        let (fault, spec) = self.faults.roll(Boundary::Pause, &crossing, key)?;
+        let (fault, spec) = self.faults.roll(Boundary::Pause, &self.crossing(slot), key)?;
         let until = self.now.saturating_add(spec.duration);
         self.record(Event::Fault { fault, kind: FaultKind::ReplicaPause, key });
         self.pause(slot.replica, until);
@@ -90,16 +82,7 @@ impl Sim<'_> {
     /// The replica runs again: carry out the effect it held (on its own
     /// clock, which went on while it stood still).
     pub(super) fn continue_held(&mut self, op: u32, serial: u64) {
-        let Some(slot) = self.ops[op as usize].take() else { return };
-        if slot.serial != serial {
-            self.ops[op as usize] = Some(slot);
-            return;
-        }
-        if self.replicas[usize::from(slot.replica)].incarnation != slot.incarnation {
-            self.free_ops.push(op); // the process that held it is gone
-            return;
-        }
-        let mut slot = slot;
+        let Some(mut slot) = self.take_parked(op, serial) else { return };
         let effect = slot.held.take().expect("a held operation holds an effect");
         let until = self.replicas[usize::from(slot.replica)].paused_until;
         if until > self.now {

@@ -138,16 +138,23 @@ impl Sim<'_> {
         self.drive(index, slot, effect);
     }
 
-    pub(super) fn resume(&mut self, op: u32, serial: u64) {
-        let Some(mut slot) = self.ops[op as usize].take() else { return };
+    /// The operation parked at `op`, if it is still the one of `serial` and
+    /// the process that ran it still lives (else its slot is freed).
+    pub(super) fn take_parked(&mut self, op: u32, serial: u64) -> Option<Box<OpSlot>> {
+        let slot = self.ops[op as usize].take()?;
         if slot.serial != serial {
             self.ops[op as usize] = Some(slot);
-            return;
+            return None;
         }
         if self.replicas[usize::from(slot.replica)].incarnation != slot.incarnation {
             self.free_ops.push(op); // the process that ran it is gone
-            return;
+            return None;
         }
+        Some(slot)
+    }
+
+    pub(super) fn resume(&mut self, op: u32, serial: u64) {
+        let Some(mut slot) = self.take_parked(op, serial) else { return };
         let paused_until = self.replicas[usize::from(slot.replica)].paused_until;
         if paused_until > self.now {
             // The answer waits in the socket until the replica runs again.
@@ -161,7 +168,8 @@ impl Sim<'_> {
         self.drive(op, slot, effect);
     }
 
-    fn crossing(&self, slot: &OpSlot) -> Crossing {
+    /// Where an operation's step crosses a replica boundary (fault scopes).
+    pub(super) fn crossing(&self, slot: &OpSlot) -> Crossing {
         Crossing {
             now: self.now,
             phase: self.controller.phase(),

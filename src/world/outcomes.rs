@@ -238,16 +238,7 @@ mod tests {
             terminals_per_condominium: 1,
             naive_share: if naive { 1.0 } else { 0.0 },
         };
-        let faults = kind.map(|kind| FaultSpec {
-            kind,
-            probability: 1.0,
-            from: 0,
-            until: Millis::MAX,
-            phases: vec![],
-            condominiums: vec![],
-            endpoints: vec![],
-            duration: 60_000,
-        });
+        let faults = kind.map(|kind| FaultSpec::everywhere(kind, 1.0, 60_000));
         WorldState::new(&Fleet::generate(&shape), FaultPlan::new(7, faults.into_iter().collect()))
     }
 

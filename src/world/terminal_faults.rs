@@ -61,17 +61,7 @@ mod tests {
     use crate::faults::FaultSpec;
 
     fn plan(kind: FaultKind) -> FaultPlan {
-        let spec = FaultSpec {
-            kind,
-            probability: 1.0,
-            from: 0,
-            until: Millis::MAX,
-            phases: vec![],
-            condominiums: vec![],
-            endpoints: vec![],
-            duration: 60_000,
-        };
-        FaultPlan::new(3, vec![spec])
+        FaultPlan::new(3, vec![FaultSpec::everywhere(kind, 1.0, 60_000)])
     }
 
     const CROSSING: Crossing =
