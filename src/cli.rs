@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::live::containers::ContainerImages;
 use crate::live::engine::{self, LiveOptions, LiveOutcome};
 use crate::live::launcher::StackChoice;
+use crate::live::runs::{RUNS_DIR_VAR, Run};
 use crate::report;
 use crate::rollout::precheck;
 use crate::scenario::Scenario;
@@ -60,6 +62,17 @@ enum Command {
     /// Put the rollback times and verdicts of several runs side by side
     /// (e.g. the same scenario with processes and with containers).
     Compare(CompareArgs),
+    /// Remove what killed live runs left: their replicas' processes, their
+    /// throwaway PostgreSQL and folders, their containers and networks
+    /// (runs registered under POSIM_RUNS_DIR whose posim is gone).
+    Clean(CleanArgs),
+}
+
+#[derive(Args)]
+struct CleanArgs {
+    /// Only say what would be removed.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -234,6 +247,7 @@ pub fn main() -> ExitCode {
         Command::Stack(StackCommand::Serve) => stack_serve(),
         Command::Images(ImagesCommand::Build(args)) => images_build(args),
         Command::Compare(args) => compare(args),
+        Command::Clean(args) => clean(args),
     };
     ExitCode::from(code)
 }
@@ -547,8 +561,15 @@ fn live(args: LiveArgs) -> u8 {
         println!("note: {note}");
     }
     let logs = dir.join("stack-logs");
-    let options =
-        LiveOptions { seed, time_scale: args.time_scale, stack, logs, world_port: args.world_port.unwrap_or(0) };
+    let run = match Run::register() {
+        Ok(run) => run,
+        Err(error) => {
+            eprintln!("error: cannot register the run (set {RUNS_DIR_VAR} to a writable folder): {error}");
+            return EXIT_HARNESS;
+        }
+    };
+    let world_port = args.world_port.unwrap_or(0);
+    let options = LiveOptions { seed, time_scale: args.time_scale, stack, logs, world_port, run: Arc::clone(&run) };
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -568,7 +589,10 @@ fn live(args: LiveArgs) -> u8 {
             return EXIT_HARNESS;
         }
         None => {
-            runtime.block_on(crate::live::containers::remove_own());
+            let cleaned = runtime.block_on(crate::live::clean::own_run(&run));
+            for problem in cleaned.problems {
+                eprintln!("posim live: {problem}");
+            }
             // Tasks dropped now may hold containers whose drop waits on a runtime
             // that is going away: they were removed just above, so do not wait.
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
@@ -662,6 +686,27 @@ fn images_build(args: ImagesArgs) -> u8 {
             EXIT_HARNESS
         }
     }
+}
+
+fn clean(args: CleanArgs) -> u8 {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let cleaned = runtime.block_on(crate::live::clean::dead_runs(args.dry_run));
+    for line in &cleaned.removed {
+        println!("{line}");
+    }
+    for problem in &cleaned.problems {
+        eprintln!("posim clean: {problem}");
+    }
+    let root = crate::live::runs::root();
+    match (args.dry_run, cleaned.removed.is_empty()) {
+        (_, true) => println!("posim clean: nothing left by dead runs under {}", root.display()),
+        (true, false) => println!("posim clean: dry run, nothing removed"),
+        (false, false) => println!("posim clean: {} dead run(s) cleaned under {}", cleaned.runs, root.display()),
+    }
+    EXIT_PASS
 }
 
 fn compare(args: CompareArgs) -> u8 {

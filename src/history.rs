@@ -121,6 +121,12 @@ pub enum Event {
         replica: u16,
         cause: DownCause,
     },
+    /// A replica exited on its own (posim neither stopped nor killed it),
+    /// with its exit status as the launcher saw it.
+    ReplicaExited {
+        replica: u16,
+        status: String,
+    },
     /// A customer starts a purchase at a terminal. Numbers follow the
     /// traffic plan: a customer who found every machine taken leaves a gap.
     Arrived {

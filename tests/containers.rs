@@ -178,32 +178,80 @@ fn a_container_that_exits_at_start_up_ends_the_run_with_its_own_words() {
     assert!(stderr.contains("exited with code") && stderr.contains("DATABASE_URL"), "{stderr}");
 }
 
-fn containers_of(pid: u32) -> String {
-    let filter = format!("label=posim.pid={pid}");
+fn containers_of(run: &str) -> Vec<String> {
+    let filter = format!("label=posim.run={run}");
     let listed = Command::new("docker").args(["ps", "-a", "-q", "--filter", &filter]).output().expect("docker ps");
-    String::from_utf8_lossy(&listed.stdout).trim().to_string()
+    String::from_utf8_lossy(&listed.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+fn network_exists(run: &str) -> bool {
+    let inspected = Command::new("docker").args(["network", "inspect", run]).output().expect("docker network inspect");
+    inspected.status.success()
+}
+
+/// The ids of the runs registered under `runs`.
+fn registered(runs: &std::path::Path) -> Vec<String> {
+    let dirs = std::fs::read_dir(runs).expect("the runs root").flatten();
+    dirs.filter(|dir| dir.path().join("run.json").exists())
+        .filter_map(|dir| dir.file_name().into_string().ok())
+        .collect()
+}
+
+/// Starts a run on containers registered under `runs`, SIGKILLs it once its
+/// database and both replicas run; returns its run id.
+fn kill_when_serving(runs: &std::path::Path) -> String {
+    let out = tempfile::tempdir().expect("a temp dir");
+    let mut killed = Command::new(env!("CARGO_BIN_EXE_posim"))
+        .args(["live", "fixtures/scenarios/live-smoke.toml", "--stack-image", STACK_IMAGE, "--out", path(&out)])
+        .env("POSIM_RUNS_DIR", runs)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("posim starts");
+    let started = std::time::Instant::now();
+    let run = loop {
+        let run = registered(runs).pop();
+        if let Some(run) = run.filter(|run| containers_of(run).len() >= 3) {
+            break run;
+        }
+        assert!(killed.try_wait().expect("posim's status").is_none(), "posim ended before its replicas ran");
+        assert!(started.elapsed() < std::time::Duration::from_secs(90), "no database and replicas within 90 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    killed.kill().expect("SIGKILL");
+    killed.wait().expect("reaped");
+    assert!(!containers_of(&run).is_empty() && network_exists(&run), "SIGKILL leaves the containers and network");
+    run
+}
+
+fn assert_gone(runs: &std::path::Path, run: &str) {
+    assert_eq!(containers_of(run), Vec::<String>::new(), "containers of {run}");
+    assert!(!network_exists(run), "the network {run} is left");
+    assert_eq!(registered(runs), Vec::<String>::new(), "run records left");
 }
 
 #[test]
 #[ignore = "needs Docker"]
-fn a_killed_run_leaves_containers_that_the_next_run_sweeps() {
+fn a_run_killed_with_sigkill_leaves_containers_that_clean_and_the_next_run_remove() {
     build_images();
+    let runs = tempfile::tempdir().expect("a temp dir");
+    let run = kill_when_serving(runs.path());
+    let cleaned = Command::new(env!("CARGO_BIN_EXE_posim"))
+        .arg("clean")
+        .env("POSIM_RUNS_DIR", runs.path())
+        .output()
+        .expect("clean");
+    assert_eq!(cleaned.status.code(), Some(0), "{}", said(&cleaned));
+    assert!(said(&cleaned).contains(&format!("removed container {run}-replica-")), "{}", said(&cleaned));
+    assert_gone(runs.path(), &run);
+    let run = kill_when_serving(runs.path());
+    // The next run sweeps at its start, even one whose stack cannot start.
     let out = tempfile::tempdir().expect("a temp dir");
-    let mut killed = Command::new(env!("CARGO_BIN_EXE_posim"))
-        .args(["live", "fixtures/scenarios/live-smoke.toml", "--stack-image", STACK_IMAGE, "--out", path(&out)])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("posim starts");
-    let pid = killed.id();
-    let started = std::time::Instant::now();
-    while containers_of(pid).is_empty() && started.elapsed() < std::time::Duration::from_secs(60) {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    killed.kill().expect("SIGKILL");
-    killed.wait().expect("reaped");
-    assert!(!containers_of(pid).is_empty(), "SIGKILL leaves the containers behind");
-    let again = tempfile::tempdir().expect("a temp dir");
-    let (output, _) = live("live-smoke", again.path(), &["--stack-image", STACK_IMAGE]);
-    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
-    assert_eq!(containers_of(pid), "", "the next run swept the dead run's containers");
+    let next = Command::new(env!("CARGO_BIN_EXE_posim"))
+        .args(["live", "fixtures/scenarios/live-smoke.toml", "--stack-cmd", "exit 7", "--out", path(&out)])
+        .env("POSIM_RUNS_DIR", runs.path())
+        .output()
+        .expect("the next run");
+    assert_eq!(next.status.code(), Some(3), "{}", said(&next));
+    assert!(said(&next).contains("that 1 dead run(s) left"), "{}", said(&next));
+    assert_gone(runs.path(), &run);
 }

@@ -21,9 +21,10 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use super::images;
 use super::launch_error::{LaunchError, last_lines};
+use super::runs::Run;
 
-/// The label that names the posim process that owns a container.
-const OWNER_LABEL: &str = "posim.pid";
+/// The label that names the run a container belongs to (its run id).
+pub const RUN_LABEL: &str = "posim.run";
 /// The stack's port inside its container (CONTRACT.md's `PORT`).
 pub const STACK_PORT: u16 = 8080;
 /// How replicas reach posim's world servers on the host.
@@ -57,11 +58,16 @@ fn container_error(what: impl std::fmt::Display) -> impl FnOnce(testcontainers::
 }
 
 impl Containers {
-    /// Reaches the engine, sweeps what dead runs left, checks both images
-    /// and starts the database; returns once it accepts connections.
-    pub async fn open(images: ContainerImages, replicas: usize, logs: &Path) -> Result<Containers, LaunchError> {
+    /// Reaches the engine, checks both images and starts the database;
+    /// returns once it accepts connections. Everything is named and
+    /// labelled after `run`, whose record says Docker may hold some of it.
+    pub async fn open(
+        images: ContainerImages,
+        replicas: usize,
+        logs: &Path,
+        run: &Run,
+    ) -> Result<Containers, LaunchError> {
         let docker = images::docker().await.map_err(|error| LaunchError::Docker(error.to_string()))?;
-        sweep(&docker, |pid| !alive(pid)).await;
         for (image, flag) in [(&images.stack, "--stack-image"), (&images.postgres, "--postgres-image")] {
             let present = images::image_exists(&docker, image).await;
             if !present.map_err(|error| LaunchError::Docker(error.to_string()))? {
@@ -72,7 +78,8 @@ impl Containers {
                 })?;
             }
         }
-        let run = format!("posim-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        run.update(|record| record.docker = true);
+        let run = run.id();
         let mut containers = Containers {
             docker,
             network: run.clone(),
@@ -97,8 +104,7 @@ impl Containers {
             .with_wait_for(WaitFor::Nothing)
             .with_network(&self.network)
             .with_container_name(name)
-            .with_label(OWNER_LABEL, std::process::id().to_string())
-            .with_label("posim.run", &self.run)
+            .with_label(RUN_LABEL, &self.run)
     }
 
     fn database_host(&self) -> String {
@@ -282,42 +288,35 @@ async fn container_output(container: &ContainerAsync<GenericImage>) -> String {
     format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr))
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Removes posim's containers whose owner `doomed` names, and their networks.
-pub async fn sweep(docker: &Docker, doomed: impl Fn(u32) -> bool) -> usize {
-    let filters = HashMap::from([("label".to_string(), vec![OWNER_LABEL.to_string()])]);
+/// Removes the containers labelled with run `id` and its network (`dry_run`:
+/// only lists them); says what it removed.
+pub async fn remove_run(docker: &Docker, id: &str, dry_run: bool) -> Result<Vec<String>, String> {
+    let filters = HashMap::from([("label".to_string(), vec![format!("{RUN_LABEL}={id}")])]);
     let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-    let containers = docker.list_containers(Some(options)).await.unwrap_or_default();
-    let mut swept = 0;
-    for container in containers {
-        let owner = container.labels.as_ref().and_then(|labels| labels.get(OWNER_LABEL)?.parse::<u32>().ok());
-        if let (Some(id), Some(owner)) = (&container.id, owner)
-            && doomed(owner)
-        {
+    let listed = docker.list_containers(Some(options)).await.map_err(|error| format!("listing containers: {error}"))?;
+    let mut removed = Vec::new();
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for container in listed {
+        let Some(container_id) = container.id else { continue };
+        let name = container.names.and_then(|names| names.first().cloned()).unwrap_or_else(|| container_id.clone());
+        if !dry_run {
             let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-            swept += usize::from(docker.remove_container(id, Some(options)).await.is_ok());
+            let gone = docker.remove_container(&container_id, Some(options)).await;
+            gone.map_err(|error| format!("removing container {name}: {error}"))?;
         }
+        removed.push(format!("{verb} container {}", name.trim_start_matches('/')));
     }
-    let filters = HashMap::from([("name".to_string(), vec!["posim-".to_string()])]);
-    let networks = docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.unwrap_or_default();
-    for name in networks.into_iter().filter_map(|network| network.name) {
-        let owner = name.strip_prefix("posim-").and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
-        if owner.is_some_and(&doomed) {
-            let _ = docker.remove_network(&name).await;
+    let filters = HashMap::from([("name".to_string(), vec![id.to_string()])]);
+    let networks = docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await;
+    let networks = networks.map_err(|error| format!("listing networks: {error}"))?;
+    // The name filter matches substrings: only the run's own network is removed.
+    for name in networks.into_iter().filter_map(|network| network.name).filter(|name| name == id) {
+        if !dry_run {
+            docker.remove_network(&name).await.map_err(|error| format!("removing network {name}: {error}"))?;
         }
+        removed.push(format!("{verb} network {name}"));
     }
-    swept
-}
-
-/// After Ctrl-C: removes this process's containers, whatever state the run was in.
-pub async fn remove_own() -> usize {
-    match images::docker().await {
-        Ok(docker) => sweep(&docker, |pid| pid == std::process::id()).await,
-        Err(_) => 0,
-    }
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! does — so the same checkers, KPIs, controller and report apply.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::clock::{Clock, Recorder};
 use super::launcher::{LaunchError, Launcher, StackChoice};
+use super::runs::Run;
 use super::shared::{Shared, Slot, now_in};
 use super::world::{self, LiveContext, World};
 use crate::contract::bodies::Health;
@@ -36,6 +37,8 @@ pub struct LiveOptions {
     /// Where posim's PSP and gateway listen (0: a free port); a stack given
     /// by URL must have been started pointing at it.
     pub world_port: u16,
+    /// The run's record in the registry: what it starts is written there.
+    pub run: Arc<Run>,
 }
 
 /// What a live run produced.
@@ -81,6 +84,7 @@ pub enum LiveError {
 
 /// Runs `scenario` live to its end and returns the history.
 pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcome, LiveError> {
+    sweep_dead_runs().await;
     let clock = Clock::new(options.time_scale);
     let fleet = &scenario.fleet;
     let history = History {
@@ -114,8 +118,9 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
     let psp_timeout = scale(scenario.stack.psp_timeout).max(50);
     let replicas = usize::from(scenario.stack.replicas);
     let choice = options.stack.clone();
+    let run = Arc::clone(&options.run);
     let mut launcher =
-        Launcher::new(choice, replicas, world_port, (wall_settings, psp_timeout), options.logs.clone()).await?;
+        Launcher::new(choice, replicas, world_port, (wall_settings, psp_timeout), options.logs.clone(), run).await?;
     let mut notes = Vec::new();
     if scenario.faults.iter().any(|fault| fault.kind == crate::faults::FaultKind::ClockSkew)
         && let Err(note) = launcher.skew_clocks(faults.clone(), options.time_scale)
@@ -181,12 +186,28 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<(u64, Vec<String>), Li
     let traffic = tokio::spawn(super::terminals::arrivals(Arc::clone(shared), seed::stream(seed, "card")));
     let background = tokio::spawn(background(Arc::clone(shared), end));
     let stack_faults = tokio::spawn(super::stack_faults::play(Arc::clone(shared)));
+    let done = Arc::new(AtomicBool::new(false));
+    let watch = tokio::spawn(super::watch::replicas(Arc::clone(shared), Arc::clone(&done)));
     let purchases = traffic.await.map_err(std::io::Error::other)?;
     background.await.map_err(std::io::Error::other)?;
-    let notes = stack_faults.await.map_err(std::io::Error::other)?;
+    let mut notes = stack_faults.await.map_err(std::io::Error::other)?;
     progress.abort();
     shared.final_audit().await;
+    done.store(true, Ordering::SeqCst);
+    notes.extend(watch.await.map_err(std::io::Error::other)?);
     Ok((purchases, notes))
+}
+
+/// What runs killed before they could clean up left (one line if anything).
+async fn sweep_dead_runs() {
+    let cleaned = super::clean::dead_runs(false).await;
+    if !cleaned.removed.is_empty() {
+        let (runs, things) = (cleaned.runs, cleaned.removed.len());
+        println!("posim live: removed {things} thing(s) that {runs} dead run(s) left (see `posim clean`)");
+    }
+    for problem in cleaned.problems {
+        eprintln!("posim live: cleaning dead runs: {problem}");
+    }
 }
 
 /// A bar over runbook time on stderr (invisible when stderr is not a terminal).

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::backend::{Backend, GivenUrl};
@@ -14,6 +15,7 @@ use super::clock_skew::{ReplicaClocks, find_libfaketime};
 use super::containers::{self, ContainerImages, Containers};
 pub use super::launch_error::LaunchError;
 use super::processes::{Processes, Program};
+use super::runs::Run;
 use crate::contract::canary::{IOT_TIMEOUT_VAR, TTL_VAR};
 use crate::contract::{CanaryConfig, StackSettings};
 use crate::faults::{Crossing, FaultPlan};
@@ -66,6 +68,7 @@ impl Launcher {
         world_port: u16,
         (settings, psp_timeout): (StackSettings, u64),
         logs: PathBuf,
+        run: Arc<Run>,
     ) -> Result<Launcher, LaunchError> {
         std::fs::create_dir_all(&logs).map_err(|e| LaunchError::Spawn(format!("{}: {e}", logs.display())))?;
         let mut world_url = format!("http://127.0.0.1:{world_port}");
@@ -73,11 +76,13 @@ impl Launcher {
         let processes = matches!(choice, StackChoice::Embedded { .. } | StackChoice::Command(_));
         let (backend, bugs) = match choice {
             StackChoice::Embedded { bugs } => {
-                let processes = tokio::task::block_in_place(|| Processes::new(Program::Embedded, replicas, &logs))?;
+                let processes =
+                    tokio::task::block_in_place(|| Processes::new(Program::Embedded, replicas, &logs, run))?;
                 (Box::new(processes) as Box<dyn Backend>, bugs)
             }
             StackChoice::Command(text) => {
-                let processes = tokio::task::block_in_place(|| Processes::new(Program::Shell(text), replicas, &logs))?;
+                let processes =
+                    tokio::task::block_in_place(|| Processes::new(Program::Shell(text), replicas, &logs, run))?;
                 (Box::new(processes) as Box<dyn Backend>, vec![])
             }
             StackChoice::Url(url) => {
@@ -86,7 +91,7 @@ impl Launcher {
             }
             StackChoice::Image { images, bugs } => {
                 world_url = format!("http://{}:{world_port}", containers::HOST_ALIAS);
-                (Box::new(Containers::open(images, replicas, &logs).await?) as Box<dyn Backend>, bugs)
+                (Box::new(Containers::open(images, replicas, &logs, &run).await?) as Box<dyn Backend>, bugs)
             }
         };
         Ok(Launcher {
@@ -205,6 +210,12 @@ impl Launcher {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Why a replica that was started will never answer again: it exited
+    /// (not by posim's hand: what posim stops or kills it forgets first).
+    pub async fn exited(&mut self, replica: usize) -> Option<LaunchError> {
+        self.backend.exited(replica).await
     }
 
     /// Freezes (or thaws) a replica: it keeps its connections and answers nothing.

@@ -77,9 +77,14 @@ pub(super) fn postgres_command(program: &Path) -> Command {
 impl ThrowawayPostgres {
     /// Initialises and starts a server; waits until it accepts connections.
     pub fn start() -> Result<ThrowawayPostgres, PostgresError> {
-        let bin = find_binaries().ok_or(PostgresError::NotInstalled)?;
         let folder =
             tempfile::Builder::new().prefix("posim-pg-").tempdir().map_err(|e| step("creating a folder", e))?;
+        ThrowawayPostgres::start_in(folder)
+    }
+
+    /// As [`ThrowawayPostgres::start`], in `folder` (its data in [`data_of`] it).
+    pub fn start_in(folder: tempfile::TempDir) -> Result<ThrowawayPostgres, PostgresError> {
+        let bin = find_binaries().ok_or(PostgresError::NotInstalled)?;
         hand_over(folder.path())?;
         let port = super::free_port().map_err(|e| step("finding a free port", e))?;
         let server = ThrowawayPostgres { bin, port, folder };
@@ -122,7 +127,7 @@ impl ThrowawayPostgres {
     }
 
     fn data(&self) -> PathBuf {
-        self.folder.path().join("data")
+        data_of(self.folder.path())
     }
 
     fn run(&self, program: &'static str, args: &[&str]) -> Result<Output, PostgresError> {
@@ -137,6 +142,11 @@ impl ThrowawayPostgres {
     pub fn url(&self) -> String {
         format!("postgres://posim@127.0.0.1:{}/postgres", self.port)
     }
+}
+
+/// The data folder of a server started in `folder`.
+pub fn data_of(folder: &Path) -> PathBuf {
+    folder.join("data")
 }
 
 fn path(path: &Path) -> &str {

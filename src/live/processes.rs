@@ -1,18 +1,20 @@
 //! The stack as local processes, one per replica: posim's own reference
 //! stack (`posim stack serve`) or a team's command run with `sh -c`, on a
-//! throwaway PostgreSQL from the machine's binaries. Stack faults are
-//! signals: SIGSTOP/SIGCONT for a pause, SIGKILL for a kill; the database
-//! restarts with `pg_ctl`.
+//! throwaway PostgreSQL from the machine's binaries. Each replica is a
+//! process group that dies with posim (see `group`), recorded in the run's
+//! registry. Stack faults are signals to the whole group: SIGSTOP/SIGCONT
+//! for a pause, SIGKILL for a kill; the database restarts with `pg_ctl`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
-
+use super::group;
 use super::launch_error::{LaunchError, last_lines};
-use super::postgres::ThrowawayPostgres;
+use super::postgres::{self, PostgresError, ThrowawayPostgres};
+use super::runs::{PostgresRecord, Run, Started};
 
 /// What each replica runs.
 #[derive(Clone, Debug)]
@@ -23,9 +25,30 @@ pub enum Program {
     Shell(String),
 }
 
+/// A replica: the leader of its own process group.
 struct Process {
     child: Child,
     log: PathBuf,
+}
+
+impl Process {
+    fn group(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the leader and every process of its group are gone (reaps the leader).
+    fn gone(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some() && group::members(self.group()).is_empty()
+    }
+}
+
+impl Drop for Process {
+    /// However the run ends (Ctrl-C drops it), nothing of the group is left.
+    fn drop(&mut self) {
+        group::signal(self.group(), libc::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 pub struct Processes {
@@ -33,16 +56,18 @@ pub struct Processes {
     pub(super) postgres: Option<ThrowawayPostgres>,
     logs: PathBuf,
     processes: Vec<Option<Process>>,
+    run: Arc<Run>,
 }
 
 impl Processes {
     /// A team's command may not need the database: start it if we can.
-    pub fn new(program: Program, replicas: usize, logs: &Path) -> Result<Processes, LaunchError> {
+    pub fn new(program: Program, replicas: usize, logs: &Path, run: Arc<Run>) -> Result<Processes, LaunchError> {
         let postgres = match program {
-            Program::Embedded => Some(ThrowawayPostgres::start()?),
-            Program::Shell(_) => ThrowawayPostgres::start().ok(),
+            Program::Embedded => Some(start_postgres(&run)?),
+            Program::Shell(_) => start_postgres(&run).ok(),
         };
-        Ok(Processes { program, postgres, logs: logs.to_path_buf(), processes: (0..replicas).map(|_| None).collect() })
+        let processes = (0..replicas).map(|_| None).collect();
+        Ok(Processes { program, postgres, logs: logs.to_path_buf(), processes, run })
     }
 
     pub fn database_url(&self) -> Option<String> {
@@ -68,18 +93,22 @@ impl Processes {
                 command
             }
         };
-        command.envs(env).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
-        let child = command.spawn().map_err(|e| LaunchError::Spawn(e.to_string()))?;
+        command.envs(env).stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = group::spawn(command).map_err(|e| LaunchError::Spawn(e.to_string()))?;
+        if let Some(leader) = Started::of(child.id()) {
+            self.run.update(|record| record.groups.push(leader));
+        }
         self.processes[replica] = Some(Process { child, log });
         Ok(format!("http://127.0.0.1:{port}"))
     }
 
-    /// Why a starting replica will never answer: it exited (with its last lines).
+    /// Why a replica will never answer: it exited (with its last lines).
+    /// What its group still runs is killed.
     pub fn exited(&mut self, replica: usize) -> Option<LaunchError> {
         let process = self.processes[replica].as_mut()?;
         let status = process.child.try_wait().ok().flatten()?;
         let output = last_lines(&std::fs::read_to_string(&process.log).unwrap_or_default());
-        self.processes[replica] = None;
+        self.forget(replica);
         Some(LaunchError::Exited { status: status.to_string(), output })
     }
 
@@ -88,25 +117,40 @@ impl Processes {
         last_lines(&log.and_then(|log| std::fs::read_to_string(log).ok()).unwrap_or_default())
     }
 
-    /// SIGTERM (after SIGCONT, in case it is paused), then SIGKILL after 5 s.
+    /// SIGTERM to the group (after SIGCONT, in case it is paused), then
+    /// SIGKILL to what is left of it after 5 s.
     pub async fn stop(&mut self, replica: usize) {
-        let Some(mut process) = self.processes[replica].take() else { return };
-        signal(&process.child, "CONT");
-        signal(&process.child, "TERM");
-        if tokio::time::timeout(Duration::from_secs(5), process.child.wait()).await.is_err() {
-            let _ = process.child.kill().await;
+        let Some(process) = self.processes[replica].as_mut() else { return };
+        group::signal(process.group(), libc::SIGCONT);
+        group::signal(process.group(), libc::SIGTERM);
+        let started = Instant::now();
+        while !process.gone() && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.forget(replica);
     }
 
     pub fn pause(&mut self, replica: usize, paused: bool) -> Result<(), LaunchError> {
         let process = self.processes[replica].as_ref().ok_or_else(|| not_running(replica))?;
-        signal(&process.child, if paused { "STOP" } else { "CONT" });
+        let sent = group::signal(process.group(), if paused { libc::SIGSTOP } else { libc::SIGCONT });
+        if !sent {
+            return Err(LaunchError::StackFault(format!("replica {replica}: {}", std::io::Error::last_os_error())));
+        }
         Ok(())
     }
 
     pub async fn kill(&mut self, replica: usize) -> Result<(), LaunchError> {
-        let mut process = self.processes[replica].take().ok_or_else(|| not_running(replica))?;
-        process.child.kill().await.map_err(|e| LaunchError::StackFault(format!("kill replica {replica}: {e}")))
+        self.processes[replica].as_ref().ok_or_else(|| not_running(replica))?;
+        self.forget(replica);
+        Ok(())
+    }
+
+    /// SIGKILLs what is left of the replica's group and takes it off the record.
+    fn forget(&mut self, replica: usize) {
+        let Some(process) = self.processes[replica].take() else { return };
+        let leader = process.group();
+        drop(process);
+        self.run.update(|record| record.groups.retain(|group| group.pid != leader));
     }
 
     pub fn database_running(&mut self, running: bool) -> Result<(), LaunchError> {
@@ -115,12 +159,20 @@ impl Processes {
     }
 }
 
-fn not_running(replica: usize) -> LaunchError {
-    LaunchError::StackFault(format!("replica {replica} is not running"))
+/// A throwaway PostgreSQL in a folder named after the run, on the run's
+/// record before it starts (the server outlives a SIGKILLed posim).
+fn start_postgres(run: &Run) -> Result<ThrowawayPostgres, PostgresError> {
+    let folder = tempfile::Builder::new().prefix(&format!("{}-pg-", run.id())).tempdir();
+    let folder = folder.map_err(|e| PostgresError::Step { step: "creating a folder", detail: e.to_string() })?;
+    let data = postgres::data_of(folder.path());
+    let bin = postgres::find_binaries();
+    run.update(|record| {
+        record.folders.push(folder.path().to_path_buf());
+        record.postgres = bin.map(|bin| PostgresRecord { bin, data });
+    });
+    ThrowawayPostgres::start_in(folder)
 }
 
-fn signal(child: &Child, name: &str) {
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
-    }
+fn not_running(replica: usize) -> LaunchError {
+    LaunchError::StackFault(format!("replica {replica} is not running"))
 }

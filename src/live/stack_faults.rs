@@ -72,7 +72,7 @@ async fn kill(shared: &Shared, replica: u16) -> Result<(u32, u16), super::launch
 
 /// A fresh replica with the config the killed one ran, unless a deploy
 /// already replaced it.
-async fn restart(
+pub(super) async fn restart(
     shared: &Shared,
     replica: u16,
     generation: u32,
