@@ -57,7 +57,7 @@ impl Harness {
     fn live(&self, scenario: &str, extra: &[&str]) -> Command {
         let scenario = format!("fixtures/scenarios/{scenario}.toml");
         let out = self.out.path().to_str().expect("a UTF-8 temp path");
-        let mut command = self.posim(&["live", &scenario, "--time-scale", "120", "--no-trace", "--out", out]);
+        let mut command = self.posim(&["live", &scenario, "--time-scale", "120", "--out", out]);
         command.args(extra);
         command
     }
@@ -236,4 +236,35 @@ fn the_next_run_sweeps_what_a_killed_run_left() {
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
     assert!(said(&output).contains("dead run(s) left"), "{}", said(&output));
     assert_nothing_left(&harness, &ports(&running), &folders);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL"]
+fn a_replica_that_dies_on_its_own_is_noticed_recorded_and_restarted() {
+    let harness = Harness::new();
+    let mut posim =
+        harness.live("live-smoke", &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("posim");
+    let serving = harness.wait_for("two answering replicas", &mut posim, |marked| answering(marked).len() >= 2);
+    let victim = serving.iter().filter(|m| m.port.is_some()).map(|m| m.pid).min().expect("a replica");
+    let killed = Command::new("kill").args(["-KILL", &victim.to_string()]).status().expect("kill runs");
+    assert!(killed.success(), "SIGKILL to replica process {victim}");
+    let output = posim.wait_with_output().expect("posim ends");
+    assert_eq!(output.status.code(), Some(0), "{}", said(&output));
+    let summary = std::fs::read_to_string(harness.out.path().join("summary.json")).expect("summary.json");
+    let summary: serde_json::Value = serde_json::from_str(&summary).expect("summary.json parses");
+    let notes: Vec<&str> = summary["notes"].as_array().expect("notes").iter().filter_map(|n| n.as_str()).collect();
+    let note = notes.iter().find(|note| note.contains("exited on its own")).expect("a note says so");
+    assert!(note.contains("(signal: 9 (SIGKILL)); restarted with deploy 0"), "{note}");
+    let trace = std::fs::read_to_string(harness.out.path().join("trace.jsonl")).expect("trace.jsonl");
+    let events: Vec<serde_json::Value> =
+        trace.lines().map(|line| serde_json::from_str(line).expect("a record")).collect();
+    let exited = events.iter().position(|e| e["event"] == "replica_exited").expect("the exit is in the trace");
+    let replica = &events[exited]["replica"];
+    let back = events[exited..].iter().find(|e| e["event"] == "replica_up" && &e["replica"] == replica);
+    assert!(back.is_some_and(|e| e["config"] == 0), "restarted with the config it ran: {:?}", back);
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "replica_exited").count(),
+        1,
+        "one exit, posim's own stops are not"
+    );
 }
