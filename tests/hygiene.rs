@@ -268,3 +268,22 @@ fn a_replica_that_dies_on_its_own_is_noticed_recorded_and_restarted() {
         "one exit, posim's own stops are not"
     );
 }
+
+/// Ctrl-C or a CI job's SIGTERM: the run removes everything itself, and
+/// what it stops is not taken for replicas dying on their own.
+#[test]
+#[ignore = "needs PostgreSQL"]
+fn a_run_stopped_with_sigterm_leaves_nothing() {
+    let harness = Harness::new();
+    let mut posim = harness.live("live-smoke", &["--stack-cmd", &stack_under_a_shell()]);
+    let mut posim = posim.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("posim starts");
+    let running = harness.wait_for("two answering replicas", &mut posim, |marked| answering(marked).len() >= 2);
+    let folders = folders_of(&harness);
+    let stopped = Command::new("kill").args(["-TERM", &posim.id().to_string()]).status().expect("kill runs");
+    assert!(stopped.success(), "SIGTERM to posim");
+    let output = posim.wait_with_output().expect("posim ends");
+    assert_eq!(output.status.code(), Some(3), "{}", said(&output));
+    assert!(said(&output).contains("interrupted: the stack and its database were stopped"), "{}", said(&output));
+    assert!(!said(&output).contains("exited on its own"), "{}", said(&output));
+    assert_nothing_left(&harness, &ports(&running), &folders);
+}

@@ -39,6 +39,8 @@ pub async fn dead_runs(dry_run: bool) -> Cleaned {
 
 /// Cleans this process's own run (after Ctrl-C), whatever state it was in.
 pub async fn own_run(run: &runs::Run) -> Cleaned {
+    // The run's tasks live on until the runtime goes: none may start a replica now.
+    run.end();
     let mut cleaned = Cleaned::default();
     let mut record = run.record();
     clean(&mut record, false, &mut cleaned).await;

@@ -56,6 +56,7 @@ pub struct Launcher {
     /// Whether replicas are local processes (libfaketime can skew them).
     processes: bool,
     clocks: Option<ReplicaClocks>,
+    run: Arc<Run>,
 }
 
 impl Launcher {
@@ -74,6 +75,7 @@ impl Launcher {
         let mut world_url = format!("http://127.0.0.1:{world_port}");
         let mut urls = vec![None; replicas];
         let processes = matches!(choice, StackChoice::Embedded { .. } | StackChoice::Command(_));
+        let own = Arc::clone(&run);
         let (backend, bugs) = match choice {
             StackChoice::Embedded { bugs } => {
                 let processes =
@@ -105,6 +107,7 @@ impl Launcher {
             http: reqwest::Client::new(),
             processes,
             clocks: None,
+            run: own,
         })
     }
 
@@ -121,6 +124,11 @@ impl Launcher {
         })?;
         self.clocks = Some(ReplicaClocks { plan, time_scale, library });
         Ok(())
+    }
+
+    /// Whether the run is being torn down (Ctrl-C): replicas only stop.
+    pub fn ending(&self) -> bool {
+        self.run.is_ending()
     }
 
     pub fn can_redeploy(&self) -> bool {
@@ -177,6 +185,9 @@ impl Launcher {
     ) -> Result<Option<Fired>, LaunchError> {
         if !self.can_redeploy() {
             return Ok(None);
+        }
+        if self.ending() {
+            return Err(LaunchError::Spawn("the run is ending: no replica is started".into()));
         }
         self.stop(replica).await;
         self.generations[replica] += 1;

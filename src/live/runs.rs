@@ -8,6 +8,7 @@
 //! never by PID alone.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,8 @@ pub struct RunRecord {
 pub struct Run {
     dir: PathBuf,
     record: Mutex<RunRecord>,
+    /// Set when the run is being torn down (Ctrl-C): nothing new may start.
+    ending: AtomicBool,
 }
 
 /// The runs root, as configured.
@@ -91,7 +94,16 @@ impl Run {
         std::fs::create_dir_all(&dir).map_err(context)?;
         let record = RunRecord { id, owner, groups: vec![], postgres: None, folders: vec![], docker: false };
         write(&dir, &record).map_err(context)?;
-        Ok(Arc::new(Run { dir, record: Mutex::new(record) }))
+        Ok(Arc::new(Run { dir, record: Mutex::new(record), ending: AtomicBool::new(false) }))
+    }
+
+    /// From now on the run only stops things.
+    pub fn end(&self) {
+        self.ending.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ending(&self) -> bool {
+        self.ending.load(Ordering::SeqCst)
     }
 
     pub fn id(&self) -> String {

@@ -24,6 +24,9 @@ pub(super) async fn replicas(shared: Arc<Shared>, done: Arc<AtomicBool>) -> Vec<
         for replica in serving(&shared) {
             // A deploy or a stack fault holds the launcher: it watches its replica itself.
             let Ok(mut launcher) = shared.launcher.try_lock() else { break };
+            if launcher.ending() {
+                return notes; // what exits now, posim stopped
+            }
             let Some(error) = launcher.exited(replica).await else { continue };
             let generation = launcher.generation(replica);
             drop(launcher);
