@@ -701,7 +701,7 @@ fn clean(args: CleanArgs) -> u8 {
         eprintln!("posim clean: {problem}");
     }
     let root = crate::live::runs::root();
-    match (args.dry_run, cleaned.removed.is_empty()) {
+    match (args.dry_run, cleaned.removed.is_empty() && cleaned.runs == 0) {
         (_, true) => println!("posim clean: nothing left by dead runs under {}", root.display()),
         (true, false) => println!("posim clean: dry run, nothing removed"),
         (false, false) => println!("posim clean: {} dead run(s) cleaned under {}", cleaned.runs, root.display()),

@@ -215,6 +215,10 @@ fn a_run_killed_with_sigkill_is_removed_by_posim_clean() {
     assert!(!left.iter().any(|m| m.port.is_some()), "the replicas died with posim: {left:?}");
     assert!(left.iter().any(|m| m.name == "postgres"), "the daemonized PostgreSQL is left: {left:?}");
     assert!(folders.iter().all(|folder| folder.exists()), "its folder is left: {folders:?}");
+    let listed = harness.posim(&["clean", "--dry-run"]).output().expect("posim clean --dry-run runs");
+    assert!(said(&listed).contains("would stop the PostgreSQL of run posim-"), "{}", said(&listed));
+    assert!(harness.marked().iter().any(|m| m.name == "postgres"), "a dry run stops nothing");
+    assert!(folders.iter().all(|folder| folder.exists()), "a dry run removes nothing");
     let output = harness.clean();
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
     assert!(said(&output).contains("stopped the PostgreSQL of run posim-"), "{}", said(&output));
