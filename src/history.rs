@@ -121,12 +121,6 @@ pub enum Event {
         replica: u16,
         cause: DownCause,
     },
-    /// A replica exited on its own (posim neither stopped nor killed it),
-    /// with its exit status as the launcher saw it.
-    ReplicaExited {
-        replica: u16,
-        status: String,
-    },
     /// A customer starts a purchase at a terminal. Numbers follow the
     /// traffic plan: a customer who found every machine taken leaves a gap.
     Arrived {
@@ -223,6 +217,13 @@ pub enum Event {
     AuditedCharge {
         provider_ref: Text,
         payments: Vec<Uuid>,
+    },
+    /// A replica exited on its own (posim neither stopped nor killed it),
+    /// with its exit status as the launcher saw it. Last: a variant's place
+    /// is in the trace hash, and earlier ones must keep theirs.
+    ReplicaExited {
+        replica: u16,
+        status: String,
     },
 }
 
