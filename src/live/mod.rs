@@ -8,6 +8,7 @@ pub mod clock_skew;
 pub mod containers;
 pub mod engine;
 pub mod images;
+pub mod journal;
 pub mod launch_error;
 pub mod launcher;
 mod operator;
