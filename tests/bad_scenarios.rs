@@ -14,7 +14,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("bad-duration.toml", ":10:8:", "is not a duration"),
     ("unknown-phase-in-fault.toml", ":15:11:", "no phase is named `50%`"),
     ("broken-toml.toml", ":2:7:", "expected `]`"),
-    ("no-phases.toml", ": ", "missing field `phases`"),
+    ("no-phases.toml", ":1:1:", "missing field `phases`"),
     ("stack-fault-replica-out-of-range.toml", ":17:11:", "replica 2 does not exist: the stack has 2 replicas"),
     ("stack-fault-without-duration.toml", ":15:6:", "pause_replica needs a `duration` above zero"),
     ("stack-fault-after-the-end.toml", ":15:6:", "at 5h 0m is past the run's end (40m 0s)"),
