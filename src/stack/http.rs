@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -319,7 +320,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/api/payments/{payment_id}",
-            get(|State(s): State<Arc<AppState>>, Path(id): Path<String>| async move {
+            get(|State(s): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>| async move {
+                // A segment that is not UTF-8 (`%80`) is axum's plain-text 400 unless answered here.
+                let Ok(Path(id)) = id else { return refuse(ErrorCode::InvalidRequest, "payment_id must be a UUID") };
                 respond(&s.handle(Request::GetPayment(id)).await)
             }),
         )
