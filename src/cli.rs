@@ -568,8 +568,16 @@ fn live(args: LiveArgs) -> u8 {
             return EXIT_HARNESS;
         }
     };
-    let world_port = args.world_port.unwrap_or(0);
-    let options = LiveOptions { seed, time_scale: args.time_scale, stack, logs, world_port, run: Arc::clone(&run) };
+    let options = LiveOptions {
+        seed,
+        time_scale: args.time_scale,
+        stack,
+        logs,
+        report_dir: dir.clone(),
+        trace: !args.no_trace,
+        world_port: args.world_port.unwrap_or(0),
+        run: Arc::clone(&run),
+    };
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -596,17 +604,22 @@ fn live(args: LiveArgs) -> u8 {
             // Tasks dropped now may hold containers whose drop waits on a runtime
             // that is going away: they were removed just above, so do not wait.
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            eprintln!("interrupted: the stack and its database were stopped; no report was written");
+            eprintln!(
+                "interrupted: the stack and its database were stopped; {} holds the trace so far and a partial summary",
+                dir.display()
+            );
             return EXIT_HARNESS;
         }
     };
-    let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes, launcher } = outcome;
+    let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes, launcher, trace_written } =
+        outcome;
     notes.extend(engine_notes);
     let engine = format!("live, stack as {launcher}, time scale {}×", args.time_scale);
     let recorded = Recorded { history, stack_requests, simulated, purchases, engine, notes, index: None };
     let judged = judge(&scenario, seed, &args.stack_bugs, recorded);
     print!("{}", report::console(&judged.report));
-    if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace) {
+    // A streamed trace already holds every record.
+    if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace && !trace_written) {
         eprintln!("error: cannot write the report to {}: {error}", dir.display());
         return EXIT_HARNESS;
     }

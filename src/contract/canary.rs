@@ -132,8 +132,13 @@ pub const TTL_SECONDS_MAX: u64 = 7 * 24 * 3600;
 /// Ten minutes: the lease is twice this, and no gateway waits longer.
 pub const IOT_TIMEOUT_MS_MAX: u64 = 10 * 60 * 1000;
 
+/// The reference stack's `PAYMENTS_PSP_TIMEOUT_MS`, at most ten minutes as
+/// the gateway's (an unbounded value used to be accepted).
+pub const PSP_TIMEOUT_VAR: &str = "PAYMENTS_PSP_TIMEOUT_MS";
+pub const PSP_TIMEOUT_MS_MAX: u64 = 10 * 60 * 1000;
+
 /// A whole number in `1..=max`, or the variable refused by name.
-fn parse_bounded(variable: &'static str, text: Option<String>, max: u64) -> Result<Option<u64>, ConfigError> {
+pub fn parse_bounded(variable: &'static str, text: Option<String>, max: u64) -> Result<Option<u64>, ConfigError> {
     let Some(text) = text else { return Ok(None) };
     match text.trim().parse::<u64>() {
         Ok(value) if (1..=max).contains(&value) => Ok(Some(value)),
@@ -173,15 +178,45 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// A value as it may be printed: a URL's password is replaced by `***`.
+/// A value as it may be printed: a URL's password and any `password=`
+/// parameter (a query's or libpq's `key=value`) are replaced by `***`.
 pub fn redacted(value: &str) -> String {
-    let Some((scheme, rest)) = value.split_once("://") else { return value.to_string() };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else { return value.to_string() };
-    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-    let hidden = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
-    format!("{scheme}://{hidden}@{host}{tail}")
+    hide_password_parameters(&hide_userinfo_password(value))
+}
+
+/// The userinfo ends at the last `@`, not at the first `/`, `?` or `#`: a
+/// password written without percent-encoding may hold any of them. A value
+/// without `://` (`user:pw@host`, `postgres:/u:pw@h`) is hidden from its
+/// first `:` on — too much is shown as `***` rather than a password shown.
+fn hide_userinfo_password(value: &str) -> String {
+    let Some((before, host)) = value.rsplit_once('@') else { return value.to_string() };
+    let (scheme, userinfo) = match before.split_once("://") {
+        Some((scheme, userinfo)) => (format!("{scheme}://"), userinfo),
+        None => (String::new(), before),
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}{user}:***@{host}"),
+        None => value.to_string(),
+    }
+}
+
+/// `password=…` up to the next `&` or blank (or its closing quote).
+fn hide_password_parameters(text: &str) -> String {
+    const KEY: &str = "password=";
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.to_ascii_lowercase().find(KEY) {
+        let (head, tail) = rest.split_at(at + KEY.len());
+        shown.push_str(head);
+        shown.push_str("***");
+        let end = match tail.strip_prefix('\'') {
+            Some(quoted) => quoted.find('\'').map_or(tail.len(), |close| close + 2),
+            None => tail.find(|c: char| c == '&' || c.is_whitespace()).unwrap_or(tail.len()),
+        };
+        rest = &tail[end..];
+    }
+    shown.push_str(rest);
+    shown
 }
 
 #[cfg(test)]
@@ -252,5 +287,26 @@ mod tests {
         assert_eq!(redacted("postgres://user@host/db"), "postgres://user@host/db");
         assert_eq!(redacted("postgres://u:p@ss@host/db"), "postgres://u:***@host/db", "the last @ ends the userinfo");
         assert_eq!(redacted("not a url"), "not a url");
+    }
+
+    /// Found by tests/fuzz_env.rs: a raw `/`, `?` or `#` in a password, a
+    /// password in the query or in libpq's form, or a URL without `//`,
+    /// showed the password.
+    #[test]
+    fn a_password_is_hidden_wherever_it_is_written() {
+        for (value, hidden) in [
+            ("postgres://u:pa/ss@host/db", "postgres://u:***@host/db"),
+            ("postgres://u:pa?s#s@host:5432/db", "postgres://u:***@host:5432/db"),
+            (
+                "postgres://host/db?user=u&password=s3cret&sslmode=disable",
+                "postgres://host/db?user=u&password=***&sslmode=disable",
+            ),
+            ("host=h user=u PASSWORD=s3cret dbname=d", "host=h user=u PASSWORD=*** dbname=d"),
+            ("host=h password='s3 cret' dbname=d", "host=h password=*** dbname=d"),
+            ("postgres:/u:s3cret@host", "postgres:***@host"),
+            ("u:s3cret@host/db", "u:***@host/db"),
+        ] {
+            assert_eq!(redacted(value), hidden, "{value}");
+        }
     }
 }

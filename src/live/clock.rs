@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::journal::TraceSink;
 use crate::history::{Event, History};
 use crate::time::Millis;
 
@@ -40,25 +41,56 @@ impl Clock {
 }
 
 /// The history of a live run, written by many tasks: each record takes its
-/// time under the lock, so the history stays in time order.
+/// time under the lock, so the history stays in time order. With a trace
+/// sink, every record is appended to the trace file as it is made.
 pub struct Recorder {
     pub clock: Clock,
-    history: Mutex<History>,
+    state: Mutex<Recorded>,
+}
+
+struct Recorded {
+    history: History,
+    trace: Option<TraceSink>,
+}
+
+impl Recorded {
+    fn stream(&mut self) {
+        let Some(trace) = self.trace.as_mut() else { return };
+        if let Err(error) = trace.catch_up(&self.history) {
+            // The run goes on: the final report still holds every record.
+            eprintln!("posim live: cannot append to the trace file ({error}); it stops here");
+            self.trace = None;
+        }
+    }
 }
 
 impl Recorder {
-    pub fn new(clock: Clock, history: History) -> Recorder {
-        Recorder { clock, history: Mutex::new(history) }
+    pub fn new(clock: Clock, history: History, trace: Option<TraceSink>) -> Recorder {
+        Recorder { clock, state: Mutex::new(Recorded { history, trace }) }
     }
 
     pub fn record(&self, event: Event) {
-        let mut history = self.history.lock().expect("history lock");
-        let at = self.clock.now().max(history.records.last().map_or(0, |last| last.at));
-        history.push(at, event);
+        let mut state = self.state.lock().expect("history lock");
+        let at = self.clock.now().max(state.history.records.last().map_or(0, |last| last.at));
+        state.history.push(at, event);
+        state.stream();
     }
 
     /// Runs `f` on the history (the controller reads and writes it).
     pub fn with<T>(&self, f: impl FnOnce(&mut History) -> T) -> T {
-        f(&mut self.history.lock().expect("history lock"))
+        let mut state = self.state.lock().expect("history lock");
+        let result = f(&mut state.history);
+        state.stream();
+        result
+    }
+
+    /// Flushes the trace and hands the history over; whether the trace file holds all of it.
+    pub fn finish(&self) -> (History, bool) {
+        let mut state = self.state.lock().expect("history lock");
+        let streamed = match state.trace.take() {
+            Some(mut trace) => trace.finish(&state.history).is_ok(),
+            None => false,
+        };
+        (std::mem::take(&mut state.history), streamed)
     }
 }

@@ -3,7 +3,8 @@
 //! replicas reach posim's PSP and gateway on the host through
 //! `host.docker.internal`. A deploy replaces a replica's container; stack
 //! faults are `docker pause`, `docker kill` and a stop/start of the
-//! database. Every container carries posim's labels, so that a run that was
+//! database. Ports are published on 127.0.0.1 only, and the database asks
+//! for a password made for the run. Every container carries posim's labels, so that a run that was
 //! killed leaves nothing the next run does not sweep; container logs are
 //! kept in the report's `stack-logs/`.
 
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use testcontainers::bollard::Docker;
+use testcontainers::bollard::models::{HostConfig, PortBinding};
 use testcontainers::bollard::query_parameters::{
     CreateImageOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
 };
@@ -51,6 +53,8 @@ pub struct Containers {
     replicas: Vec<Option<Replica>>,
     logs: PathBuf,
     serial: u32,
+    /// The database's password for this run (never printed).
+    password: String,
 }
 
 fn container_error(what: impl std::fmt::Display) -> impl FnOnce(testcontainers::TestcontainersError) -> LaunchError {
@@ -89,6 +93,7 @@ impl Containers {
             replicas: (0..replicas).map(|_| None).collect(),
             logs: logs.to_path_buf(),
             serial: 0,
+            password: uuid::Uuid::new_v4().simple().to_string(),
         };
         let started = std::time::Instant::now();
         containers.start_database().await?;
@@ -105,6 +110,7 @@ impl Containers {
             .with_network(&self.network)
             .with_container_name(name)
             .with_label(RUN_LABEL, &self.run)
+            .with_host_config_modifier(move |config| publish_on_loopback(config, port))
     }
 
     fn database_host(&self) -> String {
@@ -113,7 +119,7 @@ impl Containers {
 
     /// The database as the replicas reach it, on the run's network.
     pub fn database_url(&self) -> String {
-        format!("postgres://posim@{}:5432/postgres", self.database_host())
+        format!("postgres://posim:{}@{}:5432/postgres", self.password, self.database_host())
     }
 
     async fn start_database(&mut self) -> Result<(), LaunchError> {
@@ -122,7 +128,8 @@ impl Containers {
             // What registry images of PostgreSQL read; posim's own image ignores them.
             .with_env_var("POSTGRES_USER", "posim")
             .with_env_var("POSTGRES_DB", "postgres")
-            .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+            .with_env_var("POSTGRES_PASSWORD", &self.password)
+            .with_env_var("POSTGRES_HOST_AUTH_METHOD", "scram-sha-256")
             .with_shm_size(256 << 20);
         let image = self.images.postgres.clone();
         let container = request.start().await.map_err(|error| start_error(&image, error))?;
@@ -132,18 +139,22 @@ impl Containers {
 
     /// Polls a real connection: a log line can be printed twice (registry
     /// images start a temporary server first) and says nothing after a restart.
+    /// posim's own image starts with its bootstrap password: the first
+    /// connection replaces it with the run's.
     async fn wait_for_database(&self) -> Result<(), LaunchError> {
         let postgres = self.postgres.as_ref().ok_or(LaunchError::NoDatabase)?;
         let limit = Duration::from_secs(60);
         let started = std::time::Instant::now();
         loop {
             if let Ok(port) = postgres.get_host_port_ipv4(5432.tcp()).await {
-                let url = format!("host=127.0.0.1 port={port} user=posim dbname=postgres connect_timeout=2");
-                if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                    tokio::spawn(connection);
-                    if client.simple_query("SELECT 1").await.is_ok() {
-                        return Ok(());
-                    }
+                if connect(port, &self.password).await.is_some() {
+                    return Ok(());
+                }
+                if let Some(client) = connect(port, images::BOOTSTRAP_PASSWORD).await {
+                    let set = format!("ALTER ROLE posim PASSWORD '{}'", self.password);
+                    let refused = |e| LaunchError::Container(format!("setting the run's database password: {e}"));
+                    client.simple_query(&set).await.map_err(refused)?;
+                    continue;
                 }
             }
             if let Ok(Some(code)) = postgres.exit_code().await {
@@ -250,6 +261,28 @@ impl Containers {
     }
 }
 
+/// The host's address on Docker's default bridge, which `host-gateway`
+/// (and so [`HOST_ALIAS`]) names inside the containers: the bridge's
+/// gateway, or when the engine does not list one, the first address of its
+/// subnet (where Docker puts it).
+pub async fn host_gateway_ip() -> Result<std::net::Ipv4Addr, LaunchError> {
+    let docker = images::docker().await.map_err(|error| LaunchError::Docker(error.to_string()))?;
+    let bridge =
+        docker.inspect_network("bridge", None).await.map_err(|error| LaunchError::Docker(error.to_string()))?;
+    let configs = bridge.ipam.and_then(|ipam| ipam.config).unwrap_or_default();
+    let gateway = configs.iter().filter_map(|config| config.gateway.as_ref()?.parse().ok()).next();
+    let first_of_subnet = || {
+        configs.iter().find_map(|config| {
+            let (network, _) = config.subnet.as_ref()?.split_once('/')?;
+            let network: std::net::Ipv4Addr = network.parse().ok()?;
+            Some(std::net::Ipv4Addr::from(u32::from(network).checked_add(1)?))
+        })
+    };
+    gateway.or_else(first_of_subnet).ok_or_else(|| {
+        LaunchError::Docker("Docker's bridge network has no IPv4 gateway for the containers to reach posim by".into())
+    })
+}
+
 /// A registry image (`postgres:16`) is pulled when the engine can reach a
 /// registry; posim's own images never are (they exist nowhere but here).
 async fn pull(docker: &Docker, image: &str) -> Result<(), String> {
@@ -280,6 +313,23 @@ fn split_image(image: &str) -> (String, String) {
         Some(colon) => (image[..slash + colon].to_string(), image[slash + colon + 1..].to_string()),
         None => (image.to_string(), "latest".to_string()),
     }
+}
+
+/// A live connection to the database published on loopback `port`.
+async fn connect(port: u16, password: &str) -> Option<tokio_postgres::Client> {
+    let url = format!("host=127.0.0.1 port={port} user=posim password={password} dbname=postgres connect_timeout=2");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
+    tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.ok()?;
+    Some(client)
+}
+
+/// Publishes the container's `port` on the host's loopback interface only
+/// (testcontainers publishes every exposed port on every interface).
+fn publish_on_loopback(config: &mut HostConfig, port: u16) {
+    let binding = PortBinding { host_ip: Some("127.0.0.1".to_string()), host_port: Some(String::new()) };
+    config.publish_all_ports = Some(false);
+    config.port_bindings = Some(HashMap::from([(format!("{port}/tcp"), Some(vec![binding]))]));
 }
 
 async fn container_output(container: &ContainerAsync<GenericImage>) -> String {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::clock::{Clock, Recorder};
+use super::journal::{self, PartialSummary, TraceSink};
 use super::launcher::{LaunchError, Launcher, StackChoice};
 use super::runs::Run;
 use super::shared::{Shared, Slot, now_in};
@@ -34,6 +35,10 @@ pub struct LiveOptions {
     pub time_scale: f64,
     pub stack: StackChoice,
     pub logs: std::path::PathBuf,
+    /// The report's folder: the trace (unless `trace` is off) and a partial
+    /// summary are written there as the run goes.
+    pub report_dir: std::path::PathBuf,
+    pub trace: bool,
     /// Where posim's PSP and gateway listen (0: a free port); a stack given
     /// by URL must have been started pointing at it.
     pub world_port: u16,
@@ -51,6 +56,8 @@ pub struct LiveOutcome {
     pub notes: Vec<String>,
     /// What ran the replicas: processes, containers, or a stack given by URL.
     pub launcher: &'static str,
+    /// Whether `trace.jsonl` already holds every record (streamed as it went).
+    pub trace_written: bool,
 }
 
 /// One replica as posim's load balancer sees it.
@@ -92,7 +99,12 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         machine_ids: fleet.machines.iter().map(|m| m.id.clone()).collect(),
         ..History::default()
     };
-    let recorder = Arc::new(Recorder::new(clock, history));
+    std::fs::create_dir_all(&options.report_dir)?;
+    let trace = match options.trace {
+        true => Some(TraceSink::create(&options.report_dir.join("trace.jsonl"))?),
+        false => None,
+    };
+    let recorder = Arc::new(Recorder::new(clock, history, trace));
     let faults = FaultPlan::new(options.seed, scenario.faults.clone());
     let cycle_length = (scenario.traffic.cycle_length.0 + scenario.traffic.cycle_length.1) / 2;
     let context = LiveContext {
@@ -104,12 +116,8 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         phase: AtomicU16::new(0),
     };
     let world = World::live(fleet, cycle_length, context);
-    let bind = match options.stack.world_must_face_containers() {
-        true => std::net::Ipv4Addr::UNSPECIFIED,
-        false => std::net::Ipv4Addr::LOCALHOST,
-    };
-    let world_port = world::serve_on(Arc::clone(&world), bind, options.world_port).await?;
-    let world_url = format!("http://127.0.0.1:{world_port}");
+    let (world_port, world_path) = serve_world(&world, &options).await?;
+    let world_url = format!("http://127.0.0.1:{world_port}{world_path}");
     let scale = |ms: Millis| ((ms as f64 / options.time_scale).round() as Millis).max(1);
     let wall_settings = StackSettings {
         cycle_ttl: scale(scenario.stack.settings.cycle_ttl).max(1000),
@@ -119,8 +127,15 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
     let replicas = usize::from(scenario.stack.replicas);
     let choice = options.stack.clone();
     let run = Arc::clone(&options.run);
-    let mut launcher =
-        Launcher::new(choice, replicas, world_port, (wall_settings, psp_timeout), options.logs.clone(), run).await?;
+    let mut launcher = Launcher::new(
+        choice,
+        replicas,
+        (world_port, world_path),
+        (wall_settings, psp_timeout),
+        options.logs.clone(),
+        run,
+    )
+    .await?;
     let mut notes = Vec::new();
     if scenario.faults.iter().any(|fault| fault.kind == crate::faults::FaultKind::ClockSkew)
         && let Err(note) = launcher.skew_clocks(faults.clone(), options.time_scale)
@@ -135,6 +150,7 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
     }
     let shared = Arc::new(Shared {
         scenario: scenario.clone(),
+        options: options.clone(),
         recorder: Arc::clone(&recorder),
         faults,
         http: reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(std::io::Error::other)?,
@@ -164,8 +180,26 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
     let simulated = scenario.horizon() + scenario.drain;
     drop(shared);
     // The world's server may still hold the recorder: take the history out.
-    let history = recorder.with(std::mem::take);
-    Ok(LiveOutcome { history, stack_requests, simulated, purchases, notes, launcher })
+    let (history, trace_written) = recorder.finish();
+    Ok(LiveOutcome { history, stack_requests, simulated, purchases, notes, launcher, trace_written })
+}
+
+/// Serves the world on loopback and, for containers, on the Docker bridge
+/// they reach the host by — never on every interface. A stack posim starts
+/// is told a per-run path; a stack given by URL was started before posim
+/// and knows only the port. Returns the port and the path.
+async fn serve_world(world: &Arc<World>, options: &LiveOptions) -> Result<(u16, String), LiveError> {
+    let path = match options.stack {
+        StackChoice::Url(_) => String::new(),
+        _ => world::run_path(),
+    };
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    let port = world::serve_on(Arc::clone(world), loopback, options.world_port, &path).await?;
+    if options.stack.world_must_face_containers() {
+        let bridge = super::containers::host_gateway_ip().await?;
+        world::serve_on(Arc::clone(world), bridge, port, &path).await?;
+    }
+    Ok((port, path))
 }
 
 /// The run itself: first deploy, then traffic, analysis, sweeps and the
@@ -182,6 +216,7 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<(u64, Vec<String>), Li
         adopt_health(shared).await;
     }
     let end = scenario.horizon() + scenario.drain;
+    write_partial_summary(shared, shared.clock().now(), end);
     let progress = tokio::spawn(progress(shared.clock(), end));
     let traffic = tokio::spawn(super::terminals::arrivals(Arc::clone(shared), seed::stream(seed, "card")));
     let background = tokio::spawn(background(Arc::clone(shared), end));
@@ -273,6 +308,7 @@ async fn background(shared: Arc<Shared>, end: Millis) {
             let phase = shared.controller.lock().expect("controller lock").phase();
             shared.world.set_phase(phase);
             shared.carry_out(commands, &mut tasks);
+            write_partial_summary(&shared, at, end);
         } else {
             next_sweep += scenario.stack.sweep_interval;
             let shared = Arc::clone(&shared);
@@ -280,6 +316,29 @@ async fn background(shared: Arc<Shared>, end: Millis) {
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(120), async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+/// Leaves a summary that parses however the run ends from here on.
+fn write_partial_summary(shared: &Shared, reached_ms: Millis, end_ms: Millis) {
+    let phase = usize::from(shared.controller.lock().expect("controller lock").phase());
+    let options = &shared.options;
+    let (deploys, decisions, records) = shared.recorder.with(|h| (h.deploys.len(), h.decisions.len(), h.records.len()));
+    let summary = PartialSummary {
+        complete: false,
+        verdict: "INCOMPLETE",
+        scenario: &shared.scenario.name,
+        seed: options.seed,
+        reached_ms,
+        end_ms,
+        phase,
+        deploys,
+        decisions,
+        records,
+        trace: options.trace.then(|| options.report_dir.join("trace.jsonl")),
+    };
+    if let Err(error) = journal::write_partial(&options.report_dir, &summary) {
+        eprintln!("posim live: cannot write the partial summary in {}: {error}", options.report_dir.display());
+    }
 }
 
 async fn sweep(shared: &Shared) {

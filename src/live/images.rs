@@ -61,12 +61,17 @@ timezone = 'UTC'
 log_timezone = 'UTC'
 ";
 
-/// Appended to pg_hba.conf: the container network is the trust boundary.
+/// Appended to pg_hba.conf: clients on the container network, with a password.
 const HBA_RULES: &str = "
-# posim: any client on the container network
-host all all 0.0.0.0/0 trust
-host all all ::/0 trust
+# posim: any client on the container network, by password
+host all all 0.0.0.0/0 scram-sha-256
+host all all ::/0 scram-sha-256
 ";
+
+/// The password the image is built with. It is no secret (it is in the
+/// image): a run replaces it with its own before any replica starts
+/// (`Containers::wait_for_database`), and the port is on loopback only.
+pub const BOOTSTRAP_PASSWORD: &str = "posim-image-bootstrap";
 
 /// Why an image could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -332,9 +337,14 @@ fn postgres_context(layout: &PostgresLayout) -> Result<Vec<u8>, ImageError> {
 fn initdb(layout: &PostgresLayout, folder: &Path) -> Result<PathBuf, ImageError> {
     let data = folder.join("data");
     let mut command = initdb_command(&layout.bin.join("initdb"), folder)?;
+    let password_file = folder.join("bootstrap-password");
+    std::fs::write(&password_file, BOOTSTRAP_PASSWORD).map_err(io_error("writing the bootstrap password"))?;
     // --no-sync: the files are read into the image right away; durability on the host is moot.
-    command.arg("-D").arg(&data).args(["-U", "posim", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
-    let output = command.output().map_err(|e| ImageError::Initdb { detail: e.to_string() })?;
+    command.arg("-D").arg(&data).args(["-U", "posim", "--auth-host=scram-sha-256", "--auth-local=trust"]);
+    command.arg("--pwfile").arg(&password_file).args(["-E", "UTF8", "--locale=C", "--no-sync"]);
+    let output = command.output().map_err(|e| ImageError::Initdb { detail: e.to_string() });
+    let _ = std::fs::remove_file(&password_file);
+    let output = output?;
     if !output.status.success() {
         let detail = format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
         return Err(ImageError::Initdb { detail });

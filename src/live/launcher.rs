@@ -62,17 +62,18 @@ pub struct Launcher {
 impl Launcher {
     /// Prepares the launcher (and the database for the embedded stack, a
     /// command or containers). `settings` and `psp_timeout` are wall-clock
-    /// values (already scaled); `world_port` is where posim's PSP and gateway listen.
+    /// values (already scaled); posim's PSP and gateway listen on
+    /// `world_port` under `world_path`.
     pub async fn new(
         choice: StackChoice,
         replicas: usize,
-        world_port: u16,
+        (world_port, world_path): (u16, String),
         (settings, psp_timeout): (StackSettings, u64),
         logs: PathBuf,
         run: Arc<Run>,
     ) -> Result<Launcher, LaunchError> {
         std::fs::create_dir_all(&logs).map_err(|e| LaunchError::Spawn(format!("{}: {e}", logs.display())))?;
-        let mut world_url = format!("http://127.0.0.1:{world_port}");
+        let mut world_url = format!("http://127.0.0.1:{world_port}{world_path}");
         let mut urls = vec![None; replicas];
         let processes = matches!(choice, StackChoice::Embedded { .. } | StackChoice::Command(_));
         let own = Arc::clone(&run);
@@ -92,7 +93,7 @@ impl Launcher {
                 (Box::new(GivenUrl) as Box<dyn Backend>, vec![])
             }
             StackChoice::Image { images, bugs } => {
-                world_url = format!("http://{}:{world_port}", containers::HOST_ALIAS);
+                world_url = format!("http://{}:{world_port}{world_path}", containers::HOST_ALIAS);
                 (Box::new(Containers::open(images, replicas, &logs, &run).await?) as Box<dyn Backend>, bugs)
             }
         };

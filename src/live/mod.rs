@@ -11,6 +11,7 @@ pub mod containers;
 pub mod engine;
 pub mod group;
 pub mod images;
+pub mod journal;
 pub mod launch_error;
 pub mod launcher;
 mod operator;

@@ -1,6 +1,8 @@
 //! A throwaway PostgreSQL: `initdb` and `pg_ctl` from the machine's own
 //! binaries, in a temporary folder, on a free loopback port, stopped and
-//! removed when dropped. PostgreSQL refuses to run as root, so as root the
+//! removed when dropped. Over TCP it asks for a password made for this run
+//! (scram-sha-256); only its Unix socket, in a folder nobody else may enter,
+//! trusts. PostgreSQL refuses to run as root, so as root the
 //! server runs as the `postgres` user. It keeps production durability
 //! (fsync and synchronous commit on): a database restart must not lose a
 //! commit the stack was told of, or posim would blame the stack (D6).
@@ -29,6 +31,8 @@ pub struct ThrowawayPostgres {
     bin: PathBuf,
     folder: tempfile::TempDir,
     port: u16,
+    /// The `posim` superuser's password, new for every server.
+    password: String,
 }
 
 /// Where `initdb` and `pg_ctl` live.
@@ -87,10 +91,29 @@ impl ThrowawayPostgres {
         let bin = find_binaries().ok_or(PostgresError::NotInstalled)?;
         hand_over(folder.path())?;
         let port = super::free_port().map_err(|e| step("finding a free port", e))?;
-        let server = ThrowawayPostgres { bin, port, folder };
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let server = ThrowawayPostgres { bin, port, folder, password };
         let data = server.data();
-        let initdb =
-            server.run("initdb", &["-D", path(&data), "-U", "posim", "-A", "trust", "-E", "UTF8", "--locale=C"])?;
+        let password_file = server.folder.path().join("password");
+        std::fs::write(&password_file, &server.password).map_err(|e| step("writing the password file", e))?;
+        let initdb = server.run(
+            "initdb",
+            &[
+                "-D",
+                path(&data),
+                "-U",
+                "posim",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--pwfile",
+                path(&password_file),
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        let _ = std::fs::remove_file(&password_file);
+        let initdb = initdb?;
         if !initdb.status.success() {
             return Err(step("initdb", String::from_utf8_lossy(&initdb.stderr)));
         }
@@ -138,8 +161,14 @@ impl ThrowawayPostgres {
             .map_err(|e| step(program, e))
     }
 
-    /// A connection URL for the `postgres` database as the `posim` superuser.
+    /// A connection URL for the `postgres` database as the `posim` superuser
+    /// (it holds the run's password: never print it unredacted).
     pub fn url(&self) -> String {
+        format!("postgres://posim:{}@127.0.0.1:{}/postgres", self.password, self.port)
+    }
+
+    /// The same server, as someone without the password would reach it.
+    pub fn url_without_password(&self) -> String {
         format!("postgres://posim@127.0.0.1:{}/postgres", self.port)
     }
 }

@@ -38,6 +38,7 @@ pub(super) struct Slot {
 /// What every task of the run shares.
 pub(super) struct Shared {
     pub(super) scenario: Scenario,
+    pub(super) options: super::engine::LiveOptions,
     pub(super) recorder: Arc<Recorder>,
     pub(super) faults: FaultPlan,
     pub(super) http: reqwest::Client,

@@ -325,16 +325,27 @@ pub fn router(world: Arc<World>) -> Router {
 
 /// Serves the world on a loopback port (0: a free one); returns its base URL.
 pub async fn serve(world: Arc<World>, port: u16) -> std::io::Result<String> {
-    let port = serve_on(world, std::net::Ipv4Addr::LOCALHOST, port).await?;
+    let port = serve_on(world, std::net::Ipv4Addr::LOCALHOST, port, "").await?;
     Ok(format!("http://127.0.0.1:{port}"))
 }
 
-/// Serves the world on `ip` (all interfaces when containers must reach it); returns the port.
-pub async fn serve_on(world: Arc<World>, ip: std::net::Ipv4Addr, port: u16) -> std::io::Result<u16> {
+/// A path that only the run's own stack is told: the world answers 404
+/// to anything outside it, so another local user or container that finds
+/// the port cannot write the run's ground truth.
+pub fn run_path() -> String {
+    format!("/run-{}", Uuid::new_v4().simple())
+}
+
+/// Serves the world under `path` (`""` or [`run_path`]) on `ip`; returns the port.
+pub async fn serve_on(world: Arc<World>, ip: std::net::Ipv4Addr, port: u16, path: &str) -> std::io::Result<u16> {
     let listener = tokio::net::TcpListener::bind((ip, port)).await?;
     let port = listener.local_addr()?.port();
+    let router = match path {
+        "" => router(world),
+        path => Router::new().nest(path, router(world)),
+    };
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router(world)).await;
+        let _ = axum::serve(listener, router).await;
     });
     Ok(port)
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use uuid::Uuid;
 
+use crate::contract::canary::{IOT_TIMEOUT_MS_MAX, PSP_TIMEOUT_MS_MAX, TTL_SECONDS_MAX};
 use crate::contract::{CanaryMode, Endpoint, StackSettings, validate};
 use crate::faults::{FaultKind, FaultSpec, StackFault, StackFaultAction};
 use crate::time::{self, Millis};
@@ -28,8 +29,15 @@ use runbook::{RawController, RawCriteria, RawOperatorStep, RawTargets};
 /// The longest duration a scenario may name.
 const DURATION_MAX: Millis = 366 * 24 * time::HOUR;
 
-/// More terminals than this at one condominium is a typo, not a fleet.
+/// More terminals (or machines) than this at one condominium is a typo, not a fleet.
 const TERMINALS_PER_CONDOMINIUM_MAX: u32 = 1_000;
+const MACHINES_PER_CONDOMINIUM_MAX: u32 = 1_000;
+
+/// Machines, and terminals, one process simulates at most.
+const FLEET_MAX: u64 = 5_000_000;
+
+/// The longest round trip a scenario may name, in milliseconds.
+const LATENCY_MAX: Millis = time::HOUR;
 
 /// A validated scenario.
 #[derive(Clone, Debug)]
@@ -298,21 +306,38 @@ pub(super) struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// A mistake without a place of its own (a missing top-level key, an
+    /// empty file) is placed at the start of the document it is missing from.
     pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
-        let at = (span != (0..0)).then(|| line_column(self.text, span.start));
+        let at = Some(line_column(self.text, span.start));
         ScenarioError { file: self.file.clone(), at, message: message.into() }
     }
 
     /// A duration of the scenario, bounded: a year is beyond any rehearsal,
     /// and the bound keeps every sum of durations far from overflowing.
     pub(super) fn duration(&self, value: &Spanned<String>) -> Result<Millis, ScenarioError> {
-        let duration = time::parse_duration(value.get_ref()).map_err(|message| self.error(value.span(), message))?;
+        self.duration_at(value.get_ref(), value.span())
+    }
+
+    /// A bounded duration written at `span` (one of an array's, say).
+    fn duration_at(&self, text: &str, span: Range<usize>) -> Result<Millis, ScenarioError> {
+        let duration = time::parse_duration(text).map_err(|message| self.error(span.clone(), message))?;
         if duration > DURATION_MAX {
-            let message =
-                format!("`{}` is longer than a scenario allows ({})", value.get_ref(), time::human(DURATION_MAX));
-            return Err(self.error(value.span(), message));
+            let message = format!("`{text}` is longer than a scenario allows ({})", time::human(DURATION_MAX));
+            return Err(self.error(span, message));
         }
         Ok(duration)
+    }
+
+    /// A duration of at most `max`, for a value the stack's env bounds.
+    fn duration_up_to(&self, value: &Spanned<String>, max: Millis, what: &str) -> Result<Millis, ScenarioError> {
+        match self.duration(value)? {
+            0 => Err(self.error(value.span(), format!("{what} must be above zero"))),
+            duration if duration > max => {
+                Err(self.error(value.span(), format!("{what} must be at most {}", time::human(max))))
+            }
+            duration => Ok(duration),
+        }
     }
 
     pub(super) fn share(&self, value: &Spanned<f64>, what: &str) -> Result<f64, ScenarioError> {
@@ -330,10 +355,11 @@ impl Source<'_> {
 
     fn range(&self, value: &Spanned<[u64; 2]>, what: &str) -> Result<(Millis, Millis), ScenarioError> {
         let [low, high] = *value.get_ref();
-        if low <= high {
+        if low <= high && high <= LATENCY_MAX {
             Ok((low, high))
         } else {
-            Err(self.error(value.span(), format!("{what} must be [low, high] with low ≤ high")))
+            Err(self
+                .error(value.span(), format!("{what} must be [low, high] milliseconds, low ≤ high ≤ {LATENCY_MAX}")))
         }
     }
 }
@@ -372,10 +398,7 @@ impl Scenario {
         })?;
         let drain = match &raw.drain {
             Some(drain) => source.duration(drain)?,
-            None => {
-                let late = faults.iter().filter(|f| f.kind.delays()).map(|f| f.duration).max();
-                runbook::default_drain(stack.settings.cycle_ttl, stack.sweep_interval).saturating_add(late.unwrap_or(0))
-            }
+            None => default_drain(&source, &stack, &raw.faults, &faults)?,
         };
         Ok(Scenario {
             name: raw.name,
@@ -406,6 +429,28 @@ impl Scenario {
     }
 }
 
+/// The TTL, a few sweeps and the latest late delivery; bounded as a
+/// written drain is (a late fault of months would drain for months).
+fn default_drain(
+    source: &Source,
+    stack: &StackSpec,
+    raw: &[RawFault],
+    faults: &[FaultSpec],
+) -> Result<Millis, ScenarioError> {
+    let late = raw.iter().zip(faults).filter(|(_, f)| f.kind.delays()).max_by_key(|(_, f)| f.duration);
+    let sweeps = runbook::default_drain(stack.settings.cycle_ttl, stack.sweep_interval);
+    let drain = sweeps.saturating_add(late.map_or(0, |(_, f)| f.duration));
+    match late {
+        Some((raw, _)) if drain > DURATION_MAX => {
+            let span = raw.duration.as_ref().map_or(raw.probability.span(), |d| d.span());
+            let message =
+                format!("this delay makes the drain longer than a scenario allows ({})", time::human(DURATION_MAX));
+            Err(source.error(span, message))
+        }
+        _ => Ok(drain),
+    }
+}
+
 fn load_fleet(source: &Source, raw: &RawFleet, span: Range<usize>, base: &Path) -> Result<Fleet, ScenarioError> {
     if let Some(file) = &raw.file {
         let path = base.join(file.get_ref());
@@ -418,6 +463,12 @@ fn load_fleet(source: &Source, raw: &RawFleet, span: Range<usize>, base: &Path) 
         let mut entries = Vec::new();
         for entry in parsed.condominiums {
             let id = fixture.uuid(&entry.id)?;
+            // Checked before anything is built: a huge count must not abort on allocation.
+            if entry.machines > MACHINES_PER_CONDOMINIUM_MAX || entry.terminals > TERMINALS_PER_CONDOMINIUM_MAX {
+                let limit = MACHINES_PER_CONDOMINIUM_MAX.min(TERMINALS_PER_CONDOMINIUM_MAX);
+                let message = format!("condominium {id}: machines and terminals must be at most {limit} each");
+                return Err(fixture.error(entry.id.span(), message));
+            }
             if entries.iter().any(|(seen, _)| *seen == id) {
                 return Err(fixture.error(entry.id.span(), format!("condominium {id} is listed twice")));
             }
@@ -440,14 +491,19 @@ fn load_fleet(source: &Source, raw: &RawFleet, span: Range<usize>, base: &Path) 
         terminals_per_condominium: count(&raw.terminals_per_condominium, 2, "terminals_per_condominium")?,
         naive_share: raw.naive_share.as_ref().map_or(Ok(0.0), |share| source.share(share, "naive_share"))?,
     };
-    if u64::from(shape.condominiums) * u64::from(shape.machines_per_condominium) > 5_000_000 {
-        return Err(source.error(span, "a fleet of more than 5,000,000 machines is beyond one process"));
+    for (value, max, what) in [
+        (&raw.machines_per_condominium, MACHINES_PER_CONDOMINIUM_MAX, "machines_per_condominium"),
+        (&raw.terminals_per_condominium, TERMINALS_PER_CONDOMINIUM_MAX, "terminals_per_condominium"),
+    ] {
+        if let Some(value) = value
+            && *value.get_ref() > max
+        {
+            return Err(source.error(value.span(), format!("{what} must be at most {max}")));
+        }
     }
-    if let Some(terminals) = &raw.terminals_per_condominium
-        && *terminals.get_ref() > TERMINALS_PER_CONDOMINIUM_MAX
-    {
-        let message = format!("terminals_per_condominium must be at most {TERMINALS_PER_CONDOMINIUM_MAX}");
-        return Err(source.error(terminals.span(), message));
+    let most = shape.machines_per_condominium.max(shape.terminals_per_condominium);
+    if u64::from(shape.condominiums) * u64::from(most) > FLEET_MAX {
+        return Err(source.error(span, "a fleet of more than 5,000,000 machines or terminals is beyond one process"));
     }
     Ok(Fleet::generate(&shape))
 }
@@ -464,10 +520,8 @@ fn traffic(source: &Source, raw: &RawTraffic) -> Result<Traffic, ScenarioError> 
         return Err(source.error(raw.amount_cents.span(), "amount_cents must be [low, high] within 1..=100000000"));
     }
     let [shortest, longest] = raw.cycle_length.get_ref();
-    let cycle_length = (
-        time::parse_duration(shortest).map_err(|message| source.error(raw.cycle_length.span(), message))?,
-        time::parse_duration(longest).map_err(|message| source.error(raw.cycle_length.span(), message))?,
-    );
+    let span = raw.cycle_length.span();
+    let cycle_length = (source.duration_at(shortest, span.clone())?, source.duration_at(longest, span)?);
     if cycle_length.0 > cycle_length.1 || cycle_length.0 == 0 {
         return Err(source.error(raw.cycle_length.span(), "cycle_length must be [shortest, longest], both above zero"));
     }
@@ -505,13 +559,18 @@ fn stack_spec(source: &Source, raw: &RawStack) -> Result<StackSpec, ScenarioErro
         0 => Err(source.error(value.span(), "must be above zero")),
         duration => Ok(duration),
     };
-    let settings = StackSettings { cycle_ttl: positive(&raw.cycle_ttl)?, iot_timeout: positive(&raw.iot_timeout)? };
+    // A live run deploys these as the stack's env: within its bounds (CONTRACT.md §2).
+    let settings = StackSettings {
+        cycle_ttl: source.duration_up_to(&raw.cycle_ttl, TTL_SECONDS_MAX * time::SECOND, "cycle_ttl")?,
+        iot_timeout: source.duration_up_to(&raw.iot_timeout, IOT_TIMEOUT_MS_MAX, "iot_timeout")?,
+    };
     Ok(StackSpec {
         replicas,
         settings,
-        psp_timeout: positive(&raw.psp_timeout)?,
+        psp_timeout: source.duration_up_to(&raw.psp_timeout, PSP_TIMEOUT_MS_MAX, "psp_timeout")?,
         restart: positive(&raw.restart)?,
-        sweep_interval: positive(&raw.sweep_interval)?,
+        // The default drain is three sweeps: a week apart at most keeps it bounded.
+        sweep_interval: source.duration_up_to(&raw.sweep_interval, TTL_SECONDS_MAX * time::SECOND, "sweep_interval")?,
     })
 }
 

@@ -71,10 +71,10 @@ pub fn canary_for(fleet: &Fleet, mode: CanaryMode, selection: &Selection) -> Can
 /// When each phase starts, and when the rollout ends (the horizon).
 pub fn phase_starts(phases: &[Phase]) -> (Vec<Millis>, Millis) {
     let mut starts = Vec::with_capacity(phases.len());
-    let mut at = 0;
+    let mut at: Millis = 0;
     for phase in phases {
         starts.push(at);
-        at += phase.hold;
+        at = at.saturating_add(phase.hold);
     }
     (starts, at)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +21,7 @@ use super::core::{Effect, IdSource, Input, IotCall, IotOutcome, PspCall, PspOutc
 use super::pg::PgStore;
 use super::{BugSet, Stack, StackBug};
 use crate::contract::bodies::{AuditQuery, Health};
-use crate::contract::canary::ConfigError;
+use crate::contract::canary::{ConfigError, PSP_TIMEOUT_MS_MAX, PSP_TIMEOUT_VAR, parse_bounded};
 use crate::contract::wire::{encode, reply_to_json};
 use crate::contract::world_api::{
     ChargeList, Command, CommandAction, CommandReply, CommandResult, CycleList, WorldError,
@@ -55,12 +56,16 @@ impl ServeConfig {
             value,
             reason: reason.to_string(),
         };
+        // Something must follow the scheme: `postgres://` alone is no URL.
         let required = |variable: &'static str, schemes: &[&str]| match lookup(variable) {
-            Some(value) if schemes.iter().any(|scheme| value.starts_with(scheme)) => {
-                Ok(value.trim_end_matches('/').to_string())
-            }
             Some(value) => {
-                Err(refuse(variable, value, &format!("expected a URL starting with {}", schemes.join(" or "))))
+                let url = value.trim_end_matches('/');
+                match schemes.iter().any(|scheme| url.len() > scheme.len() && url.starts_with(scheme)) {
+                    true => Ok(url.to_string()),
+                    false => {
+                        Err(refuse(variable, value, &format!("expected a URL starting with {}", schemes.join(" or "))))
+                    }
+                }
             }
             None => Err(refuse(variable, String::new(), "required")),
         };
@@ -85,19 +90,22 @@ impl ServeConfig {
                 BugSet::new(&bugs.map_err(|reason| refuse("POSIM_STACK_BUG", text.clone(), &reason))?)
             }
         };
-        let psp_timeout = match lookup("PAYMENTS_PSP_TIMEOUT_MS") {
-            None => Duration::from_secs(3),
-            Some(text) => match text.trim().parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms),
-                _ => return Err(refuse("PAYMENTS_PSP_TIMEOUT_MS", text, "expected a positive whole number")),
-            },
+        let psp_timeout = parse_bounded(PSP_TIMEOUT_VAR, lookup(PSP_TIMEOUT_VAR), PSP_TIMEOUT_MS_MAX)?
+            .map_or(Duration::from_secs(3), Duration::from_millis);
+        // A base URL without a host (`http://`) would fail every call instead of the start-up.
+        let base_url = |variable: &'static str| {
+            let url = required(variable, &["http://"])?;
+            match reqwest::Url::parse(&url) {
+                Ok(parsed) if parsed.host_str().is_some_and(|host| !host.is_empty()) => Ok(url),
+                _ => Err(refuse(variable, url, "expected an http:// URL with a host")),
+            }
         };
         Ok(ServeConfig {
             port,
             bind,
             database_url: required("DATABASE_URL", &["postgres://", "postgresql://"])?,
-            psp_base_url: required("PSP_BASE_URL", &["http://"])?,
-            iot_gateway_url: required("IOT_GATEWAY_URL", &["http://"])?,
+            psp_base_url: base_url("PSP_BASE_URL")?,
+            iot_gateway_url: base_url("IOT_GATEWAY_URL")?,
             deploy: DeployConfig::from_env(lookup)?,
             bugs,
             psp_timeout,
@@ -312,7 +320,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/api/payments/{payment_id}",
-            get(|State(s): State<Arc<AppState>>, Path(id): Path<String>| async move {
+            get(|State(s): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>| async move {
+                // A segment that is not UTF-8 (`%80`) is axum's plain-text 400 unless answered here.
+                let Ok(Path(id)) = id else { return refuse(ErrorCode::InvalidRequest, "payment_id must be a UUID") };
                 respond(&s.handle(Request::GetPayment(id)).await)
             }),
         )
@@ -370,6 +380,30 @@ mod tests {
         assert_eq!(everywhere.bind, std::net::IpAddr::from([0, 0, 0, 0]));
         let error = config(&[("BIND_ADDRESS", "everywhere")]).expect_err("not an address");
         assert_eq!(error.variable, "BIND_ADDRESS");
+    }
+
+    /// Found by tests/fuzz_env.rs: `http://` alone was a base URL, `postgres://` a database.
+    #[test]
+    fn a_url_needs_more_than_its_scheme() {
+        let error = config(&[("DATABASE_URL", "postgres:////")]).expect_err("no database");
+        assert_eq!(error.variable, "DATABASE_URL");
+        for value in ["http://", "http:////", "http://:80", "http://a b"] {
+            let error = config(&[("IOT_GATEWAY_URL", value)]).expect_err(value);
+            assert_eq!(error.variable, "IOT_GATEWAY_URL", "{value}");
+        }
+        let fine = config(&[("PSP_BASE_URL", "http://world:9000/")]).expect("a host");
+        assert_eq!(fine.psp_base_url, "http://world:9000");
+    }
+
+    /// Found by tests/fuzz_env.rs: any positive number was accepted.
+    #[test]
+    fn the_psp_timeout_is_bounded() {
+        let longest = config(&[(PSP_TIMEOUT_VAR, "600000")]).expect("the bound itself is fine");
+        assert_eq!(longest.psp_timeout, Duration::from_millis(PSP_TIMEOUT_MS_MAX));
+        for value in ["600001", "18446744073709551615", "0", "-1"] {
+            let error = config(&[(PSP_TIMEOUT_VAR, value)]).expect_err(value);
+            assert_eq!(error.variable, PSP_TIMEOUT_VAR, "{value}");
+        }
     }
 
     #[test]
