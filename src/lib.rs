@@ -29,6 +29,7 @@ pub mod faults;
 pub mod history;
 pub mod judge;
 pub mod live;
+pub mod load;
 pub mod operator;
 pub mod report;
 pub mod rollout;
