@@ -28,6 +28,7 @@ pub mod criteria;
 pub mod faults;
 pub mod history;
 pub mod judge;
+pub mod load;
 pub mod live;
 pub mod operator;
 pub mod report;

@@ -1,0 +1,13 @@
+//! `posim load`: a live run whose traffic is load — purchases at a chosen
+//! rate (open model, posim's own scheduler) or goose users (closed model) —
+//! against a stack deployed once, measured per step, then audited and judged
+//! with the live engine's checkers (D1–D8) and gated on thresholds.
+
+pub mod closed;
+pub mod customer;
+pub mod gate;
+pub mod knee;
+pub mod meter;
+pub mod open;
+pub mod run;
+pub mod shape;
