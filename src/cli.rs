@@ -765,10 +765,14 @@ fn load_run(args: LoadArgs) -> Exit {
     };
     let mut judged = judge(&scenario, seed, &args.stack.stack_bugs, outcome.recorded);
     // A load run has no rollout: it is judged on D1–D8 and its thresholds.
-    let breached: Vec<String> = outcome.section.breached().map(|t| format!("{} (actual {})", t.threshold, t.actual)).collect();
+    let breached: Vec<String> =
+        outcome.section.breached().map(|t| format!("{} (actual {})", t.threshold, t.actual)).collect();
     let passed = judged.report.violation_counts.is_empty() && breached.is_empty();
     judged.report.verdict = if passed { "pass" } else { "fail" };
-    judged.report.notes.push("a load run is judged on the invariants (D1–D8) and its thresholds, not on a rollout".into());
+    judged
+        .report
+        .notes
+        .push("a load run is judged on the invariants (D1–D8) and its thresholds, not on a rollout".into());
     judged.report.load = Some(outcome.section);
     print!("{}", report::console(&judged.report));
     let with_trace = !args.no_trace && !outcome.trace_written;

@@ -391,7 +391,7 @@ fn write_partial_summary(shared: &Shared, reached_ms: Millis, end_ms: Millis) {
     }
 }
 
-async fn sweep(shared: &Shared) {
+pub(crate) async fn sweep(shared: &Shared) {
     if let Some(Reply::Sweep(report)) = shared.call(Endpoint::CompensationAlert, &Request::CompensationSweep).await {
         let (expired, compensated, backlog) = (report.expired, report.compensated, report.backlog);
         shared.record(Event::Swept { expired, compensated, backlog });

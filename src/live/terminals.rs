@@ -14,8 +14,8 @@ use crate::contract::{Charge, ChargeStatus, Endpoint, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
 use crate::history::Event;
 use crate::time::Millis;
-use crate::world::outcomes::Fired;
 use crate::traffic::PlannedPurchase;
+use crate::world::outcomes::Fired;
 use crate::world::terminal::{Heard as Told, Next, PurchaseOutcome};
 use crate::world::terminal_faults;
 use crate::world::{Purchase, PurchaseStep};
@@ -65,7 +65,8 @@ pub(crate) fn arrive(shared: &Shared, planned: &PlannedPurchase, reserved: &Rese
     taken[machine as usize] = true;
     drop(taken);
     let number = planned.purchase;
-    let purchase = Purchase::in_fleet(&shared.scenario.fleet, (machine, planned.terminal), planned.amount_cents, number);
+    let purchase =
+        Purchase::in_fleet(&shared.scenario.fleet, (machine, planned.terminal), planned.amount_cents, number);
     shared.registry.lock().expect("registry lock").insert(number, (purchase.idempotency_key.clone(), None));
     shared.record(Event::Arrived { purchase: number, condominium: planned.condominium, machine });
     Some((machine, purchase))
@@ -129,7 +130,6 @@ pub(crate) async fn buy(
     shared.record(Event::Ended { purchase: number, outcome });
     outcome
 }
-
 
 fn crossing(shared: &Shared, purchase: &Purchase, endpoint: Endpoint) -> Crossing {
     Crossing {

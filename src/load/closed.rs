@@ -83,9 +83,11 @@ fn attack(
         .set_default(GooseDefault::NoPrintMetrics, true)?
         .set_default(GooseDefault::OutputDir, dir.to_string_lossy().as_ref())?;
     for &(kind, weight) in customers.kinds() {
-        let scenario = Scenario::new(&kind.to_string())
-            .set_weight(weight as usize)?
-            .register_transaction(purchase(Arc::clone(customers), Arc::clone(stopped), kind));
+        let scenario = Scenario::new(&kind.to_string()).set_weight(weight as usize)?.register_transaction(purchase(
+            Arc::clone(customers),
+            Arc::clone(stopped),
+            kind,
+        ));
         attack = Box::new(attack.register_scenario(scenario));
     }
     Ok(*attack)
@@ -96,7 +98,8 @@ fn purchase(customers: Arc<Customers>, stopped: Arc<AtomicBool>, kind: Kind) -> 
     Transaction::new(Arc::new(move |_user: &mut GooseUser| {
         let (customers, stopped) = (Arc::clone(&customers), Arc::clone(&stopped));
         Box::pin(async move {
-            if stopped.load(Ordering::SeqCst) || !customers.one(customers.meter.current(), Instant::now(), Some(kind)).await
+            if stopped.load(Ordering::SeqCst)
+                || !customers.one(customers.meter.current(), Instant::now(), Some(kind)).await
             {
                 tokio::time::sleep(Duration::from_millis(100)).await; // stopped, or the plan is spent
             }

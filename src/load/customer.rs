@@ -63,8 +63,9 @@ pub struct Customers {
     reserved: Reservations,
     kinds: Vec<(Kind, u32)>,
     roll: KeyedRoll,
-    /// Condominiums the deployed gate refuses (fleet indices).
+    /// Condominiums the deployed gate refuses, and admits (fleet indices).
     denied: Vec<u32>,
+    admitted: Vec<u32>,
 }
 
 impl Customers {
@@ -72,23 +73,23 @@ impl Customers {
     pub(crate) fn new(shared: Arc<Shared>, meter: Arc<Meter>, seed: u64) -> (Customers, Option<String>) {
         let fleet = &shared.scenario.fleet;
         let canary = shared.scenario.phases.last().map(|phase| phase.canary.clone());
-        let denied: Vec<u32> = fleet
-            .condominiums
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| canary.as_ref().is_some_and(|canary| !canary.admits(c.id)) && !c.terminals.is_empty())
-            .map(|(index, _)| index as u32)
-            .collect();
+        let sites = |admitted: bool| -> Vec<u32> {
+            let admits = |id| canary.as_ref().is_none_or(|canary| canary.admits(id));
+            let chosen = fleet.condominiums.iter().enumerate();
+            chosen.filter(|(_, c)| admits(c.id) == admitted && !c.terminals.is_empty()).map(|(i, _)| i as u32).collect()
+        };
+        let (denied, admitted) = (sites(false), sites(true));
         let mut kinds = WEIGHTS.to_vec();
         let mut note = None;
         if denied.is_empty() {
             kinds.retain(|k| k.0 != Kind::DeniedCondominium);
-            note = Some("the deployed gate admits every condominium: the denied-condominium scenario was skipped".into());
+            note =
+                Some("the deployed gate admits every condominium: the denied-condominium scenario was skipped".into());
         }
         let plan = Mutex::new(shared.traffic.clone());
         let reserved = Arc::new(Mutex::new(vec![false; fleet.machines.len()]));
         let roll = KeyedRoll::new(seed, "load:scenario");
-        (Customers { shared, meter, plan, reserved, kinds, roll, denied }, note)
+        (Customers { shared, meter, plan, reserved, kinds, roll, denied, admitted }, note)
     }
 
     /// The next customer and its scenario; `None` once the plan is spent.
@@ -97,12 +98,20 @@ impl Customers {
         let rolled = || pick(&self.kinds, self.roll.unit([u64::from(planned.purchase), 0, 0]));
         let kind = kind.filter(|k| self.kinds.iter().any(|w| w.0 == *k)).unwrap_or_else(rolled);
         planned.declined = kind == Kind::DeclinedCard;
-        if kind == Kind::DeniedCondominium {
+        // The plan's customer moves to a condominium the scenario needs:
+        // one the gate refuses for a denied one, one it admits for the rest.
+        let denied = kind == Kind::DeniedCondominium;
+        let fleet = &self.shared.scenario.fleet;
+        let site = &fleet.condominiums[planned.condominium as usize];
+        let admits = !self.denied.contains(&planned.condominium);
+        let sites = if denied { &self.denied } else { &self.admitted };
+        if admits == denied && !sites.is_empty() {
             let at = self.roll.unit([u64::from(planned.purchase), 1, 0]);
-            let condominium = self.denied[((at * self.denied.len() as f64) as usize).min(self.denied.len() - 1)];
+            let condominium = sites[((at * sites.len() as f64) as usize).min(sites.len() - 1)];
             planned.condominium = condominium;
-            planned.terminal = self.shared.scenario.fleet.condominiums[condominium as usize].terminals[0];
+            planned.terminal = fleet.condominiums[condominium as usize].terminals[0];
         }
+        let _ = site;
         Some((planned, kind))
     }
 
@@ -139,7 +148,8 @@ impl Customers {
 /// How long a purchase may take at most (every attempt timing out, backoffs included).
 pub(crate) fn purchase_bound(shared: &Shared) -> Duration {
     let policy = &shared.scenario.terminals;
-    let per_step = policy.request_timeout.saturating_add(policy.backoff << 6).saturating_mul(u64::from(policy.max_attempts));
+    let per_step =
+        policy.request_timeout.saturating_add(policy.backoff << 6).saturating_mul(u64::from(policy.max_attempts));
     Duration::from_millis(per_step.saturating_mul(4).saturating_add(60_000))
 }
 

@@ -41,11 +41,9 @@ fn past(point: &Point, caps: Caps, best: Option<f64>) -> Option<String> {
         return Some(format!("failure rate {rate:.2}% is above the cap {cap:.2}%"));
     }
     match best {
-        Some(best) if point.throughput < best * (1.0 + RISE_MIN) => Some(format!(
-            "throughput {:.1}/s did not rise {:.0}% over {best:.1}/s",
-            point.throughput,
-            100.0 * RISE_MIN
-        )),
+        Some(best) if point.throughput < best * (1.0 + RISE_MIN) => {
+            Some(format!("throughput {:.1}/s did not rise {:.0}% over {best:.1}/s", point.throughput, 100.0 * RISE_MIN))
+        }
         _ => None,
     }
 }
@@ -109,18 +107,22 @@ mod tests {
     fn no_knee_when_the_first_step_is_past_it_and_open_ended_when_none_is() {
         assert_eq!(knee(&[point(10.0, 500.0, 0.0)], CAPS).knee, None);
         let rising = [point(10.0, 5.0, 0.0), point(20.0, 6.0, 0.0)];
-        assert_eq!(knee(&rising, CAPS), Knee {
-            knee: Some(1),
-            next: None,
-            reason: "every step was within the caps: the knee is above the last step".into()
-        });
+        assert_eq!(
+            knee(&rising, CAPS),
+            Knee {
+                knee: Some(1),
+                next: None,
+                reason: "every step was within the caps: the knee is above the last step".into()
+            }
+        );
     }
 
     #[test]
     fn headroom_is_the_knee_over_the_peak() {
         assert_eq!(headroom(300.0, 2.0), Some(150.0));
         assert_eq!(headroom(300.0, 0.0), None);
-        let scenario = crate::scenario::Scenario::load(std::path::Path::new("scenarios/rollout.toml")).expect("bundled");
+        let scenario =
+            crate::scenario::Scenario::load(std::path::Path::new("scenarios/rollout.toml")).expect("bundled");
         let machines = scenario.fleet.machines.len() as f64;
         let expected = machines * scenario.traffic.washes_per_machine_per_day / 86_400.0;
         assert!((peak_rate(&scenario) - expected).abs() < 1e-9);

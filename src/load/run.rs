@@ -54,6 +54,7 @@ pub async fn run(
     let began = Instant::now();
     let steps = steps(&customers, shape, scenario, &options).await;
     let seconds = began.elapsed().as_secs_f64();
+    settle(&shared).await;
     shared.final_audit().await;
     drop(customers);
     drop(shared);
@@ -75,7 +76,12 @@ pub async fn run(
 }
 
 /// Plays the steps; with `find_knee`, stops at the first step past the knee.
-async fn steps(customers: &Arc<Customers>, shape: Shape, scenario: &Scenario, options: &LiveOptions) -> Vec<StepReport> {
+async fn steps(
+    customers: &Arc<Customers>,
+    shape: Shape,
+    scenario: &Scenario,
+    options: &LiveOptions,
+) -> Vec<StepReport> {
     let caps = caps(scenario);
     let mut reports = Vec::new();
     let bound = customer::purchase_bound(&customers.shared);
@@ -110,6 +116,14 @@ async fn steps(customers: &Arc<Customers>, shape: Shape, scenario: &Scenario, op
         users.stop().await;
     }
     reports
+}
+
+/// Lets payments left authorized (declined cards, refused confirms) pass
+/// the cycle TTL, then sweeps, as the runbook's drain does.
+async fn settle(shared: &crate::live::shared::Shared) {
+    let ttl = shared.scenario.stack.settings.cycle_ttl.max(1000);
+    tokio::time::sleep(Duration::from_millis(ttl + 500)).await;
+    engine::sweep(shared).await;
 }
 
 /// Waits for a step's purchases in flight (each bounded by its own timeouts).

@@ -61,7 +61,9 @@ impl Shape {
         }
         let total = asked.step_seconds.checked_mul(u64::from(steps)).unwrap_or(u64::MAX);
         if total > TOTAL_SECONDS_MAX {
-            return Err(format!("--steps × --step-duration is {total}s, more than the {TOTAL_SECONDS_MAX}s a load run may last"));
+            return Err(format!(
+                "--steps × --step-duration is {total}s, more than the {TOTAL_SECONDS_MAX}s a load run may last"
+            ));
         }
         let model = match (asked.users, asked.rate) {
             (Some(_), Some(_)) => return Err("give --users (closed model) or --rate (open model), not both".into()),
@@ -69,7 +71,9 @@ impl Shape {
                 let step_users = asked.step_users.unwrap_or(users);
                 let top = u64::from(users) + u64::from(step_users) * u64::from(steps - 1);
                 if users == 0 || top > u64::from(USERS_MAX) {
-                    return Err(format!("--users must be at least 1, and the last step at most {USERS_MAX} users (it would be {top})"));
+                    return Err(format!(
+                        "--users must be at least 1, and the last step at most {USERS_MAX} users (it would be {top})"
+                    ));
                 }
                 Model::Closed { users, step_users }
             }
@@ -79,7 +83,9 @@ impl Shape {
                 let top = rate + step_rate * f64::from(steps - 1);
                 let valid = rate.is_finite() && step_rate.is_finite() && rate > 0.0 && step_rate >= 0.0;
                 if !valid || top > RATE_MAX {
-                    return Err(format!("--rate must be above 0 and the last step at most {RATE_MAX}/s (it would be {top})"));
+                    return Err(format!(
+                        "--rate must be above 0 and the last step at most {RATE_MAX}/s (it would be {top})"
+                    ));
                 }
                 Model::Open { rate, step_rate }
             }

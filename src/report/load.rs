@@ -103,7 +103,10 @@ impl LoadSection {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "## Load ({} model; caps {})\n", self.model, self.caps);
-        let _ = writeln!(out, "| step | target | purchases/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | late |");
+        let _ = writeln!(
+            out,
+            "| step | target | purchases/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | late |"
+        );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for step in &self.steps {
             let all = step.latency.get("all").cloned().unwrap_or_default();
@@ -134,13 +137,8 @@ impl LoadSection {
         }
         let headroom = self.headroom.map_or("n/a".to_string(), |h| format!("{h:.1}×"));
         let _ = writeln!(out, "peak at 100% (busiest hour): {:.2} purchases/s; headroom {headroom}", self.peak_rate);
-        let _ = writeln!(
-            out,
-            "purchases: {} · failed {} ({:.2}%)",
-            self.purchases,
-            self.failed,
-            100.0 * self.error_rate
-        );
+        let _ =
+            writeln!(out, "purchases: {} · failed {} ({:.2}%)", self.purchases, self.failed, 100.0 * self.error_rate);
         for threshold in &self.thresholds {
             let state = if threshold.met { "met" } else { "BREACHED" };
             let _ = writeln!(out, "threshold {}: {state} (actual {})", threshold.threshold, threshold.actual);

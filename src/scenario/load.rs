@@ -141,7 +141,8 @@ mod tests {
 
     #[test]
     fn bad_thresholds_are_refused_with_the_reason() {
-        for bad in ["p99>300ms", "p99<0ms", "p99<2m", "error_rate<0%", "error_rate<150%", "knee>-1x", "knee>x", "p50<1s"]
+        for bad in
+            ["p99>300ms", "p99<0ms", "p99<2m", "error_rate<0%", "error_rate<150%", "knee>-1x", "knee>x", "p50<1s"]
         {
             assert!(bad.parse::<Threshold>().is_err(), "{bad} was accepted");
         }
