@@ -3,7 +3,6 @@
 //! weight; the users follow a stepped goose test plan set in code (never
 //! from goose's own command line). posim measures; goose schedules.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -35,17 +34,17 @@ pub fn test_plan(shape: &Shape) -> String {
 }
 
 impl Users {
-    /// Starts goose on `shape`'s test plan; its files go under `dir/goose`.
-    pub fn start(customers: &Arc<Customers>, shape: Shape, dir: &Path) -> Users {
+    /// Starts goose on `shape`'s test plan (goose writes no files: posim reports).
+    pub fn start(customers: &Arc<Customers>, shape: Shape) -> Users {
         let stopped = Arc::new(AtomicBool::new(false));
-        let attack = attack(customers, &stopped, &test_plan(&shape), &dir.join("goose"));
+        let attack = attack(customers, &stopped, &test_plan(&shape));
         let attack = tokio::spawn(async move {
             let outcome = match attack {
                 Ok(attack) => attack.execute().await.map(|_| ()),
                 Err(error) => Err(error),
             };
             if let Err(error) = outcome {
-                eprintln!("posim load: goose stopped: {error}");
+                eprintln!("posim load: goose stopped: {error:?}");
             }
         });
         Users { attack, stopped }
@@ -68,29 +67,24 @@ impl Users {
     }
 }
 
-fn attack(
-    customers: &Arc<Customers>,
-    stopped: &Arc<AtomicBool>,
-    plan: &str,
-    dir: &Path,
-) -> Result<GooseAttack, goose::GooseError> {
-    let mut attack = GooseAttack::initialize_with_config(GooseConfiguration::default())?
+fn attack(customers: &Arc<Customers>, stopped: &Arc<AtomicBool>, plan: &str) -> Result<GooseAttack, goose::GooseError> {
+    let attack = GooseAttack::initialize_with_config(GooseConfiguration::default())?
         // goose wants a host; the users send through posim's balancer.
         .set_default(GooseDefault::Host, "http://127.0.0.1")?
         .set_default(GooseDefault::TestPlan, plan)?
         .set_default(GooseDefault::NoTelnet, true)?
         .set_default(GooseDefault::NoWebSocket, true)?
-        .set_default(GooseDefault::NoPrintMetrics, true)?
-        .set_default(GooseDefault::OutputDir, dir.to_string_lossy().as_ref())?;
+        .set_default(GooseDefault::NoPrintMetrics, true)?;
+    let mut attack = *attack;
     for &(kind, weight) in customers.kinds() {
         let scenario = Scenario::new(&kind.to_string()).set_weight(weight as usize)?.register_transaction(purchase(
             Arc::clone(customers),
             Arc::clone(stopped),
             kind,
         ));
-        attack = Box::new(attack.register_scenario(scenario));
+        attack = attack.register_scenario(scenario);
     }
-    Ok(*attack)
+    Ok(attack)
 }
 
 /// A goose transaction: one purchase of `kind`.

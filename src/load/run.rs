@@ -52,7 +52,7 @@ pub async fn run(
     let (customers, note) = Customers::new(Arc::clone(&shared), Arc::clone(&meter), options.seed);
     let customers = Arc::new(customers);
     let began = Instant::now();
-    let steps = steps(&customers, shape, scenario, &options).await;
+    let steps = steps(&customers, shape, scenario).await;
     let seconds = began.elapsed().as_secs_f64();
     settle(&shared).await;
     shared.final_audit().await;
@@ -76,17 +76,12 @@ pub async fn run(
 }
 
 /// Plays the steps; with `find_knee`, stops at the first step past the knee.
-async fn steps(
-    customers: &Arc<Customers>,
-    shape: Shape,
-    scenario: &Scenario,
-    options: &LiveOptions,
-) -> Vec<StepReport> {
+async fn steps(customers: &Arc<Customers>, shape: Shape, scenario: &Scenario) -> Vec<StepReport> {
     let caps = caps(scenario);
     let mut reports = Vec::new();
     let bound = customer::purchase_bound(&customers.shared);
     let mut goose = match shape.model {
-        Model::Closed { .. } => Some(super::closed::Users::start(customers, shape, &options.report_dir)),
+        Model::Closed { .. } => Some(super::closed::Users::start(customers, shape)),
         Model::Open { .. } => None,
     };
     for index in 0..shape.steps {

@@ -59,7 +59,7 @@ impl Shape {
         if !(1..=STEPS_MAX).contains(&steps) {
             return Err(format!("--steps must be between 1 and {STEPS_MAX}"));
         }
-        let total = asked.step_seconds.checked_mul(u64::from(steps)).unwrap_or(u64::MAX);
+        let total = asked.step_seconds.saturating_mul(u64::from(steps));
         if total > TOTAL_SECONDS_MAX {
             return Err(format!(
                 "--steps × --step-duration is {total}s, more than the {TOTAL_SECONDS_MAX}s a load run may last"
