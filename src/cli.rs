@@ -51,6 +51,9 @@ enum Command {
     /// Run a scenario against a real stack over HTTP (posim plays the PSP,
     /// the IoT gateway and the terminals).
     Live(LiveArgs),
+    /// Load the stack (open model: purchases per second; closed: goose
+    /// users) in steps; find its knee; gate on thresholds; audit D1–D8.
+    Load(LoadArgs),
     /// Pre-check (§1): validate a proposed canary env and run a smoke scenario on it.
     Precheck(PrecheckArgs),
     /// The reference stack as a service.
@@ -185,6 +188,79 @@ struct LiveArgs {
 }
 
 #[derive(Args)]
+struct LoadArgs {
+    scenario: PathBuf,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    no_trace: bool,
+    /// Closed model: goose users at the first step.
+    #[arg(long)]
+    users: Option<u32>,
+    /// Closed model: users added at each step (default: --users).
+    #[arg(long)]
+    step_users: Option<u32>,
+    /// Open model: purchases per second at the first step (the default model, 20/s).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Open model: purchases per second added at each step (default: --rate).
+    #[arg(long)]
+    step_rate: Option<f64>,
+    /// How many steps (default 1; 10 with --find-knee).
+    #[arg(long)]
+    steps: Option<u32>,
+    /// How long each step lasts.
+    #[arg(long, default_value = "30s")]
+    step_duration: humantime::Duration,
+    /// Stop at the first step past the knee (the scenario's `[load]` caps).
+    #[arg(long)]
+    find_knee: bool,
+    /// A gate such as `p99<300ms`, `error_rate<1%`, `knee>3x` (repeatable).
+    #[arg(long = "threshold", value_name = "GATE")]
+    thresholds: Vec<crate::scenario::load::Threshold>,
+    #[command(flatten)]
+    stack: LiveStackArgs,
+}
+
+/// Which stack a live or load run starts (as `posim live` takes it).
+#[derive(Args)]
+struct LiveStackArgs {
+    /// Run the stack with `sh -c CMD`, one process per replica.
+    #[arg(long, conflicts_with_all = ["stack_url", "stack_image"])]
+    stack_cmd: Option<String>,
+    /// Run the stack as containers of IMAGE with PostgreSQL in a container; needs Docker.
+    #[arg(long, conflicts_with = "stack_url")]
+    stack_image: Option<String>,
+    #[arg(long, default_value = crate::live::images::POSTGRES_IMAGE, requires = "stack_image")]
+    postgres_image: String,
+    /// A stack already running, started with PSP_BASE_URL and IOT_GATEWAY_URL at http://127.0.0.1:WORLD_PORT.
+    #[arg(long, requires = "world_port")]
+    stack_url: Option<String>,
+    #[arg(long)]
+    world_port: Option<u16>,
+    /// Bug switches of the embedded reference stack (POSIM_STACK_BUG).
+    #[arg(long = "stack-bug", value_name = "NAME")]
+    stack_bugs: Vec<StackBug>,
+}
+
+impl LiveStackArgs {
+    fn choice(&self) -> StackChoice {
+        let bugs: Vec<String> = self.stack_bugs.iter().map(StackBug::to_string).collect();
+        match (&self.stack_cmd, &self.stack_url, &self.stack_image) {
+            (Some(command), _, _) => StackChoice::Command(command.clone()),
+            (None, Some(url), _) => StackChoice::Url(url.clone()),
+            (None, None, Some(image)) => {
+                let images = ContainerImages { stack: image.clone(), postgres: self.postgres_image.clone() };
+                StackChoice::Image { images, bugs }
+            }
+            (None, None, None) => StackChoice::Embedded { bugs },
+        }
+    }
+}
+
+#[derive(Args)]
 struct SwarmArgs {
     scenario: PathBuf,
     /// How many seeds to run.
@@ -243,6 +319,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay(args).unwrap_or_else(|code| code),
         Command::Shrink(args) => shrink(args).unwrap_or_else(|code| code),
         Command::Live(args) => live(args),
+        Command::Load(args) => load_run(args).unwrap_or_else(|code| code),
         Command::Precheck(args) => precheck(args),
         Command::Stack(StackCommand::Serve) => stack_serve(),
         Command::Images(ImagesCommand::Build(args)) => images_build(args),
@@ -625,6 +702,89 @@ fn live(args: LiveArgs) -> u8 {
     }
     println!("report: {}", dir.display());
     if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
+}
+
+fn load_run(args: LoadArgs) -> Exit {
+    let scenario = crate::load::run::load_scenario(&load(&args.scenario)?);
+    let asked = crate::load::shape::Asked {
+        users: args.users,
+        step_users: args.step_users,
+        rate: args.rate,
+        step_rate: args.step_rate,
+        steps: args.steps,
+        step_seconds: args.step_duration.as_secs(),
+        find_knee: args.find_knee,
+    };
+    let shape = crate::load::shape::Shape::from_asked(asked).map_err(usage)?;
+    let seed = args.seed.unwrap_or(scenario.seed);
+    let dir = args.out.clone().unwrap_or_else(|| default_dir(&format!("{}-load", scenario.name), seed));
+    println!(
+        "posim load · scenario {} · seed {seed} · {} model · {} step(s) of {} s{}",
+        scenario.name,
+        shape.model_name(),
+        shape.steps,
+        shape.step.as_secs(),
+        if shape.find_knee { " · finding the knee" } else { "" }
+    );
+    let run = Run::register().map_err(|error| {
+        eprintln!("error: cannot register the run (set {RUNS_DIR_VAR} to a writable folder): {error}");
+        EXIT_HARNESS
+    })?;
+    let options = LiveOptions {
+        seed,
+        time_scale: 1.0,
+        stack: args.stack.choice(),
+        logs: dir.join("stack-logs"),
+        report_dir: dir.clone(),
+        trace: !args.no_trace,
+        world_port: args.stack.world_port.unwrap_or(0),
+        run: Arc::clone(&run),
+    };
+    let runtime = runtime()?;
+    let interrupted = runtime.block_on(async {
+        tokio::select! {
+            outcome = crate::load::run::run(&scenario, options, shape, &args.thresholds) => Some(outcome),
+            _ = stop_signal() => None,
+        }
+    });
+    let outcome = match interrupted {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(error)) => {
+            eprintln!("error: the harness could not run: {error}");
+            return Err(EXIT_HARNESS);
+        }
+        None => {
+            let cleaned = runtime.block_on(crate::live::clean::own_run(&run));
+            for problem in cleaned.problems {
+                eprintln!("posim load: {problem}");
+            }
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            eprintln!("interrupted: the stack and its database were stopped");
+            return Err(EXIT_HARNESS);
+        }
+    };
+    let mut judged = judge(&scenario, seed, &args.stack.stack_bugs, outcome.recorded);
+    // A load run has no rollout: it is judged on D1–D8 and its thresholds.
+    let breached: Vec<String> =
+        outcome.section.breached().map(|t| format!("{} (actual {})", t.threshold, t.actual)).collect();
+    let passed = judged.report.violation_counts.is_empty() && breached.is_empty();
+    judged.report.verdict = if passed { "pass" } else { "fail" };
+    judged
+        .report
+        .notes
+        .push("a load run is judged on the invariants (D1–D8) and its thresholds, not on a rollout".into());
+    judged.report.load = Some(outcome.section);
+    print!("{}", report::console(&judged.report));
+    let with_trace = !args.no_trace && !outcome.trace_written;
+    if let Err(error) = report::write(&dir, &judged.report, &judged.history, with_trace) {
+        eprintln!("error: cannot write the report to {}: {error}", dir.display());
+        return Err(EXIT_HARNESS);
+    }
+    println!("report: {}", dir.display());
+    for threshold in &breached {
+        println!("threshold breached: {threshold}");
+    }
+    Ok(if passed { EXIT_PASS } else { EXIT_FAIL })
 }
 
 /// The scenario's faults that live inside a replica (between two of its

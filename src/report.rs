@@ -19,13 +19,16 @@ use crate::scenario::Scenario;
 use crate::time::{self, Millis};
 
 pub mod compare;
+pub mod load;
 pub mod oplog;
 
 pub use oplog::OplogEntry;
 
 /// 2: `outcome` (expected and actual) first; windows judged on four criteria
 /// (a rate's rise over the previous phase and the critical alert included).
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: a `load` section (`posim load`: steps, latency percentiles, knee,
+/// headroom, thresholds); absent from other runs' summaries.
+pub const SCHEMA_VERSION: u32 = 3;
 /// Violations listed per code (all are counted).
 const LISTED_PER_CODE: usize = 20;
 
@@ -72,6 +75,9 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// The stack faults carried out (live runs), with when each began and ended.
     pub stack_faults: Vec<StackFaultLine>,
+    /// A load run's numbers (`posim load` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<load::LoadSection>,
 }
 
 /// The rollout's outcome against the scenario's expectation (first in every view).
@@ -205,6 +211,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         failed_criteria,
         notes: facts.notes,
         stack_faults: stack_fault_lines(facts.history),
+        load: None,
     }
 }
 
@@ -328,6 +335,9 @@ pub fn markdown(report: &RunReport) -> String {
         let _ = writeln!(out, "- **note**: {note}");
     }
     let _ = writeln!(out);
+    if let Some(load) = &report.load {
+        let _ = writeln!(out, "{}", load.markdown());
+    }
     let _ = writeln!(out, "## Phases\n\n| {} |\n|{}", HEADERS.join(" | "), "---|".repeat(HEADERS.len()));
     for row in phase_rows(report) {
         let _ = writeln!(out, "| {} |", row.join(" | "));
@@ -474,5 +484,8 @@ pub fn console(report: &RunReport) -> String {
     let _ = writeln!(out, "{}", report.outcome.line());
     let _ = writeln!(out, "verdict: {}", if report.passed() { "PASS" } else { "FAIL" });
     let _ = writeln!(out, "trace-hash: {}", report.trace_hash);
+    if let Some(load) = &report.load {
+        out.push_str(&load.markdown());
+    }
     out
 }

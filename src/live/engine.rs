@@ -91,6 +91,46 @@ pub enum LiveError {
 
 /// Runs `scenario` live to its end and returns the history.
 pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcome, LiveError> {
+    let started = start(scenario, options, None).await?;
+    let outcome = drive(&started.shared, started.shared.options.seed).await;
+    let (purchases, fault_notes) = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            finish(started).await;
+            return Err(error);
+        }
+    };
+    let simulated = scenario.horizon() + scenario.drain;
+    let mut finished = finish(started).await;
+    finished.notes.extend(fault_notes);
+    let Finished { history, stack_requests, notes, launcher, trace_written } = finished;
+    Ok(LiveOutcome { history, stack_requests, simulated, purchases, notes, launcher, trace_written })
+}
+
+/// A live run's parts, up: the world serving, the launcher ready (no
+/// replica deployed yet), and what every task shares.
+pub(crate) struct Started {
+    pub(crate) shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    notes: Vec<String>,
+}
+
+/// What a live run leaves once its stack is shut down.
+pub(crate) struct Finished {
+    pub(crate) history: History,
+    pub(crate) stack_requests: u64,
+    pub(crate) notes: Vec<String>,
+    pub(crate) launcher: &'static str,
+    pub(crate) trace_written: bool,
+}
+
+/// Starts the world and the launcher of a run of `scenario` (`observer`
+/// is told of every stack request: a load run measures with it).
+pub(crate) async fn start(
+    scenario: &Scenario,
+    options: LiveOptions,
+    observer: Option<Arc<dyn super::shared::Observe>>,
+) -> Result<Started, LiveError> {
     sweep_dead_runs().await;
     let clock = Clock::new(options.time_scale);
     let fleet = &scenario.fleet;
@@ -168,20 +208,23 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
         traffic: TrafficPlan::new(scenario, options.seed),
         operator: Mutex::new(Operator::new(scenario.fleet.clone())),
         operations: Mutex::new(JoinSet::new()),
+        observer,
     });
-    let outcome = drive(&shared, options.seed).await;
+    Ok(Started { shared, recorder, notes })
+}
+
+/// Shuts the stack down and takes the history out.
+pub(crate) async fn finish(started: Started) -> Finished {
+    let Started { shared, recorder, notes } = started;
     let mut stack = shared.launcher.lock().await;
     let launcher = stack.kind();
     stack.shutdown().await;
     drop(stack);
-    let (purchases, fault_notes) = outcome?;
-    notes.extend(fault_notes);
     let stack_requests = shared.stack_requests.load(Ordering::Relaxed);
-    let simulated = scenario.horizon() + scenario.drain;
     drop(shared);
     // The world's server may still hold the recorder: take the history out.
     let (history, trace_written) = recorder.finish();
-    Ok(LiveOutcome { history, stack_requests, simulated, purchases, notes, launcher, trace_written })
+    Finished { history, stack_requests, notes, launcher, trace_written }
 }
 
 /// Serves the world on loopback and, for containers, on the Docker bridge
@@ -206,15 +249,7 @@ async fn serve_world(world: &Arc<World>, options: &LiveOptions) -> Result<(u16, 
 /// operator's script until the horizon, the drain, and the final audit.
 async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<(u64, Vec<String>), LiveError> {
     let scenario = &shared.scenario;
-    let first = shared.recorder.with(|h| shared.controller.lock().expect("controller lock").start(0, h));
-    let Some(Command::RollOut { deploy }) = first.first().cloned() else {
-        unreachable!("the rollout starts with a deploy")
-    };
-    shared.latest_deploy.store(deploy, Ordering::SeqCst);
-    shared.roll_out(deploy).await?; // a stack that cannot start ends the run, with its own output
-    if !shared.launcher.lock().await.can_redeploy() {
-        adopt_health(shared).await;
-    }
+    first_deploy(shared).await?;
     let end = scenario.horizon() + scenario.drain;
     write_partial_summary(shared, shared.clock().now(), end);
     let progress = tokio::spawn(progress(shared.clock(), end));
@@ -231,6 +266,21 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<(u64, Vec<String>), Li
     done.store(true, Ordering::SeqCst);
     notes.extend(watch.await.map_err(std::io::Error::other)?);
     Ok((purchases, notes))
+}
+
+/// Deploys the first phase's config on every replica (the controller's
+/// first command); a stack given by URL is read off its `/health`.
+pub(crate) async fn first_deploy(shared: &Arc<Shared>) -> Result<(), LiveError> {
+    let first = shared.recorder.with(|h| shared.controller.lock().expect("controller lock").start(0, h));
+    let Some(Command::RollOut { deploy }) = first.first().cloned() else {
+        unreachable!("the rollout starts with a deploy")
+    };
+    shared.latest_deploy.store(deploy, Ordering::SeqCst);
+    shared.roll_out(deploy).await?; // a stack that cannot start ends the run, with its own output
+    if !shared.launcher.lock().await.can_redeploy() {
+        adopt_health(shared).await;
+    }
+    Ok(())
 }
 
 /// What runs killed before they could clean up left (one line if anything).
@@ -341,7 +391,7 @@ fn write_partial_summary(shared: &Shared, reached_ms: Millis, end_ms: Millis) {
     }
 }
 
-async fn sweep(shared: &Shared) {
+pub(crate) async fn sweep(shared: &Shared) {
     if let Some(Reply::Sweep(report)) = shared.call(Endpoint::CompensationAlert, &Request::CompensationSweep).await {
         let (expired, compensated, backlog) = (report.expired, report.compensated, report.backlog);
         shared.record(Event::Swept { expired, compensated, backlog });

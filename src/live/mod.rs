@@ -18,9 +18,9 @@ mod operator;
 pub mod postgres;
 pub mod processes;
 pub mod runs;
-mod shared;
+pub(crate) mod shared;
 mod stack_faults;
-mod terminals;
+pub(crate) mod terminals;
 mod watch;
 pub mod world;
 

@@ -21,7 +21,7 @@ impl Shared {
 
     /// After the drain and the operator's last requests: every payment a
     /// terminal was given, and every captured charge, read back (§4C).
-    pub(super) async fn final_audit(self: &Arc<Self>) {
+    pub(crate) async fn final_audit(self: &Arc<Self>) {
         self.operator_settled(Some(SETTLE_WALL_MAX)).await;
         let payments = self.registry.lock().expect("registry lock").values().filter_map(|(_, p)| *p).collect();
         let charges = self.recorder.with(|history| operator::captured_charges(history));

@@ -36,8 +36,8 @@ pub(super) struct Slot {
 }
 
 /// What every task of the run shares.
-pub(super) struct Shared {
-    pub(super) scenario: Scenario,
+pub(crate) struct Shared {
+    pub(crate) scenario: Scenario,
     pub(super) options: super::engine::LiveOptions,
     pub(super) recorder: Arc<Recorder>,
     pub(super) faults: FaultPlan,
@@ -55,14 +55,23 @@ pub(super) struct Shared {
     /// Per purchase number: its idempotency key and, once authorized, its payment.
     pub(super) registry: Mutex<BTreeMap<u32, (crate::contract::Text, Option<uuid::Uuid>)>>,
     /// The traffic plan, as the simulator has it.
-    pub(super) traffic: TrafficPlan,
+    pub(crate) traffic: TrafficPlan,
     pub(super) operator: Mutex<Operator>,
     /// The operator's requests and wake-ups in flight.
     pub(super) operations: Mutex<JoinSet<()>>,
+    /// Told of every stack request's latency (a load run measures with it).
+    pub(super) observer: Option<Arc<dyn Observe>>,
+}
+
+/// Watches the stack requests of a run as they are answered.
+pub trait Observe: Send + Sync {
+    /// `request` took `elapsed` on the wire; `error` names what went wrong
+    /// (an error code, or `no answer`), `None` for a success.
+    fn answered(&self, request: &Request, elapsed: std::time::Duration, error: Option<String>);
 }
 
 /// The answer to one request, as the client saw it.
-pub(super) enum Heard {
+pub(crate) enum Heard {
     Reply(Reply),
     Nothing,
 }
@@ -111,15 +120,26 @@ impl Shared {
         if let Some(body) = body {
             call = call.json(&body);
         }
-        let Ok(response) = call.send().await else { return Heard::Nothing };
+        let started = std::time::Instant::now();
+        let Ok(response) = call.send().await else {
+            self.observe(request, started, Some("no answer".into()));
+            return Heard::Nothing;
+        };
         self.record(Event::Received { request: id, replica, config: deploy });
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let reply = reply_from_json(request.endpoint(), status, &body).unwrap_or_else(|error| {
             Reply::error(ErrorCode::Unavailable, format!("the stack broke the contract: {error}"))
         });
+        self.observe(request, started, reply.error_code().map(|code| code.to_string()));
         self.record(Event::answered(id, status, &reply));
         if drop_answer { Heard::Nothing } else { Heard::Reply(reply) }
+    }
+
+    fn observe(&self, request: &Request, started: std::time::Instant, error: Option<String>) {
+        if let Some(observer) = &self.observer {
+            observer.answered(request, started.elapsed(), error);
+        }
     }
 
     /// A posim-side request (sweep, probe, audit, operator): sent, answered.

@@ -1,6 +1,7 @@
 //! The customers of a live run: arrivals on the seeded plan, one tokio task
 //! per purchase following the same purchase flow as the simulator (with the
-//! terminal ↔ stack faults of the plan).
+//! terminal ↔ stack faults of the plan). A load run plays the same flow,
+//! bent by a [`Variant`] (a retry on the same keys, a double tap).
 
 use std::sync::{Arc, Mutex};
 
@@ -13,34 +14,38 @@ use crate::contract::{Charge, ChargeStatus, Endpoint, Reply, Request};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind, Lane};
 use crate::history::Event;
 use crate::time::Millis;
+use crate::traffic::PlannedPurchase;
 use crate::world::outcomes::Fired;
-use crate::world::terminal::{Heard as Told, Next};
+use crate::world::terminal::{Heard as Told, Next, PurchaseOutcome};
 use crate::world::terminal_faults;
 use crate::world::{Purchase, PurchaseStep};
 
+/// How a purchase departs from the terminal's own flow (a load run's
+/// scenarios; the terminals of `posim live` are `Plain`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Variant {
+    Plain,
+    /// The first confirm's answer is lost: the terminal retries with the same keys.
+    Retry,
+    /// The customer taps twice: a second confirm with the same keys.
+    DoubleTap,
+}
+
+/// Which machines a purchase holds (one purchase per machine at a time).
+pub(crate) type Reservations = Arc<Mutex<Vec<bool>>>;
+
 /// Plays the customers of the traffic plan; returns how many purchases started.
 pub(super) async fn arrivals(shared: Arc<Shared>, mut card_rng: ChaCha8Rng) -> u64 {
-    let reserved = Arc::new(Mutex::new(vec![false; shared.scenario.fleet.machines.len()]));
+    let reserved: Reservations = Arc::new(Mutex::new(vec![false; shared.scenario.fleet.machines.len()]));
     let mut tasks = JoinSet::new();
     let mut count = 0u64;
     for planned in shared.traffic.clone() {
         shared.clock().sleep_until(planned.at).await;
-        let now = shared.clock().now();
-        let machine = {
-            let taken = reserved.lock().expect("reservations lock");
-            shared.traffic.pick_machine(&planned, |m| !taken[m as usize] && shared.world.machine_idle(m as usize, now))
-        };
-        let Some(machine) = machine else { continue };
-        let number = planned.purchase;
+        let Some((machine, purchase)) = arrive(&shared, &planned, &reserved) else { continue };
         let card = between(&mut card_rng, shared.scenario.latency.card);
-        let purchase =
-            Purchase::in_fleet(&shared.scenario.fleet, (machine, planned.terminal), planned.amount_cents, number);
-        shared.registry.lock().expect("registry lock").insert(number, (purchase.idempotency_key.clone(), None));
-        reserved.lock().expect("reservations lock")[machine as usize] = true;
-        shared.record(Event::Arrived { purchase: number, condominium: planned.condominium, machine });
         let (shared, reserved) = (Arc::clone(&shared), Arc::clone(&reserved));
         tasks.spawn(async move {
-            buy(&shared, number, purchase, (card, planned.declined)).await;
+            buy(&shared, planned.purchase, purchase, (card, planned.declined), Variant::Plain).await;
             reserved.lock().expect("reservations lock")[machine as usize] = false;
         });
         count += 1;
@@ -49,8 +54,32 @@ pub(super) async fn arrivals(shared: Arc<Shared>, mut card_rng: ChaCha8Rng) -> u
     count
 }
 
-/// One purchase, start to end.
-async fn buy(shared: &Arc<Shared>, number: u32, mut purchase: Purchase, (card, declined): (Millis, bool)) {
+/// The customer of `planned` takes a free machine of its condominium (none
+/// free: the customer leaves, `None`); the purchase is registered and its
+/// arrival recorded. The caller frees the machine when the purchase ends.
+pub(crate) fn arrive(shared: &Shared, planned: &PlannedPurchase, reserved: &Reservations) -> Option<(u32, Purchase)> {
+    let now = shared.clock().now();
+    let mut taken = reserved.lock().expect("reservations lock");
+    let machine =
+        shared.traffic.pick_machine(planned, |m| !taken[m as usize] && shared.world.machine_idle(m as usize, now))?;
+    taken[machine as usize] = true;
+    drop(taken);
+    let number = planned.purchase;
+    let purchase =
+        Purchase::in_fleet(&shared.scenario.fleet, (machine, planned.terminal), planned.amount_cents, number);
+    shared.registry.lock().expect("registry lock").insert(number, (purchase.idempotency_key.clone(), None));
+    shared.record(Event::Arrived { purchase: number, condominium: planned.condominium, machine });
+    Some((machine, purchase))
+}
+
+/// One purchase, start to end; returns how it ended.
+pub(crate) async fn buy(
+    shared: &Arc<Shared>,
+    number: u32,
+    mut purchase: Purchase,
+    (card, declined): (Millis, bool),
+    variant: Variant,
+) -> PurchaseOutcome {
     let policy = shared.scenario.terminals.clone();
     let twins: Arc<Mutex<Vec<Reply>>> = Arc::default();
     let mut twin_tasks = JoinSet::new();
@@ -61,7 +90,7 @@ async fn buy(shared: &Arc<Shared>, number: u32, mut purchase: Purchase, (card, d
                 if purchase.attempt == 1 && endpoint != Endpoint::Authorize {
                     offline_before(shared, number, &purchase, Some(endpoint)).await;
                 }
-                let heard = attempt(shared, number, &purchase, endpoint, (&twins, &mut twin_tasks)).await;
+                let heard = attempt(shared, number, &purchase, (endpoint, variant), (&twins, &mut twin_tasks)).await;
                 let walks_away = !matches!(&heard, Heard::Reply(r) if r.error_code().is_none())
                     && walks_away(shared, number, &purchase, endpoint);
                 let told = match &heard {
@@ -99,6 +128,7 @@ async fn buy(shared: &Arc<Shared>, number: u32, mut purchase: Purchase, (card, d
         }
     };
     shared.record(Event::Ended { purchase: number, outcome });
+    outcome
 }
 
 fn crossing(shared: &Shared, purchase: &Purchase, endpoint: Endpoint) -> Crossing {
@@ -116,7 +146,7 @@ async fn attempt(
     shared: &Arc<Shared>,
     number: u32,
     purchase: &Purchase,
-    endpoint: Endpoint,
+    (endpoint, variant): (Endpoint, Variant),
     (twins, twin_tasks): (&Arc<Mutex<Vec<Reply>>>, &mut JoinSet<()>),
 ) -> Heard {
     let request = purchase.request();
@@ -140,14 +170,21 @@ async fn attempt(
             twin_tasks.spawn(async move { twin(&shared, number, (endpoint, attempt), request, delay, &twins).await });
         }
     }
+    let first_confirm = endpoint == Endpoint::Confirm && attempt == 1;
+    if variant == Variant::DoubleTap && first_confirm {
+        let delay = shared.traffic.duplicate_delay(number, endpoint, attempt);
+        let (shared, twins, request) = (Arc::clone(shared), Arc::clone(twins), request.clone());
+        twin_tasks.spawn(async move { twin(&shared, number, (endpoint, attempt), request, delay, &twins).await });
+    }
     let key = FaultKey::at_terminal(number, endpoint, Lane::Response, attempt);
     let lost = shared.faults.roll(Boundary::StackToTerminal, &crossing(shared, purchase, endpoint), key);
     if let Some((index, spec)) = lost {
         shared.record(Event::Fault { fault: index, kind: spec.kind, key });
     }
-    let heard = shared.send(id, &request, timeout, lost.is_some()).await;
+    let lost = lost.is_some() || (variant == Variant::Retry && first_confirm);
+    let heard = shared.send(id, &request, timeout, lost).await;
     hear(shared, number, id, &heard);
-    if lost.is_some() {
+    if lost {
         shared.clock().sleep(timeout).await;
     }
     heard

@@ -1,4 +1,16 @@
-//! Capacity testing: how many purchases a second the stack sustains on its
-//! database, against what the database alone sustains.
+//! Capacity testing. `posim load`: a live run whose traffic is load —
+//! purchases at a chosen rate (open model, posim's own scheduler) or goose
+//! users (closed model) — against a stack deployed once, measured per step,
+//! then audited and judged with the live engine's checkers (D1–D8) and gated
+//! on thresholds; and the database's own ceiling for the same flow
+//! (pgbench), to read the stack's knee against.
 
+pub mod closed;
+pub mod customer;
+pub mod gate;
+pub mod knee;
+pub mod meter;
+pub mod open;
 pub mod pgbench;
+pub mod run;
+pub mod shape;

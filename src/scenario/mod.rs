@@ -17,6 +17,7 @@ use crate::faults::{FaultKind, FaultSpec, StackFault, StackFaultAction};
 use crate::time::{self, Millis};
 use crate::world::Fleet;
 
+pub mod load;
 pub mod phases;
 mod runbook;
 
@@ -65,6 +66,8 @@ pub struct Scenario {
     pub stack_faults: Vec<StackFault>,
     /// After the last phase: no new purchases, sweeps go on, then the audit.
     pub drain: Millis,
+    /// What `posim load` stops at and is gated on (`[load]`).
+    pub load: load::LoadSpec,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -155,6 +158,8 @@ struct RawScenario {
     operator: Vec<RawOperatorStep>,
     #[serde(default)]
     stack_faults: Vec<RawStackFault>,
+    #[serde(default)]
+    load: load::RawLoad,
 }
 
 #[derive(Deserialize)]
@@ -420,6 +425,7 @@ impl Scenario {
             phases,
             faults,
             drain,
+            load: load::load_spec(&source, &raw.load)?,
         })
     }
 

@@ -1,0 +1,174 @@
+//! The customers of a load run: each purchase takes the next customer of
+//! the seeded traffic plan (its keys, terminal and amount) and one of the
+//! weighted scenarios — happy path, retry on the same keys, double tap,
+//! denied condominium, declined card — and runs the live terminals' flow.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::meter::{Ended, Meter};
+use crate::live::shared::Shared;
+use crate::live::terminals::{self, Reservations, Variant};
+use crate::seed::KeyedRoll;
+use crate::traffic::{PlannedPurchase, TrafficPlan};
+use crate::world::terminal::PurchaseOutcome;
+
+/// One of the load's scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::Display)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Kind {
+    Happy,
+    Retry,
+    DoubleTap,
+    DeniedCondominium,
+    DeclinedCard,
+}
+
+/// The scenarios and their weights (out of 100).
+pub const WEIGHTS: [(Kind, u32); 5] = [
+    (Kind::Happy, 60),
+    (Kind::Retry, 10),
+    (Kind::DoubleTap, 10),
+    (Kind::DeniedCondominium, 10),
+    (Kind::DeclinedCard, 10),
+];
+
+/// The scenario of roll `unit` in `[0, 1)` among `kinds`.
+pub fn pick(kinds: &[(Kind, u32)], unit: f64) -> Kind {
+    let total: u32 = kinds.iter().map(|k| k.1).sum();
+    let mut left = (unit * f64::from(total)) as u32;
+    for (kind, weight) in kinds {
+        if left < *weight {
+            return *kind;
+        }
+        left -= weight;
+    }
+    kinds.last().map_or(Kind::Happy, |k| k.0)
+}
+
+/// Whether a purchase of `kind` ended as the scenario meant.
+pub fn as_meant(kind: Kind, outcome: PurchaseOutcome) -> bool {
+    match kind {
+        Kind::DeniedCondominium => outcome == PurchaseOutcome::NotInCanary,
+        Kind::DeclinedCard => outcome == PurchaseOutcome::Declined,
+        _ => outcome == PurchaseOutcome::Washed,
+    }
+}
+
+/// What every customer of a load run shares.
+pub struct Customers {
+    pub(crate) shared: Arc<Shared>,
+    pub meter: Arc<Meter>,
+    plan: Mutex<TrafficPlan>,
+    reserved: Reservations,
+    kinds: Vec<(Kind, u32)>,
+    roll: KeyedRoll,
+    /// Condominiums the deployed gate refuses, and admits (fleet indices).
+    denied: Vec<u32>,
+    admitted: Vec<u32>,
+}
+
+impl Customers {
+    /// The customers of `shared`'s plan; a note if a scenario cannot be played.
+    pub(crate) fn new(shared: Arc<Shared>, meter: Arc<Meter>, seed: u64) -> (Customers, Option<String>) {
+        let fleet = &shared.scenario.fleet;
+        let canary = shared.scenario.phases.last().map(|phase| phase.canary.clone());
+        let sites = |admitted: bool| -> Vec<u32> {
+            let admits = |id| canary.as_ref().is_none_or(|canary| canary.admits(id));
+            let chosen = fleet.condominiums.iter().enumerate();
+            chosen.filter(|(_, c)| admits(c.id) == admitted && !c.terminals.is_empty()).map(|(i, _)| i as u32).collect()
+        };
+        let (denied, admitted) = (sites(false), sites(true));
+        let mut kinds = WEIGHTS.to_vec();
+        let mut note = None;
+        if denied.is_empty() {
+            kinds.retain(|k| k.0 != Kind::DeniedCondominium);
+            note =
+                Some("the deployed gate admits every condominium: the denied-condominium scenario was skipped".into());
+        }
+        let plan = Mutex::new(shared.traffic.clone());
+        let reserved = Arc::new(Mutex::new(vec![false; fleet.machines.len()]));
+        let roll = KeyedRoll::new(seed, "load:scenario");
+        (Customers { shared, meter, plan, reserved, kinds, roll, denied, admitted }, note)
+    }
+
+    /// The next customer and its scenario; `None` once the plan is spent.
+    fn next(&self, kind: Option<Kind>) -> Option<(PlannedPurchase, Kind)> {
+        let mut planned = self.plan.lock().expect("plan lock").next_arrival()?;
+        let rolled = || pick(&self.kinds, self.roll.unit([u64::from(planned.purchase), 0, 0]));
+        let kind = kind.filter(|k| self.kinds.iter().any(|w| w.0 == *k)).unwrap_or_else(rolled);
+        planned.declined = kind == Kind::DeclinedCard;
+        // The plan's customer moves to a condominium the scenario needs:
+        // one the gate refuses for a denied one, one it admits for the rest.
+        let denied = kind == Kind::DeniedCondominium;
+        let fleet = &self.shared.scenario.fleet;
+        let site = &fleet.condominiums[planned.condominium as usize];
+        let admits = !self.denied.contains(&planned.condominium);
+        let sites = if denied { &self.denied } else { &self.admitted };
+        if admits == denied && !sites.is_empty() {
+            let at = self.roll.unit([u64::from(planned.purchase), 1, 0]);
+            let condominium = sites[((at * sites.len() as f64) as usize).min(sites.len() - 1)];
+            planned.condominium = condominium;
+            planned.terminal = fleet.condominiums[condominium as usize].terminals[0];
+        }
+        let _ = site;
+        Some((planned, kind))
+    }
+
+    /// The scenarios this run plays, with their weights.
+    pub fn kinds(&self) -> &[(Kind, u32)] {
+        &self.kinds
+    }
+
+    /// One purchase of `step`, planned to start at `planned_at`, of `kind`
+    /// (`None`: drawn by weight); `false` once the plan has no customer left.
+    pub async fn one(self: &Arc<Self>, step: usize, planned_at: Instant, kind: Option<Kind>) -> bool {
+        let Some((planned, kind)) = self.next(kind) else { return false };
+        let Some((machine, purchase)) = terminals::arrive(&self.shared, &planned, &self.reserved) else {
+            self.meter.not_started(step, "no free machine");
+            return true;
+        };
+        let key = purchase.idempotency_key.clone();
+        self.meter.started(step, &key, Instant::now().saturating_duration_since(planned_at));
+        let variant = match kind {
+            Kind::Retry => Variant::Retry,
+            Kind::DoubleTap => Variant::DoubleTap,
+            _ => Variant::Plain,
+        };
+        let card = self.shared.scenario.latency.card.0;
+        let outcome = terminals::buy(&self.shared, planned.purchase, purchase, (card, planned.declined), variant).await;
+        self.reserved.lock().expect("reservations lock")[machine as usize] = false;
+        let ended = if as_meant(kind, outcome) { Ended::Succeeded } else { Ended::Failed };
+        let took = Instant::now().saturating_duration_since(planned_at);
+        self.meter.ended(step, &key, took, ended, &format!("{kind}: {outcome:?}"));
+        true
+    }
+}
+
+/// How long a purchase may take at most (every attempt timing out, backoffs included).
+pub(crate) fn purchase_bound(shared: &Shared) -> Duration {
+    let policy = &shared.scenario.terminals;
+    let per_step =
+        policy.request_timeout.saturating_add(policy.backoff << 6).saturating_mul(u64::from(policy.max_attempts));
+    Duration::from_millis(per_step.saturating_mul(4).saturating_add(60_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_are_picked_by_weight() {
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 0..1000 {
+            *counts.entry(pick(&WEIGHTS, f64::from(i) / 1000.0).to_string()).or_insert(0) += 1;
+        }
+        assert_eq!(counts["happy"], 600);
+        assert_eq!(counts["double-tap"], 100);
+        assert_eq!(counts["denied-condominium"], 100);
+        let without: Vec<_> = WEIGHTS.iter().copied().filter(|k| k.0 != Kind::DeniedCondominium).collect();
+        assert!((0..1000).all(|i| pick(&without, f64::from(i) / 1000.0) != Kind::DeniedCondominium));
+        assert!(as_meant(Kind::DeclinedCard, PurchaseOutcome::Declined));
+        assert!(!as_meant(Kind::Happy, PurchaseOutcome::NotInCanary));
+    }
+}

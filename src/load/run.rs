@@ -1,0 +1,171 @@
+//! A load run, start to end: the live engine's world and launcher, the
+//! stack deployed once with the scenario's last phase config, the steps
+//! (open or closed), the final audit, then the judge's D1–D8 and the load
+//! section with its knee, headroom and thresholds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::customer::{self, Customers};
+use super::gate::{self, Measured};
+use super::knee::{self, Caps, Point};
+use super::meter::Meter;
+use super::shape::{Model, Shape};
+use crate::live::engine::{self, LiveError, LiveOptions};
+use crate::report::load::{KneeReport, LoadSection, StepReport};
+use crate::scenario::Scenario;
+use crate::scenario::load::Threshold;
+use crate::verdict::Recorded;
+
+/// What a load run produced: the engine's record and the load's numbers.
+pub struct LoadOutcome {
+    pub recorded: Recorded,
+    pub section: LoadSection,
+    pub trace_written: bool,
+}
+
+/// The scenario a load run deploys: its last phase only (no rollout).
+pub fn load_scenario(scenario: &Scenario) -> Scenario {
+    let mut load = scenario.clone();
+    load.phases = scenario.phases.last().cloned().into_iter().collect();
+    load.operator.clear();
+    load
+}
+
+/// Runs the load on `scenario` (already made by [`load_scenario`]).
+pub async fn run(
+    scenario: &Scenario,
+    options: LiveOptions,
+    shape: Shape,
+    thresholds: &[Threshold],
+) -> Result<LoadOutcome, LiveError> {
+    let meter = Arc::new(Meter::default());
+    let observer: Arc<dyn crate::live::shared::Observe> = meter.clone();
+    let started = engine::start(scenario, options.clone(), Some(observer)).await?;
+    let shared = Arc::clone(&started.shared);
+    if let Err(error) = engine::first_deploy(&shared).await {
+        engine::finish(started).await;
+        return Err(error);
+    }
+    let (customers, note) = Customers::new(Arc::clone(&shared), Arc::clone(&meter), options.seed);
+    let customers = Arc::new(customers);
+    let began = Instant::now();
+    let steps = steps(&customers, shape, scenario).await;
+    let seconds = began.elapsed().as_secs_f64();
+    settle(&shared).await;
+    shared.final_audit().await;
+    drop(customers);
+    drop(shared);
+    let purchases: u64 = steps.iter().map(|s| s.started).sum();
+    let mut finished = engine::finish(started).await;
+    finished.notes.extend(note);
+    let section = section(scenario, shape, steps, thresholds);
+    let engine = format!("load ({} model), stack as {}, {seconds:.0} s", shape.model_name(), finished.launcher);
+    let recorded = Recorded {
+        history: finished.history,
+        stack_requests: finished.stack_requests,
+        simulated: (seconds * 1000.0) as u64,
+        purchases,
+        engine,
+        notes: finished.notes,
+        index: None,
+    };
+    Ok(LoadOutcome { recorded, section, trace_written: finished.trace_written })
+}
+
+/// Plays the steps; with `find_knee`, stops at the first step past the knee.
+async fn steps(customers: &Arc<Customers>, shape: Shape, scenario: &Scenario) -> Vec<StepReport> {
+    let caps = caps(scenario);
+    let mut reports = Vec::new();
+    let bound = customer::purchase_bound(&customers.shared);
+    let mut goose = match shape.model {
+        Model::Closed { .. } => Some(super::closed::Users::start(customers, shape)),
+        Model::Open { .. } => None,
+    };
+    for index in 0..shape.steps {
+        let step = index as usize;
+        let target = shape.target(index);
+        customers.meter.begin_step(step);
+        let began = Instant::now();
+        let (tasks, spent) = match &mut goose {
+            None => super::open::step(customers, step, target, shape.step).await,
+            Some(users) => (users.hold(shape.step).await, false),
+        };
+        let seconds = began.elapsed().as_secs_f64();
+        customers.meter.drain();
+        wait(tasks, bound).await;
+        let report = customers.meter.report(step, target, seconds);
+        eprintln!("{}", LoadSection::step_line(&report));
+        reports.push(report);
+        let points: Vec<Point> = reports.iter().map(point).collect();
+        if spent || (shape.find_knee && knee::knee(&points, caps).next.is_some()) {
+            break;
+        }
+        if let Some(users) = &mut goose {
+            users.more(shape.target(index + 1));
+        }
+    }
+    if let Some(users) = goose {
+        users.stop().await;
+    }
+    reports
+}
+
+/// Lets payments left authorized (declined cards, refused confirms) pass
+/// the cycle TTL, then sweeps, as the runbook's drain does.
+async fn settle(shared: &crate::live::shared::Shared) {
+    let ttl = shared.scenario.stack.settings.cycle_ttl.max(1000);
+    tokio::time::sleep(Duration::from_millis(ttl + 500)).await;
+    engine::sweep(shared).await;
+}
+
+/// Waits for a step's purchases in flight (each bounded by its own timeouts).
+async fn wait(mut tasks: JoinSet<bool>, bound: Duration) {
+    let _ = tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+fn caps(scenario: &Scenario) -> Caps {
+    Caps { p99_ms: scenario.load.p99_max as f64, error_rate: scenario.load.error_rate_max }
+}
+
+fn point(step: &StepReport) -> Point {
+    let p99_ms = step.latency.get("all").map_or(0.0, |p| p.p99_ms);
+    Point { throughput: step.throughput, p99_ms, error_rate: step.error_rate }
+}
+
+/// The load section: knee, headroom and thresholds from the steps.
+pub fn section(scenario: &Scenario, shape: Shape, steps: Vec<StepReport>, thresholds: &[Threshold]) -> LoadSection {
+    let caps = caps(scenario);
+    let points: Vec<Point> = steps.iter().map(point).collect();
+    let found = knee::knee(&points, caps);
+    let knee = found.knee.map(|index| KneeReport {
+        step: index,
+        throughput: points[index].throughput,
+        p99_ms: points[index].p99_ms,
+        next_step: found.next,
+        reason: found.reason.clone(),
+    });
+    let peak_rate = knee::peak_rate(scenario);
+    let headroom = knee.as_ref().and_then(|k| knee::headroom(k.throughput, peak_rate));
+    let purchases: u64 = steps.iter().map(|s| s.succeeded + s.failed).sum();
+    let failed: u64 = steps.iter().map(|s| s.failed).sum();
+    let error_rate = if purchases > 0 { failed as f64 / purchases as f64 } else { 0.0 };
+    let p99_ms = knee.as_ref().map(|k| k.p99_ms).or_else(|| points.last().map(|p| p.p99_ms)).unwrap_or(0.0);
+    let mut all: Vec<Threshold> = scenario.load.thresholds.clone();
+    all.extend_from_slice(thresholds);
+    let thresholds = gate::judge(&all, Measured { p99_ms, error_rate, headroom });
+    LoadSection {
+        model: shape.model_name().into(),
+        caps: format!("p99 ≤ {} ms, failures ≤ {:.2}%", caps.p99_ms, 100.0 * caps.error_rate),
+        steps,
+        knee,
+        peak_rate,
+        headroom,
+        purchases,
+        failed,
+        error_rate,
+        thresholds,
+    }
+}

@@ -1,0 +1,148 @@
+//! The `load` section of a report (`posim load`): per step the offered
+//! load, throughput and latency percentiles, the knee, the headroom over the
+//! fleet's busiest hour and the thresholds — plain data, filled by the load
+//! shell, shown in summary.json, summary.md and on the console.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// Latency percentiles in milliseconds (from an hdrhistogram).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// One step of the load.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepReport {
+    pub step: usize,
+    /// Purchases per second offered (open model) or users (closed model).
+    pub target: f64,
+    pub seconds: f64,
+    pub started: u64,
+    /// Purchases that ended as the scenario meant (washed, declined, not in canary).
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Open model: purchases started more than 5 ms after their planned time.
+    pub late_starts: u64,
+    /// Purchases not started: no free machine, or the in-flight cap.
+    pub not_started: u64,
+    /// Purchases that ended as meant during the step, per second.
+    pub throughput: f64,
+    pub error_rate: f64,
+    /// Stack requests of every endpoint (`all`) and per endpoint.
+    pub latency: BTreeMap<String, Percentiles>,
+    /// Whole purchases, from their planned start (open model) or their start.
+    pub purchase: Percentiles,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// The knee: the highest step within the caps, and the step after it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KneeReport {
+    pub step: usize,
+    pub throughput: f64,
+    pub p99_ms: f64,
+    /// The step after the knee, and why it is past it.
+    pub next_step: Option<usize>,
+    pub reason: String,
+}
+
+/// One threshold, judged.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThresholdResult {
+    pub threshold: String,
+    pub met: bool,
+    pub actual: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadSection {
+    /// `open` (posim's scheduler) or `closed (goose)`.
+    pub model: String,
+    pub caps: String,
+    pub steps: Vec<StepReport>,
+    pub knee: Option<KneeReport>,
+    /// Purchases per second the fleet brings at 100% in its busiest hour.
+    pub peak_rate: f64,
+    /// Knee ÷ peak rate.
+    pub headroom: Option<f64>,
+    pub purchases: u64,
+    pub failed: u64,
+    pub error_rate: f64,
+    pub thresholds: Vec<ThresholdResult>,
+}
+
+impl LoadSection {
+    pub fn breached(&self) -> impl Iterator<Item = &ThresholdResult> {
+        self.thresholds.iter().filter(|t| !t.met)
+    }
+
+    /// The progress line of one step (stderr, as the run goes).
+    pub fn step_line(step: &StepReport) -> String {
+        let p99 = step.latency.get("all").map_or(0.0, |p| p.p99_ms);
+        format!(
+            "load step {} · target {:.0} · {:.1} purchases/s · p99 {p99:.1} ms · errors {:.2}% · late {} · not started {}",
+            step.step,
+            step.target,
+            step.throughput,
+            100.0 * step.error_rate,
+            step.late_starts,
+            step.not_started
+        )
+    }
+
+    /// The section in Markdown (also the console's).
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "## Load ({} model; caps {})\n", self.model, self.caps);
+        let _ = writeln!(
+            out,
+            "| step | target | purchases/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | late |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+        for step in &self.steps {
+            let all = step.latency.get("all").cloned().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}% | {} |",
+                step.step,
+                step.target,
+                step.throughput,
+                all.p50_ms,
+                all.p90_ms,
+                all.p99_ms,
+                all.p999_ms,
+                all.max_ms,
+                100.0 * step.error_rate,
+                step.late_starts
+            );
+        }
+        match &self.knee {
+            Some(knee) => {
+                let _ = writeln!(
+                    out,
+                    "\nknee: step {} at {:.1} purchases/s, p99 {:.1} ms; {}",
+                    knee.step, knee.throughput, knee.p99_ms, knee.reason
+                );
+            }
+            None => out.push_str("\nknee: none (no step within the caps)\n"),
+        }
+        let headroom = self.headroom.map_or("n/a".to_string(), |h| format!("{h:.1}×"));
+        let _ = writeln!(out, "peak at 100% (busiest hour): {:.2} purchases/s; headroom {headroom}", self.peak_rate);
+        let _ =
+            writeln!(out, "purchases: {} · failed {} ({:.2}%)", self.purchases, self.failed, 100.0 * self.error_rate);
+        for threshold in &self.thresholds {
+            let state = if threshold.met { "met" } else { "BREACHED" };
+            let _ = writeln!(out, "threshold {}: {state} (actual {})", threshold.threshold, threshold.actual);
+        }
+        out
+    }
+}

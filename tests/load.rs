@@ -1,0 +1,87 @@
+//! `posim load` against the embedded reference stack on a throwaway
+//! PostgreSQL: a knee is found with per-step percentiles, the invariants
+//! hold after the load (and a bug switch breaks D2), thresholds gate the exit.
+
+use std::process::{Command, Output};
+
+const SMOKE: &str = "fixtures/scenarios/load-smoke.toml";
+
+fn load(out: &std::path::Path, args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_posim"))
+        .args(["load", SMOKE, "--out"])
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("posim runs");
+    eprintln!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn summary(dir: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("a summary");
+    serde_json::from_str(&text).expect("summary.json parses")
+}
+
+#[test]
+#[ignore = "needs PostgreSQL"]
+fn find_knee_finds_a_knee_with_per_step_percentiles_and_d1_d8_hold() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // The cap is tight enough that a small CI host crosses it within the steps.
+    let args = ["--find-knee", "--rate", "40", "--step-rate", "120", "--steps", "4", "--step-duration", "3s"];
+    let output = load(dir.path(), &args);
+    assert_eq!(output.status.code(), Some(0), "the reference stack keeps D1–D8 under load");
+    let summary = summary(dir.path());
+    assert_eq!(summary["schema_version"], 3);
+    assert!(summary["violation_counts"].as_object().is_some_and(|v| v.is_empty()));
+    let load = &summary["load"];
+    let steps = load["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty() && steps.len() <= 4);
+    for step in steps {
+        let all = &step["latency"]["all"];
+        assert!(all["count"].as_u64().is_some_and(|n| n > 0), "{step}");
+        let p = |name: &str| all[name].as_f64().expect("a percentile");
+        assert!(p("p50_ms") <= p("p90_ms") && p("p90_ms") <= p("p99_ms") && p("p99_ms") <= p("max_ms"));
+        assert!(step["latency"]["authorize"]["count"].as_u64().is_some_and(|n| n > 0));
+    }
+    let knee = &load["knee"];
+    assert!(knee["throughput"].as_f64().is_some_and(|t| t > 10.0), "a knee: {knee}");
+    assert!(load["headroom"].as_f64().is_some_and(|h| h > 1.0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("load step ").count(), steps.len(), "a progress line per step");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL"]
+fn a_nonidempotent_confirm_under_double_taps_fails_with_d2() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let output = load(dir.path(), &["--rate", "30", "--step-duration", "3s", "--stack-bug", "nonidempotent-confirm"]);
+    assert_eq!(output.status.code(), Some(1));
+    let summary = summary(dir.path());
+    assert!(summary["violation_counts"]["D2"].as_u64().is_some_and(|n| n > 0), "{}", summary["violation_counts"]);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL"]
+fn a_threshold_it_cannot_meet_exits_1_naming_it_and_one_it_meets_exits_0() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let base = ["--rate", "20", "--step-duration", "2s", "--no-trace"];
+    let unmeetable =
+        load(dir.path(), &[&base[..], &["--threshold", "p99<1ms", "--threshold", "error_rate<50%"]].concat());
+    assert_eq!(unmeetable.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&unmeetable.stdout);
+    assert!(stdout.contains("threshold breached: p99<1ms"), "{stdout}");
+    assert!(!stdout.contains("threshold breached: error_rate"), "{stdout}");
+    let met = load(dir.path(), &[&base[..], &["--threshold", "p99<10s", "--threshold", "knee>1x"]].concat());
+    assert_eq!(met.status.code(), Some(0));
+}
+
+#[test]
+fn out_of_range_flags_exit_2_with_a_message() {
+    for args in
+        [&["--rate", "0"][..], &["--steps", "500"], &["--users", "5", "--rate", "5"], &["--threshold", "p50<1s"]]
+    {
+        let output = Command::new(env!("CARGO_BIN_EXE_posim")).args(["load", SMOKE]).args(args).output().expect("runs");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(!output.stderr.is_empty());
+    }
+}
