@@ -11,9 +11,11 @@ use goose::config::{GooseConfiguration, GooseDefault, GooseDefaultType};
 use goose::prelude::{GooseAttack, GooseUser, Scenario, Transaction, TransactionResult};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::customer::{Customers, Kind};
+use super::customer::{Customers, Kind, Turn};
 use super::shape::Shape;
 
+/// How long a user waits after a turn that bought nothing.
+const IDLE: Duration = Duration::from_millis(500);
 /// Each step ramps its users up in this long, then holds them.
 const RAMP: Duration = Duration::from_secs(1);
 
@@ -51,7 +53,7 @@ impl Users {
     }
 
     /// Holds the current step (its ramp, then its length).
-    pub async fn hold(&mut self, length: Duration) -> JoinSet<bool> {
+    pub async fn hold(&mut self, length: Duration) -> JoinSet<Turn> {
         tokio::time::sleep(RAMP + length).await;
         JoinSet::new()
     }
@@ -92,10 +94,14 @@ fn purchase(customers: Arc<Customers>, stopped: Arc<AtomicBool>, kind: Kind) -> 
     Transaction::new(Arc::new(move |_user: &mut GooseUser| {
         let (customers, stopped) = (Arc::clone(&customers), Arc::clone(&stopped));
         Box::pin(async move {
-            if stopped.load(Ordering::SeqCst)
-                || !customers.one(customers.meter.current(), Instant::now(), Some(kind)).await
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await; // stopped, or the plan is spent
+            let turn = match stopped.load(Ordering::SeqCst) {
+                true => Turn::PlanSpent,
+                false => customers.one(customers.meter.current(), Instant::now(), Some(kind)).await,
+            };
+            // A closed user who found no machine free (or nothing left to
+            // buy) waits before its next turn instead of spinning through the plan.
+            if turn != Turn::Bought {
+                tokio::time::sleep(IDLE).await;
             }
             TransactionResult::Ok(())
         })

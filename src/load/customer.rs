@@ -66,6 +66,8 @@ pub struct Customers {
     /// Condominiums the deployed gate refuses, and admits (fleet indices).
     denied: Vec<u32>,
     admitted: Vec<u32>,
+    /// Held while a customer is taken from the plan and its arrival recorded.
+    turn: Mutex<()>,
 }
 
 impl Customers {
@@ -89,7 +91,7 @@ impl Customers {
         let plan = Mutex::new(shared.traffic.clone());
         let reserved = Arc::new(Mutex::new(vec![false; fleet.machines.len()]));
         let roll = KeyedRoll::new(seed, "load:scenario");
-        (Customers { shared, meter, plan, reserved, kinds, roll, denied, admitted }, note)
+        (Customers { shared, meter, plan, reserved, kinds, roll, denied, admitted, turn: Mutex::new(()) }, note)
     }
 
     /// The next customer and its scenario; `None` once the plan is spent.
@@ -121,12 +123,19 @@ impl Customers {
     }
 
     /// One purchase of `step`, planned to start at `planned_at`, of `kind`
-    /// (`None`: drawn by weight); `false` once the plan has no customer left.
-    pub async fn one(self: &Arc<Self>, step: usize, planned_at: Instant, kind: Option<Kind>) -> bool {
-        let Some((planned, kind)) = self.next(kind) else { return false };
-        let Some((machine, purchase)) = terminals::arrive(&self.shared, &planned, &self.reserved) else {
+    /// (`None`: drawn by weight).
+    pub async fn one(self: &Arc<Self>, step: usize, planned_at: Instant, kind: Option<Kind>) -> Turn {
+        let (planned, kind, arrived) = {
+            // One step, so that concurrent users record arrivals in plan
+            // order (the checkers rely on it).
+            let _turn = self.turn.lock().expect("turn lock");
+            let Some((planned, kind)) = self.next(kind) else { return Turn::PlanSpent };
+            let arrived = terminals::arrive(&self.shared, &planned, &self.reserved);
+            (planned, kind, arrived)
+        };
+        let Some((machine, purchase)) = arrived else {
             self.meter.not_started(step, "no free machine");
-            return true;
+            return Turn::NoFreeMachine;
         };
         let key = purchase.idempotency_key.clone();
         self.meter.started(step, &key, Instant::now().saturating_duration_since(planned_at));
@@ -141,8 +150,18 @@ impl Customers {
         let ended = if as_meant(kind, outcome) { Ended::Succeeded } else { Ended::Failed };
         let took = Instant::now().saturating_duration_since(planned_at);
         self.meter.ended(step, &key, took, ended, &format!("{kind}: {outcome:?}"));
-        true
+        Turn::Bought
     }
+}
+
+/// How one customer's turn went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    Bought,
+    /// Every machine of the condominium was busy: counted as not started.
+    NoFreeMachine,
+    /// The plan has no customer left.
+    PlanSpent,
 }
 
 /// How long a purchase may take at most (every attempt timing out, backoffs included).

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::customer::Customers;
+use super::customer::{Customers, Turn};
 use super::shape::IN_FLIGHT_MAX;
 
 /// Offers `rate` purchases per second for `length`; returns the purchases
 /// still in flight (the caller waits for them) and whether the plan ran out.
-pub async fn step(customers: &Arc<Customers>, index: usize, rate: f64, length: Duration) -> (JoinSet<bool>, bool) {
+pub async fn step(customers: &Arc<Customers>, index: usize, rate: f64, length: Duration) -> (JoinSet<Turn>, bool) {
     let mut tasks = JoinSet::new();
     let start = Instant::now();
     let count = (rate * length.as_secs_f64()).ceil() as u64;
@@ -22,7 +22,7 @@ pub async fn step(customers: &Arc<Customers>, index: usize, rate: f64, length: D
         let planned = start + Duration::from_secs_f64(n as f64 / rate);
         tokio::time::sleep_until(planned.into()).await;
         while let Some(done) = tasks.try_join_next() {
-            spent |= !done.unwrap_or(true);
+            spent |= done.is_ok_and(|turn| turn == Turn::PlanSpent);
         }
         if spent {
             break;

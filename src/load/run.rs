@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::customer::{self, Customers};
+use super::customer::{self, Customers, Turn};
 use super::gate::{self, Measured};
 use super::knee::{self, Caps, Point};
 use super::meter::Meter;
@@ -122,7 +122,7 @@ async fn settle(shared: &crate::live::shared::Shared) {
 }
 
 /// Waits for a step's purchases in flight (each bounded by its own timeouts).
-async fn wait(mut tasks: JoinSet<bool>, bound: Duration) {
+async fn wait(mut tasks: JoinSet<Turn>, bound: Duration) {
     let _ = tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;
 }
 
