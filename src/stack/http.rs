@@ -144,7 +144,10 @@ impl AppState {
             store.forget_everything().await.map_err(|error| anyhow::anyhow!("DATABASE_URL: {error}"))?;
         }
         let stack = Stack::new(config.deploy.canary.clone(), config.deploy.settings, config.bugs);
-        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+        // The world is plain HTTP: no certificate roots. Loading the
+        // system's would fail in the stack's image, which has none (TLS is
+        // compiled in for goose's sake).
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).tls_certs_only([]).build()?;
         Ok(Arc::new(AppState { stack, store, http, config }))
     }
 
