@@ -164,27 +164,8 @@ struct LiveArgs {
     out: Option<PathBuf>,
     #[arg(long)]
     no_trace: bool,
-    /// Run the stack with `sh -c CMD`, one process per replica, redeployed at every decision.
-    #[arg(long, conflicts_with_all = ["stack_url", "stack_image"])]
-    stack_cmd: Option<String>,
-    /// Run the stack as containers of IMAGE (one per replica, replaced at
-    /// every decision) with PostgreSQL in a container; needs Docker.
-    /// `posim images build` builds posim's reference image, posim-stack:local.
-    #[arg(long, conflicts_with = "stack_url")]
-    stack_image: Option<String>,
-    /// The PostgreSQL image for --stack-image (a registry image such as postgres:16 works too).
-    #[arg(long, default_value = crate::live::images::POSTGRES_IMAGE, requires = "stack_image")]
-    postgres_image: String,
-    /// A stack already running (posim cannot redeploy it); start it with
-    /// PSP_BASE_URL and IOT_GATEWAY_URL at http://127.0.0.1:WORLD_PORT.
-    #[arg(long, requires = "world_port")]
-    stack_url: Option<String>,
-    /// The loopback port of posim's PSP and IoT gateway (default: a free one).
-    #[arg(long)]
-    world_port: Option<u16>,
-    /// Bug switches of the embedded reference stack (POSIM_STACK_BUG).
-    #[arg(long = "stack-bug", value_name = "NAME")]
-    stack_bugs: Vec<StackBug>,
+    #[command(flatten)]
+    stack: LiveStackArgs,
 }
 
 #[derive(Args)]
@@ -618,16 +599,7 @@ fn live(args: LiveArgs) -> u8 {
     }
     let seed = args.seed.unwrap_or(scenario.seed);
     let dir = args.out.clone().unwrap_or_else(|| default_dir(&format!("{}-live", scenario.name), seed));
-    let bugs: Vec<String> = args.stack_bugs.iter().map(StackBug::to_string).collect();
-    let stack = match (&args.stack_cmd, &args.stack_url, &args.stack_image) {
-        (Some(command), _, _) => StackChoice::Command(command.clone()),
-        (None, Some(url), _) => StackChoice::Url(url.clone()),
-        (None, None, Some(image)) => {
-            let images = ContainerImages { stack: image.clone(), postgres: args.postgres_image.clone() };
-            StackChoice::Image { images, bugs }
-        }
-        (None, None, None) => StackChoice::Embedded { bugs },
-    };
+    let stack = args.stack.choice();
     let wall = (scenario.horizon() + scenario.drain) as f64 / 1000.0 / args.time_scale;
     println!(
         "posim live · scenario {} · seed {seed} · time scale {}× · about {:.0} s of wall time",
@@ -652,7 +624,7 @@ fn live(args: LiveArgs) -> u8 {
         logs,
         report_dir: dir.clone(),
         trace: !args.no_trace,
-        world_port: args.world_port.unwrap_or(0),
+        world_port: args.stack.world_port.unwrap_or(0),
         run: Arc::clone(&run),
     };
     let runtime = match runtime() {
@@ -693,7 +665,7 @@ fn live(args: LiveArgs) -> u8 {
     notes.extend(engine_notes);
     let engine = format!("live, stack as {launcher}, time scale {}×", args.time_scale);
     let recorded = Recorded { history, stack_requests, simulated, purchases, engine, notes, index: None };
-    let judged = judge(&scenario, seed, &args.stack_bugs, recorded);
+    let judged = judge(&scenario, seed, &args.stack.stack_bugs, recorded);
     print!("{}", report::console(&judged.report));
     // A streamed trace already holds every record.
     if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace && !trace_written) {
