@@ -62,6 +62,9 @@ enum Command {
     /// Container images for `posim live --stack-image`, built locally (no registry needed).
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Merge the results of `posim load --shard i/n` runs exactly
+    /// (histograms added, counts summed, each shard's D1–D8 combined).
+    Merge(MergeArgs),
     /// Put the rollback times and verdicts of several runs side by side
     /// (e.g. the same scenario with processes and with containers).
     Compare(CompareArgs),
@@ -69,6 +72,16 @@ enum Command {
     /// throwaway PostgreSQL and folders, their containers and networks
     /// (runs registered under POSIM_RUNS_DIR whose posim is gone).
     Clean(CleanArgs),
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The shards' report folders (every shard of one load, once each).
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
+    /// Where the merged summary goes (default: reports/<scenario>-merged-<stamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -201,6 +214,11 @@ struct LoadArgs {
     /// A gate such as `p99<300ms`, `error_rate<1%`, `knee>3x` (repeatable).
     #[arg(long = "threshold", value_name = "GATE")]
     thresholds: Vec<crate::scenario::load::Threshold>,
+    /// Play slice `i/n` of the plan (disjoint keys, machines and
+    /// condominiums): n shards run together against one database
+    /// (`--database-url`), then `posim merge` makes them one result.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<crate::load::shard::Shard>,
     #[command(flatten)]
     stack: LiveStackArgs,
 }
@@ -221,6 +239,10 @@ struct LiveStackArgs {
     stack_url: Option<String>,
     #[arg(long)]
     world_port: Option<u16>,
+    /// The embedded reference stack's replicas use this PostgreSQL instead of
+    /// a throwaway one (shards share one); posim never stops it.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["stack_cmd", "stack_url", "stack_image"])]
+    database_url: Option<DatabaseUrl>,
     /// Bug switches of the embedded reference stack (POSIM_STACK_BUG).
     #[arg(long = "stack-bug", value_name = "NAME")]
     stack_bugs: Vec<StackBug>,
@@ -236,7 +258,24 @@ impl LiveStackArgs {
                 let images = ContainerImages { stack: image.clone(), postgres: self.postgres_image.clone() };
                 StackChoice::Image { images, bugs }
             }
-            (None, None, None) => StackChoice::Embedded { bugs },
+            (None, None, None) => {
+                StackChoice::Embedded { bugs, database: self.database_url.as_ref().map(|url| url.0.clone()) }
+            }
+        }
+    }
+}
+
+/// A PostgreSQL URL, checked when given; never shown with its password.
+#[derive(Clone)]
+struct DatabaseUrl(String);
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.parse::<tokio_postgres::Config>() {
+            Ok(_) => Ok(DatabaseUrl(text.to_string())),
+            Err(error) => Err(format!("{}: {error}", crate::contract::canary::redacted(text))),
         }
     }
 }
@@ -304,6 +343,7 @@ pub fn main() -> ExitCode {
         Command::Precheck(args) => precheck(args),
         Command::Stack(StackCommand::Serve) => stack_serve(),
         Command::Images(ImagesCommand::Build(args)) => images_build(args),
+        Command::Merge(args) => merge(args),
         Command::Compare(args) => compare(args),
         Command::Clean(args) => clean(args),
     };
@@ -626,6 +666,7 @@ fn live(args: LiveArgs) -> u8 {
         trace: !args.no_trace,
         world_port: args.stack.world_port.unwrap_or(0),
         run: Arc::clone(&run),
+        namespace: None,
     };
     let runtime = match runtime() {
         Ok(runtime) => runtime,
@@ -686,12 +727,20 @@ fn load_run(args: LoadArgs) -> Exit {
         steps: args.steps,
         step_seconds: args.step_duration.as_secs(),
         find_knee: args.find_knee,
+        shard: args.shard.unwrap_or_default(),
     };
     let shape = crate::load::shape::Shape::from_asked(asked).map_err(usage)?;
     let seed = args.seed.unwrap_or(scenario.seed);
+    if crate::load::customer::Sites::of(&scenario, shape.shard).admitted.is_empty() {
+        return Err(usage(format!(
+            "--shard {}: the shard owns no condominium the scenario's last phase admits (fewer shards, or a larger fleet)",
+            shape.shard
+        )));
+    }
     let dir = args.out.clone().unwrap_or_else(|| default_dir(&format!("{}-load", scenario.name), seed));
+    let shard = if shape.shard.is_whole() { String::new() } else { format!(" · shard {}", shape.shard) };
     println!(
-        "posim load · scenario {} · seed {seed} · {} model · {} step(s) of {} s{}",
+        "posim load · scenario {} · seed {seed} · {} model · {} step(s) of {} s{}{shard}",
         scenario.name,
         shape.model_name(),
         shape.steps,
@@ -711,6 +760,7 @@ fn load_run(args: LoadArgs) -> Exit {
         trace: !args.no_trace,
         world_port: args.stack.world_port.unwrap_or(0),
         run: Arc::clone(&run),
+        namespace: (!shape.shard.is_whole()).then(|| format!("s{}", shape.shard.index)),
     };
     let runtime = runtime()?;
     let interrupted = runtime.block_on(async {
@@ -741,6 +791,8 @@ fn load_run(args: LoadArgs) -> Exit {
         outcome.section.breached().map(|t| format!("{} (actual {})", t.threshold, t.actual)).collect();
     let passed = judged.report.violation_counts.is_empty() && breached.is_empty();
     judged.report.verdict = if passed { "pass" } else { "fail" };
+    // The rollout's KPI criteria do not apply (double taps are load, not confirm failures).
+    judged.report.failed_criteria.clear();
     judged
         .report
         .notes
@@ -748,7 +800,10 @@ fn load_run(args: LoadArgs) -> Exit {
     judged.report.load = Some(outcome.section);
     print!("{}", report::console(&judged.report));
     let with_trace = !args.no_trace && !outcome.trace_written;
-    if let Err(error) = report::write(&dir, &judged.report, &judged.history, with_trace) {
+    let steps = serde_json::to_vec(&outcome.steps).map_err(std::io::Error::other);
+    let written = report::write(&dir, &judged.report, &judged.history, with_trace)
+        .and_then(|()| std::fs::write(dir.join(crate::load::merge::STEPS_FILE), steps?));
+    if let Err(error) = written {
         eprintln!("error: cannot write the report to {}: {error}", dir.display());
         return Err(EXIT_HARNESS);
     }
@@ -852,6 +907,30 @@ fn clean(args: CleanArgs) -> u8 {
         (false, false) => println!("posim clean: {} dead run(s) cleaned under {}", cleaned.runs, root.display()),
     }
     EXIT_PASS
+}
+
+fn merge(args: MergeArgs) -> u8 {
+    use crate::load::merge::{self, ShardResult};
+    let read: Result<Vec<ShardResult>, _> = args.shards.iter().map(|dir| ShardResult::read(dir)).collect();
+    let merged = match read.and_then(merge::merge) {
+        Ok(merged) => merged,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let dir = args.out.unwrap_or_else(|| default_dir(&format!("{}-merged", merged.scenario), merged.seed));
+    let summary = serde_json::to_vec_pretty(&merged).map_err(std::io::Error::other);
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("summary.json"), summary?))
+        .and_then(|()| std::fs::write(dir.join("summary.md"), merged.markdown()));
+    if let Err(error) = written {
+        eprintln!("error: cannot write the merged report to {}: {error}", dir.display());
+        return EXIT_HARNESS;
+    }
+    print!("{}", merged.markdown());
+    println!("report: {}", dir.display());
+    if merged.passed() { EXIT_PASS } else { EXIT_FAIL }
 }
 
 fn compare(args: CompareArgs) -> u8 {

@@ -316,7 +316,10 @@ pub fn markdown(report: &RunReport) -> String {
     let mut out = String::new();
     let verdict = if report.passed() { "✅ PASS" } else { "❌ FAIL" };
     let _ = writeln!(out, "# posim run: {} — {verdict}\n", report.scenario);
-    let _ = writeln!(out, "**{}**\n", report.outcome.line());
+    // A load run has no rollout: its outcome line and phases would mislead.
+    if report.load.is_none() {
+        let _ = writeln!(out, "**{}**\n", report.outcome.line());
+    }
     let bugs = if report.stack_bugs.is_empty() { "none".to_string() } else { report.stack_bugs.join(", ") };
     let _ = writeln!(
         out,
@@ -335,14 +338,18 @@ pub fn markdown(report: &RunReport) -> String {
         let _ = writeln!(out, "- **note**: {note}");
     }
     let _ = writeln!(out);
-    if let Some(load) = &report.load {
-        let _ = writeln!(out, "{}", load.markdown());
+    match &report.load {
+        Some(load) => {
+            let _ = writeln!(out, "{}", load.markdown());
+        }
+        None => {
+            let _ = writeln!(out, "## Phases\n\n| {} |\n|{}", HEADERS.join(" | "), "---|".repeat(HEADERS.len()));
+            for row in phase_rows(report) {
+                let _ = writeln!(out, "| {} |", row.join(" | "));
+            }
+            timeline_markdown(report, &mut out);
+        }
     }
-    let _ = writeln!(out, "## Phases\n\n| {} |\n|{}", HEADERS.join(" | "), "---|".repeat(HEADERS.len()));
-    for row in phase_rows(report) {
-        let _ = writeln!(out, "| {} |", row.join(" | "));
-    }
-    timeline_markdown(report, &mut out);
     if !report.failed_criteria.is_empty() {
         let _ = writeln!(out, "\n## Broken criteria\n");
         for line in &report.failed_criteria {
@@ -436,27 +443,11 @@ fn timeline_markdown(report: &RunReport, out: &mut String) {
 
 /// The console summary: per-phase KPIs, the verdict, the trace hash.
 pub fn console(report: &RunReport) -> String {
-    let mut rows = vec![HEADERS.map(str::to_string)];
-    rows.extend(phase_rows(report));
-    let widths: Vec<usize> =
-        (0..HEADERS.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
-    let _ = writeln!(out, "{}", report.outcome.line());
-    for row in &rows {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
-    }
-    for entry in &report.decisions {
-        let _ = writeln!(out, "decision {}", decision_line(entry));
-    }
-    for r in &report.rollbacks {
-        let [replicas, denied, under, stable] = four_times(r);
-        let (label, at) = (&r.label, time::clock(r.at_ms));
-        let _ = writeln!(
-            out,
-            "rollback `{label}` at {at}: replicas on new config {replicas}, affected denied {denied}, \
-             rates under caps {under}, stable {stable}"
-        );
+    // A load run has no rollout: its outcome line and KPI windows would mislead.
+    match &report.load {
+        Some(load) => out.push_str(&load.markdown()),
+        None => console_rollout(report, &mut out),
     }
     for fault in &report.stack_faults {
         let replica = fault.replica.map_or(String::new(), |r| format!(" of replica {r}"));
@@ -481,11 +472,35 @@ pub fn console(report: &RunReport) -> String {
             }
         }
     }
-    let _ = writeln!(out, "{}", report.outcome.line());
+    if report.load.is_none() {
+        let _ = writeln!(out, "{}", report.outcome.line());
+    }
     let _ = writeln!(out, "verdict: {}", if report.passed() { "PASS" } else { "FAIL" });
     let _ = writeln!(out, "trace-hash: {}", report.trace_hash);
-    if let Some(load) = &report.load {
-        out.push_str(&load.markdown());
-    }
     out
+}
+
+/// The console's rollout part: the outcome, per-phase KPIs, decisions, rollbacks.
+fn console_rollout(report: &RunReport, out: &mut String) {
+    let mut rows = vec![HEADERS.map(str::to_string)];
+    rows.extend(phase_rows(report));
+    let widths: Vec<usize> =
+        (0..HEADERS.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let _ = writeln!(out, "{}", report.outcome.line());
+    for row in &rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+    }
+    for entry in &report.decisions {
+        let _ = writeln!(out, "decision {}", decision_line(entry));
+    }
+    for r in &report.rollbacks {
+        let [replicas, denied, under, stable] = four_times(r);
+        let (label, at) = (&r.label, time::clock(r.at_ms));
+        let _ = writeln!(
+            out,
+            "rollback `{label}` at {at}: replicas on new config {replicas}, affected denied {denied}, \
+             rates under caps {under}, stable {stable}"
+        );
+    }
 }

@@ -76,10 +76,103 @@ fn a_threshold_it_cannot_meet_exits_1_naming_it_and_one_it_meets_exits_0() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL"]
+fn the_closed_model_steps_goose_users_up_and_keeps_d1_d8() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let args = ["--users", "4", "--step-users", "4", "--steps", "2", "--step-duration", "3s", "--no-trace"];
+    let output = load(dir.path(), &args);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("[INFO]"), "goose's INFO log stays off stdout: {stdout}");
+    assert!(!stdout.contains("outcome:"), "a load run has no rollout outcome: {stdout}");
+    let summary = summary(dir.path());
+    assert!(summary["violation_counts"].as_object().is_some_and(|v| v.is_empty()));
+    let load = &summary["load"];
+    assert_eq!(load["model"], "closed (goose)");
+    let steps = load["steps"].as_array().expect("steps");
+    let targets: Vec<f64> = steps.iter().map(|s| s["target"].as_f64().expect("a target")).collect();
+    assert_eq!(targets, vec![4.0, 8.0], "users per step");
+    for step in steps {
+        assert!(step["started"].as_u64().is_some_and(|n| n > 0), "users bought: {step}");
+        assert!(step["latency"]["execute-cycle"]["count"].as_u64().is_some_and(|n| n > 0), "{step}");
+    }
+}
+
+fn shard(out: &std::path::Path, shard: &str, database_url: &str) -> std::process::Child {
+    let args = ["--rate", "10", "--step-rate", "10", "--steps", "2", "--step-duration", "3s", "--no-trace"];
+    Command::new(env!("CARGO_BIN_EXE_posim"))
+        .args(["load", SMOKE, "--shard", shard, "--database-url", database_url, "--out"])
+        .arg(out)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("posim runs")
+}
+
+fn steps_file(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("load-steps.json")).expect("the steps' raw numbers");
+    serde_json::from_str(&text).expect("load-steps.json parses")
+}
+
+#[test]
+#[ignore = "needs PostgreSQL"]
+fn two_shards_on_one_database_merge_into_one_result_with_summed_counts() {
+    let postgres = posim::live::postgres::ThrowawayPostgres::start().expect("a throwaway PostgreSQL");
+    let dirs = [tempfile::tempdir().expect("a temp dir"), tempfile::tempdir().expect("a temp dir")];
+    let mut children: Vec<_> =
+        dirs.iter().enumerate().map(|(i, dir)| shard(dir.path(), &format!("{i}/2"), &postgres.url())).collect();
+    for child in &mut children {
+        assert_eq!(child.wait().expect("the shard ends").code(), Some(0), "each shard keeps D1–D8");
+    }
+    let merged = tempfile::tempdir().expect("a temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_posim"))
+        .args(["merge"])
+        .args(dirs.iter().map(|d| d.path()))
+        .arg("--out")
+        .arg(merged.path())
+        .output()
+        .expect("posim merge runs");
+    eprintln!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0));
+    let whole = summary(merged.path());
+    assert_eq!(whole["load"]["shard"], "merged 2 shards");
+    assert!(whole["violation_counts"].as_object().is_some_and(|v| v.is_empty()));
+    let shards: Vec<serde_json::Value> = dirs.iter().map(|d| summary(d.path())).collect();
+    assert_eq!((shards[0]["load"]["shard"].as_str(), shards[1]["load"]["shard"].as_str()), (Some("0/2"), Some("1/2")));
+    let total = |key: &str| shards.iter().map(|s| s["load"][key].as_u64().expect("a count")).sum::<u64>();
+    assert_eq!(whole["load"]["purchases"].as_u64(), Some(total("purchases")));
+    assert!(total("purchases") > 0);
+    let raw: Vec<Vec<serde_json::Value>> = dirs.iter().map(|d| steps_file(d.path())).collect();
+    for (index, step) in whole["load"]["steps"].as_array().expect("steps").iter().enumerate() {
+        let started: u64 = raw.iter().filter_map(|r| r.get(index)).map(|s| s["started"].as_u64().expect("n")).sum();
+        assert_eq!(step["started"].as_u64(), Some(started), "step {index}");
+        let requests: u64 = shards
+            .iter()
+            .filter_map(|s| s["load"]["steps"].get(index))
+            .map(|s| s["latency"]["all"]["count"].as_u64().expect("n"))
+            .sum();
+        assert_eq!(step["latency"]["all"]["count"].as_u64(), Some(requests), "histograms added, step {index}");
+        assert_eq!(step["target"].as_f64(), Some(20.0 + 20.0 * index as f64), "offered rates summed");
+    }
+    let twice = Command::new(env!("CARGO_BIN_EXE_posim"))
+        .args(["merge"])
+        .arg(dirs[0].path())
+        .arg(dirs[0].path())
+        .output()
+        .expect("posim merge runs");
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("missing [1/2], given twice [0/2]"));
+}
+
+#[test]
 fn out_of_range_flags_exit_2_with_a_message() {
-    for args in
-        [&["--rate", "0"][..], &["--steps", "500"], &["--users", "5", "--rate", "5"], &["--threshold", "p50<1s"]]
-    {
+    for args in [
+        &["--rate", "0"][..],
+        &["--steps", "500"],
+        &["--users", "5", "--rate", "5"],
+        &["--threshold", "p50<1s"],
+        &["--shard", "2/2"],
+    ] {
         let output = Command::new(env!("CARGO_BIN_EXE_posim")).args(["load", SMOKE]).args(args).output().expect("runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(!output.stderr.is_empty());

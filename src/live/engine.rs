@@ -44,6 +44,9 @@ pub struct LiveOptions {
     pub world_port: u16,
     /// The run's record in the registry: what it starts is written there.
     pub run: Arc<Run>,
+    /// A tag in the ids posim's world makes (provider_refs): runs that
+    /// share one database (load shards) must not collide.
+    pub namespace: Option<String>,
 }
 
 /// What a live run produced.
@@ -156,6 +159,9 @@ pub(crate) async fn start(
         phase: AtomicU16::new(0),
     };
     let world = World::live(fleet, cycle_length, context);
+    if let Some(namespace) = &options.namespace {
+        world.namespace_charges(namespace);
+    }
     let (world_port, world_path) = serve_world(&world, &options).await?;
     let world_url = format!("http://127.0.0.1:{world_port}{world_path}");
     let scale = |ms: Millis| ((ms as f64 / options.time_scale).round() as Millis).max(1);
@@ -362,7 +368,9 @@ async fn background(shared: Arc<Shared>, end: Millis) {
         } else {
             next_sweep += scenario.stack.sweep_interval;
             let shared = Arc::clone(&shared);
-            tasks.spawn(async move { sweep(&shared).await });
+            tasks.spawn(async move {
+                sweep(&shared).await;
+            });
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(120), async { while tasks.join_next().await.is_some() {} }).await;
@@ -391,9 +399,12 @@ fn write_partial_summary(shared: &Shared, reached_ms: Millis, end_ms: Millis) {
     }
 }
 
-pub(crate) async fn sweep(shared: &Shared) {
+/// One compensation sweep; returns how many payments it expired or compensated.
+pub(crate) async fn sweep(shared: &Shared) -> u32 {
     if let Some(Reply::Sweep(report)) = shared.call(Endpoint::CompensationAlert, &Request::CompensationSweep).await {
         let (expired, compensated, backlog) = (report.expired, report.compensated, report.backlog);
         shared.record(Event::Swept { expired, compensated, backlog });
+        return expired.saturating_add(compensated);
     }
+    0
 }

@@ -24,8 +24,9 @@ use crate::world::outcomes::Fired;
 /// How the stack under test is started.
 #[derive(Clone, Debug)]
 pub enum StackChoice {
-    /// posim's reference stack (`posim stack serve`) on a throwaway PostgreSQL.
-    Embedded { bugs: Vec<String> },
+    /// posim's reference stack (`posim stack serve`) on a throwaway
+    /// PostgreSQL, or on `database` (a URL) shared with other runs (shards).
+    Embedded { bugs: Vec<String>, database: Option<String> },
     /// A command run with `sh -c`, one process per replica.
     Command(String),
     /// Already running; posim cannot redeploy it.
@@ -78,7 +79,11 @@ impl Launcher {
         let processes = matches!(choice, StackChoice::Embedded { .. } | StackChoice::Command(_));
         let own = Arc::clone(&run);
         let (backend, bugs) = match choice {
-            StackChoice::Embedded { bugs } => {
+            StackChoice::Embedded { bugs, database: Some(url) } => (
+                Box::new(Processes::on_database(Program::Embedded, replicas, &logs, run, url)) as Box<dyn Backend>,
+                bugs,
+            ),
+            StackChoice::Embedded { bugs, database: None } => {
                 let processes =
                     tokio::task::block_in_place(|| Processes::new(Program::Embedded, replicas, &logs, run))?;
                 (Box::new(processes) as Box<dyn Backend>, bugs)

@@ -54,6 +54,8 @@ impl Drop for Process {
 pub struct Processes {
     program: Program,
     pub(super) postgres: Option<ThrowawayPostgres>,
+    /// A database posim does not own (shards share one): never stopped by posim.
+    given_database: Option<String>,
     logs: PathBuf,
     processes: Vec<Option<Process>>,
     run: Arc<Run>,
@@ -67,11 +69,18 @@ impl Processes {
             Program::Shell(_) => start_postgres(&run).ok(),
         };
         let processes = (0..replicas).map(|_| None).collect();
-        Ok(Processes { program, postgres, logs: logs.to_path_buf(), processes, run })
+        Ok(Processes { program, postgres, given_database: None, logs: logs.to_path_buf(), processes, run })
+    }
+
+    /// Replicas on a database given by URL (`--database-url`), which posim
+    /// neither starts nor stops.
+    pub fn on_database(program: Program, replicas: usize, logs: &Path, run: Arc<Run>, url: String) -> Processes {
+        let processes = (0..replicas).map(|_| None).collect();
+        Processes { program, postgres: None, given_database: Some(url), logs: logs.to_path_buf(), processes, run }
     }
 
     pub fn database_url(&self) -> Option<String> {
-        self.postgres.as_ref().map(ThrowawayPostgres::url)
+        self.postgres.as_ref().map(ThrowawayPostgres::url).or_else(|| self.given_database.clone())
     }
 
     /// Starts a replica on `port` with `env`; returns its URL.

@@ -63,6 +63,14 @@ impl World {
         World { state: Mutex::new(WorldState::new(fleet, faults)), cycle_length, live }
     }
 
+    /// Tags the PSP's provider_refs with `namespace` (a shard's, so that
+    /// shards sharing one database never collide); before any charge.
+    pub fn namespace_charges(&self, namespace: &str) {
+        let mut state = self.state();
+        assert!(state.psp.charges_count() == 0, "the namespace is set before the first charge");
+        state.psp = crate::world::psp::PspLedger::in_namespace(namespace);
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, WorldState> {
         self.state.lock().expect("world lock")
     }

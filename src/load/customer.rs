@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::meter::{Ended, Meter};
+use super::shard::Shard;
 use crate::live::shared::Shared;
 use crate::live::terminals::{self, Reservations, Variant};
 use crate::seed::KeyedRoll;
@@ -55,6 +56,28 @@ pub fn as_meant(kind: Kind, outcome: PurchaseOutcome) -> bool {
     }
 }
 
+/// The condominiums (fleet indices) of a shard that the deployed gate
+/// refuses and admits, with a terminal to buy from.
+pub struct Sites {
+    pub denied: Vec<u32>,
+    pub admitted: Vec<u32>,
+}
+
+impl Sites {
+    pub fn of(scenario: &crate::scenario::Scenario, shard: Shard) -> Sites {
+        let canary = scenario.phases.last().map(|phase| &phase.canary);
+        let admits = |id| canary.is_none_or(|canary| canary.admits(id));
+        let sites = |admitted: bool| -> Vec<u32> {
+            let playable = |i: usize, c: &crate::world::fleet::Condominium| {
+                shard.owns_condominium(i as u32) && admits(c.id) == admitted && !c.terminals.is_empty()
+            };
+            let chosen = scenario.fleet.condominiums.iter().enumerate();
+            chosen.filter(|(i, c)| playable(*i, c)).map(|(i, _)| i as u32).collect()
+        };
+        Sites { denied: sites(false), admitted: sites(true) }
+    }
+}
+
 /// What every customer of a load run shares.
 pub struct Customers {
     pub(crate) shared: Arc<Shared>,
@@ -68,19 +91,14 @@ pub struct Customers {
     admitted: Vec<u32>,
     /// Held while a customer is taken from the plan and its arrival recorded.
     turn: Mutex<()>,
+    shard: Shard,
 }
 
 impl Customers {
     /// The customers of `shared`'s plan; a note if a scenario cannot be played.
-    pub(crate) fn new(shared: Arc<Shared>, meter: Arc<Meter>, seed: u64) -> (Customers, Option<String>) {
+    pub(crate) fn new(shared: Arc<Shared>, meter: Arc<Meter>, seed: u64, shard: Shard) -> (Customers, Option<String>) {
         let fleet = &shared.scenario.fleet;
-        let canary = shared.scenario.phases.last().map(|phase| phase.canary.clone());
-        let sites = |admitted: bool| -> Vec<u32> {
-            let admits = |id| canary.as_ref().is_none_or(|canary| canary.admits(id));
-            let chosen = fleet.condominiums.iter().enumerate();
-            chosen.filter(|(_, c)| admits(c.id) == admitted && !c.terminals.is_empty()).map(|(i, _)| i as u32).collect()
-        };
-        let (denied, admitted) = (sites(false), sites(true));
+        let Sites { denied, admitted } = Sites::of(&shared.scenario, shard);
         let mut kinds = WEIGHTS.to_vec();
         let mut note = None;
         if denied.is_empty() {
@@ -91,12 +109,20 @@ impl Customers {
         let plan = Mutex::new(shared.traffic.clone());
         let reserved = Arc::new(Mutex::new(vec![false; fleet.machines.len()]));
         let roll = KeyedRoll::new(seed, "load:scenario");
-        (Customers { shared, meter, plan, reserved, kinds, roll, denied, admitted, turn: Mutex::new(()) }, note)
+        (Customers { shared, meter, plan, reserved, kinds, roll, denied, admitted, turn: Mutex::new(()), shard }, note)
     }
 
     /// The next customer and its scenario; `None` once the plan is spent.
     fn next(&self, kind: Option<Kind>) -> Option<(PlannedPurchase, Kind)> {
-        let mut planned = self.plan.lock().expect("plan lock").next_arrival()?;
+        let mut planned = {
+            let mut plan = self.plan.lock().expect("plan lock");
+            loop {
+                let planned = plan.next_arrival()?;
+                if self.shard.owns_purchase(planned.purchase) {
+                    break planned;
+                }
+            }
+        };
         let rolled = || pick(&self.kinds, self.roll.unit([u64::from(planned.purchase), 0, 0]));
         let kind = kind.filter(|k| self.kinds.iter().any(|w| w.0 == *k)).unwrap_or_else(rolled);
         planned.declined = kind == Kind::DeclinedCard;
@@ -104,16 +130,14 @@ impl Customers {
         // one the gate refuses for a denied one, one it admits for the rest.
         let denied = kind == Kind::DeniedCondominium;
         let fleet = &self.shared.scenario.fleet;
-        let site = &fleet.condominiums[planned.condominium as usize];
-        let admits = !self.denied.contains(&planned.condominium);
         let sites = if denied { &self.denied } else { &self.admitted };
-        if admits == denied && !sites.is_empty() {
+        // Moved unless already at a site of the right kind and of this shard.
+        if sites.binary_search(&planned.condominium).is_err() && !sites.is_empty() {
             let at = self.roll.unit([u64::from(planned.purchase), 1, 0]);
             let condominium = sites[((at * sites.len() as f64) as usize).min(sites.len() - 1)];
             planned.condominium = condominium;
             planned.terminal = fleet.condominiums[condominium as usize].terminals[0];
         }
-        let _ = site;
         Some((planned, kind))
     }
 
@@ -150,14 +174,17 @@ impl Customers {
         let ended = if as_meant(kind, outcome) { Ended::Succeeded } else { Ended::Failed };
         let took = Instant::now().saturating_duration_since(planned_at);
         self.meter.ended(step, &key, took, ended, &format!("{kind}: {outcome:?}"));
-        Turn::Bought
+        if outcome == PurchaseOutcome::Washed { Turn::Washed } else { Turn::Refused }
     }
 }
 
 /// How one customer's turn went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Turn {
-    Bought,
+    /// The customer's machine ran.
+    Washed,
+    /// The purchase ended without a wash (denied condominium, declined card, a failure).
+    Refused,
     /// Every machine of the condominium was busy: counted as not started.
     NoFreeMachine,
     /// The plan has no customer left.

@@ -15,28 +15,87 @@ use crate::live::shared::Observe;
 use crate::report::load::{Percentiles, StepReport};
 
 /// Up to an hour, three significant figures.
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-#[derive(Default)]
-struct StepCounts {
-    latency: BTreeMap<String, Histogram<u64>>,
-    purchase: Option<Histogram<u64>>,
-    started: u64,
-    succeeded: u64,
-    failed: u64,
+/// A step's raw numbers, what its report is made of and what shards merge:
+/// histograms add exactly, counts sum.
+#[derive(Clone, Default)]
+pub struct StepCounts {
+    pub latency: BTreeMap<String, Histogram<u64>>,
+    pub purchase: Option<Histogram<u64>>,
+    pub started: u64,
+    pub succeeded: u64,
+    pub failed: u64,
     /// Succeeded while this step was the current one (throughput).
-    succeeded_during: u64,
-    late_starts: u64,
-    not_started: u64,
-    errors: BTreeMap<String, u64>,
+    pub succeeded_during: u64,
+    pub late_starts: u64,
+    pub not_started: u64,
+    pub errors: BTreeMap<String, u64>,
 }
 
 impl StepCounts {
     fn record(&mut self, name: &str, micros: u64) {
         let histogram = self.latency.entry(name.to_string()).or_insert_with(histogram);
         let _ = histogram.record(micros.max(1)); // saturates above an hour: never in a bounded run
+    }
+
+    /// Adds `other`'s numbers (another shard's same step).
+    pub fn add(&mut self, other: &StepCounts) -> Result<(), String> {
+        let refused = |e: hdrhistogram::AdditionError| format!("histograms of other bounds: {e:?}");
+        for (name, theirs) in &other.latency {
+            self.latency.entry(name.clone()).or_insert_with(histogram).add(theirs).map_err(refused)?;
+        }
+        if let Some(theirs) = &other.purchase {
+            self.purchase.get_or_insert_with(histogram).add(theirs).map_err(refused)?;
+        }
+        let sums = [
+            (&mut self.started, other.started),
+            (&mut self.succeeded, other.succeeded),
+            (&mut self.failed, other.failed),
+            (&mut self.succeeded_during, other.succeeded_during),
+            (&mut self.late_starts, other.late_starts),
+            (&mut self.not_started, other.not_started),
+        ];
+        for (ours, theirs) in sums {
+            *ours = ours.saturating_add(theirs);
+        }
+        for (kind, count) in &other.errors {
+            let ours = self.errors.entry(kind.clone()).or_default();
+            *ours = ours.saturating_add(*count);
+        }
+        Ok(())
+    }
+
+    /// The step's report; `seconds`: how long it offered load.
+    pub fn report(&self, step: usize, target: f64, seconds: f64) -> StepReport {
+        let mut all = histogram();
+        for histogram in self.latency.values() {
+            let _ = all.add(histogram);
+        }
+        let mut latency: BTreeMap<String, Percentiles> =
+            self.latency.iter().map(|(name, h)| (name.clone(), percentiles(h))).collect();
+        latency.insert("all".into(), percentiles(&all));
+        // A purchase offered but never started (no free machine, the
+        // in-flight cap) failed its customer as much as one that broke.
+        let offered = self.succeeded + self.failed + self.not_started;
+        let failures = self.failed + self.not_started;
+        StepReport {
+            step,
+            target,
+            seconds,
+            started: self.started,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            late_starts: self.late_starts,
+            not_started: self.not_started,
+            throughput: if seconds > 0.0 { self.succeeded_during as f64 / seconds } else { 0.0 },
+            error_rate: if offered > 0 { failures as f64 / offered as f64 } else { 0.0 },
+            latency,
+            purchase: self.purchase.as_ref().map(percentiles).unwrap_or_default(),
+            errors: self.errors.clone(),
+        }
     }
 }
 
@@ -53,6 +112,8 @@ pub struct Meter {
     current: AtomicUsize,
     /// Between steps: purchases still ending do not count as throughput.
     draining: std::sync::atomic::AtomicBool,
+    /// After the last step: the settle's sweeps and the audit are not load.
+    closed: std::sync::atomic::AtomicBool,
     steps: Mutex<Vec<StepCounts>>,
     /// Per purchase, by its idempotency key: the step it started in and how late.
     pending: Mutex<HashMap<Text, (usize, Duration)>>,
@@ -72,6 +133,11 @@ impl Meter {
     /// The current step stops offering load; its stragglers end.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The load is over: nothing more is counted.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     pub fn current(&self) -> usize {
@@ -126,36 +192,20 @@ impl Meter {
 
     /// The step's numbers; `seconds`: how long it offered load.
     pub fn report(&self, step: usize, target: f64, seconds: f64) -> StepReport {
-        self.with(step, |s| {
-            let mut all = histogram();
-            for histogram in s.latency.values() {
-                let _ = all.add(histogram);
-            }
-            let mut latency: BTreeMap<String, Percentiles> =
-                s.latency.iter().map(|(name, h)| (name.clone(), percentiles(h))).collect();
-            latency.insert("all".into(), percentiles(&all));
-            let ended = s.succeeded + s.failed;
-            StepReport {
-                step,
-                target,
-                seconds,
-                started: s.started,
-                succeeded: s.succeeded,
-                failed: s.failed,
-                late_starts: s.late_starts,
-                not_started: s.not_started,
-                throughput: if seconds > 0.0 { s.succeeded_during as f64 / seconds } else { 0.0 },
-                error_rate: if ended > 0 { s.failed as f64 / ended as f64 } else { 0.0 },
-                latency,
-                purchase: s.purchase.as_ref().map(percentiles).unwrap_or_default(),
-                errors: s.errors.clone(),
-            }
-        })
+        self.with(step, |s| s.report(step, target, seconds))
+    }
+
+    /// The step's raw numbers (written for `posim merge`).
+    pub fn counts(&self, step: usize) -> StepCounts {
+        self.with(step, |s| s.clone())
     }
 }
 
 impl Observe for Meter {
     fn answered(&self, request: &Request, elapsed: Duration, error: Option<String>) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
         // The first authorize of a purchase carries its lateness (once).
         let (step, late) = match request {
             Request::Authorize(body) => {

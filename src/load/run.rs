@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use super::customer::{self, Customers, Turn};
 use super::gate::{self, Measured};
 use super::knee::{self, Caps, Point};
+use super::merge::StepRecord;
 use super::meter::Meter;
 use super::shape::{Model, Shape};
 use crate::live::engine::{self, LiveError, LiveOptions};
@@ -23,6 +24,8 @@ use crate::verdict::Recorded;
 pub struct LoadOutcome {
     pub recorded: Recorded,
     pub section: LoadSection,
+    /// Each step's raw numbers, for `load-steps.json` (what `posim merge` reads).
+    pub steps: Vec<StepRecord>,
     pub trace_written: bool,
 }
 
@@ -49,15 +52,17 @@ pub async fn run(
         engine::finish(started).await;
         return Err(error);
     }
-    let (customers, note) = Customers::new(Arc::clone(&shared), Arc::clone(&meter), options.seed);
+    let (customers, note) = Customers::new(Arc::clone(&shared), Arc::clone(&meter), options.seed, shape.shard);
     let customers = Arc::new(customers);
     let began = Instant::now();
     let steps = steps(&customers, shape, scenario).await;
     let seconds = began.elapsed().as_secs_f64();
+    meter.close();
     settle(&shared).await;
     shared.final_audit().await;
     drop(customers);
     drop(shared);
+    let records = steps.iter().map(|s| StepRecord::of(s, &meter.counts(s.step))).collect();
     let purchases: u64 = steps.iter().map(|s| s.started).sum();
     let mut finished = engine::finish(started).await;
     finished.notes.extend(note);
@@ -72,7 +77,7 @@ pub async fn run(
         notes: finished.notes,
         index: None,
     };
-    Ok(LoadOutcome { recorded, section, trace_written: finished.trace_written })
+    Ok(LoadOutcome { recorded, section, steps: records, trace_written: finished.trace_written })
 }
 
 /// Plays the steps; with `find_knee`, stops at the first step past the knee.
@@ -113,12 +118,21 @@ async fn steps(customers: &Arc<Customers>, shape: Shape, scenario: &Scenario) ->
     reports
 }
 
+/// At most this many sweeps drain a load's backlog (each handles at most
+/// the stack's batch: 500 for the reference stack).
+const SETTLE_SWEEPS_MAX: u32 = 200;
+
 /// Lets payments left authorized (declined cards, refused confirms) pass
-/// the cycle TTL, then sweeps, as the runbook's drain does.
+/// the cycle TTL, then sweeps until a sweep finds nothing, as the
+/// runbook's drain does.
 async fn settle(shared: &crate::live::shared::Shared) {
     let ttl = shared.scenario.stack.settings.cycle_ttl.max(1000);
     tokio::time::sleep(Duration::from_millis(ttl + 500)).await;
-    engine::sweep(shared).await;
+    for _ in 0..SETTLE_SWEEPS_MAX {
+        if engine::sweep(shared).await == 0 {
+            break;
+        }
+    }
 }
 
 /// Waits for a step's purchases in flight (each bounded by its own timeouts).
@@ -137,7 +151,25 @@ fn point(step: &StepReport) -> Point {
 
 /// The load section: knee, headroom and thresholds from the steps.
 pub fn section(scenario: &Scenario, shape: Shape, steps: Vec<StepReport>, thresholds: &[Threshold]) -> LoadSection {
-    let caps = caps(scenario);
+    let mut all: Vec<Threshold> = scenario.load.thresholds.clone();
+    all.extend_from_slice(thresholds);
+    let shard = (!shape.shard.is_whole()).then(|| shape.shard.to_string());
+    let head =
+        Head { model: shape.model_name().into(), caps: caps(scenario), peak_rate: knee::peak_rate(scenario), shard };
+    summarize(head, steps, &all)
+}
+
+/// What a load section says beyond its steps.
+pub struct Head {
+    pub model: String,
+    pub caps: Caps,
+    pub peak_rate: f64,
+    pub shard: Option<String>,
+}
+
+/// The load section of `steps` (one run's, or shards' merged).
+pub fn summarize(head: Head, steps: Vec<StepReport>, thresholds: &[Threshold]) -> LoadSection {
+    let Head { model, caps, peak_rate, shard } = head;
     let points: Vec<Point> = steps.iter().map(point).collect();
     let found = knee::knee(&points, caps);
     let knee = found.knee.map(|index| KneeReport {
@@ -147,24 +179,27 @@ pub fn section(scenario: &Scenario, shape: Shape, steps: Vec<StepReport>, thresh
         next_step: found.next,
         reason: found.reason.clone(),
     });
-    let peak_rate = knee::peak_rate(scenario);
     let headroom = knee.as_ref().and_then(|k| knee::headroom(k.throughput, peak_rate));
     let purchases: u64 = steps.iter().map(|s| s.succeeded + s.failed).sum();
     let failed: u64 = steps.iter().map(|s| s.failed).sum();
-    let error_rate = if purchases > 0 { failed as f64 / purchases as f64 } else { 0.0 };
+    let not_started: u64 = steps.iter().map(|s| s.not_started).sum();
+    let offered = purchases + not_started;
+    let error_rate = if offered > 0 { (failed + not_started) as f64 / offered as f64 } else { 0.0 };
     let p99_ms = knee.as_ref().map(|k| k.p99_ms).or_else(|| points.last().map(|p| p.p99_ms)).unwrap_or(0.0);
-    let mut all: Vec<Threshold> = scenario.load.thresholds.clone();
-    all.extend_from_slice(thresholds);
-    let thresholds = gate::judge(&all, Measured { p99_ms, error_rate, headroom });
+    let thresholds = gate::judge(thresholds, Measured { p99_ms, error_rate, headroom });
     LoadSection {
-        model: shape.model_name().into(),
+        model,
+        shard,
         caps: format!("p99 ≤ {} ms, failures ≤ {:.2}%", caps.p99_ms, 100.0 * caps.error_rate),
+        p99_max_ms: caps.p99_ms,
+        error_rate_max: caps.error_rate,
         steps,
         knee,
         peak_rate,
         headroom,
         purchases,
         failed,
+        not_started,
         error_rate,
         thresholds,
     }

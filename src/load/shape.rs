@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::shard::Shard;
+
 /// At most this many steps.
 pub const STEPS_MAX: u32 = 40;
 /// At most this many goose users.
@@ -33,6 +35,8 @@ pub struct Shape {
     pub step: Duration,
     /// Stop at the first step past the knee.
     pub find_knee: bool,
+    /// The slice of the plan this run plays (`--shard i/n`).
+    pub shard: Shard,
 }
 
 /// The flags as given (`None`: not given).
@@ -45,6 +49,7 @@ pub struct Asked {
     pub steps: Option<u32>,
     pub step_seconds: u64,
     pub find_knee: bool,
+    pub shard: Shard,
 }
 
 impl Shape {
@@ -96,7 +101,8 @@ impl Shape {
         if asked.step_rate.is_some() && asked.users.is_some() {
             return Err("--step-rate needs --rate".into());
         }
-        Ok(Shape { model, steps, step: Duration::from_secs(asked.step_seconds), find_knee: asked.find_knee })
+        let step = Duration::from_secs(asked.step_seconds);
+        Ok(Shape { model, steps, step, find_knee: asked.find_knee, shard: asked.shard })
     }
 
     /// The target of step `index` (0-based): a rate, or users.

@@ -36,6 +36,7 @@ pub struct StepReport {
     pub not_started: u64,
     /// Purchases that ended as meant during the step, per second.
     pub throughput: f64,
+    /// (failed + not started) ÷ offered.
     pub error_rate: f64,
     /// Stack requests of every endpoint (`all`) and per endpoint.
     pub latency: BTreeMap<String, Percentiles>,
@@ -67,15 +68,24 @@ pub struct ThresholdResult {
 pub struct LoadSection {
     /// `open` (posim's scheduler) or `closed (goose)`.
     pub model: String,
+    /// `i/n` for a shard (`--shard`), `merged n shards` after `posim merge`.
+    pub shard: Option<String>,
     pub caps: String,
+    /// The caps in numbers: a step above either is past the knee.
+    pub p99_max_ms: f64,
+    pub error_rate_max: f64,
     pub steps: Vec<StepReport>,
     pub knee: Option<KneeReport>,
     /// Purchases per second the fleet brings at 100% in its busiest hour.
     pub peak_rate: f64,
     /// Knee ÷ peak rate.
     pub headroom: Option<f64>,
+    /// Purchases that started and ended.
     pub purchases: u64,
     pub failed: u64,
+    /// Purchases offered but never started (no free machine, the in-flight cap).
+    pub not_started: u64,
+    /// (failed + not started) ÷ offered.
     pub error_rate: f64,
     pub thresholds: Vec<ThresholdResult>,
 }
@@ -89,7 +99,7 @@ impl LoadSection {
     pub fn step_line(step: &StepReport) -> String {
         let p99 = step.latency.get("all").map_or(0.0, |p| p.p99_ms);
         format!(
-            "load step {} · target {:.0} · {:.1} purchases/s · p99 {p99:.1} ms · errors {:.2}% · late {} · not started {}",
+            "load step {} · target {:.0} · {:.1} purchases/s · p99 {p99:.1} ms · failures {:.2}% · late {} · not started {}",
             step.step,
             step.target,
             step.throughput,
@@ -102,17 +112,18 @@ impl LoadSection {
     /// The section in Markdown (also the console's).
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "## Load ({} model; caps {})\n", self.model, self.caps);
+        let shard = self.shard.as_ref().map_or(String::new(), |shard| format!("; shard {shard}"));
+        let _ = writeln!(out, "## Load ({} model; caps {}{shard})\n", self.model, self.caps);
         let _ = writeln!(
             out,
-            "| step | target | purchases/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | late |"
+            "| step | target | purchases/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | failures | late | not started |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
         for step in &self.steps {
             let all = step.latency.get("all").cloned().unwrap_or_default();
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}% | {} |",
+                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}% | {} | {} |",
                 step.step,
                 step.target,
                 step.throughput,
@@ -122,7 +133,8 @@ impl LoadSection {
                 all.p999_ms,
                 all.max_ms,
                 100.0 * step.error_rate,
-                step.late_starts
+                step.late_starts,
+                step.not_started
             );
         }
         match &self.knee {
@@ -137,8 +149,14 @@ impl LoadSection {
         }
         let headroom = self.headroom.map_or("n/a".to_string(), |h| format!("{h:.1}×"));
         let _ = writeln!(out, "peak at 100% (busiest hour): {:.2} purchases/s; headroom {headroom}", self.peak_rate);
-        let _ =
-            writeln!(out, "purchases: {} · failed {} ({:.2}%)", self.purchases, self.failed, 100.0 * self.error_rate);
+        let _ = writeln!(
+            out,
+            "purchases: {} · failed {} · not started {} · failure rate {:.2}% of those offered",
+            self.purchases,
+            self.failed,
+            self.not_started,
+            100.0 * self.error_rate
+        );
         for threshold in &self.thresholds {
             let state = if threshold.met { "met" } else { "BREACHED" };
             let _ = writeln!(out, "threshold {}: {state} (actual {})", threshold.threshold, threshold.actual);

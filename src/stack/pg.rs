@@ -18,6 +18,9 @@ use crate::time::Millis;
 /// Applied at start-up; each statement is idempotent. A violation is told
 /// apart by its constraint's name; the names are those PostgreSQL gives
 /// unnamed constraints, so a table an older migration made has them too.
+/// The advisory lock key the migrations are applied under ("posim" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0070_6f73_696d;
+
 pub const MIGRATIONS: &str = "
 CREATE TABLE IF NOT EXISTS payments (
     id uuid CONSTRAINT payments_pkey PRIMARY KEY,
@@ -133,9 +136,13 @@ impl PgStore {
         PgStore { pool, given_clock: true }
     }
 
+    /// Applies the migrations in one transaction under an advisory lock:
+    /// replicas starting together on an empty database (shards, a rolling
+    /// deploy) would otherwise race on `CREATE TABLE IF NOT EXISTS`.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
-        client.batch_execute(MIGRATIONS).await?;
+        let locked = format!("BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {MIGRATIONS} COMMIT;");
+        client.batch_execute(&locked).await?;
         Ok(())
     }
 

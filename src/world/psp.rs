@@ -42,6 +42,9 @@ pub enum PspAnswer {
 
 #[derive(Default)]
 pub struct PspLedger {
+    /// Put in every provider_ref after `ch_` (empty: `ch_00000001`): shards
+    /// sharing one database must not hand the stack the same reference.
+    namespace: String,
     charges: Vec<Charge>,
     refund_keys: Vec<Option<Text>>,
     by_provider_ref: HashMap<Text, usize>,
@@ -51,6 +54,11 @@ pub struct PspLedger {
 }
 
 impl PspLedger {
+    /// A ledger whose provider_refs read `ch_{namespace}_00000001`.
+    pub fn in_namespace(namespace: &str) -> PspLedger {
+        PspLedger { namespace: format!("{namespace}_"), ..PspLedger::default() }
+    }
+
     /// `POST /v1/charges`: a replay of the key returns the same charge.
     pub fn charge(
         &mut self,
@@ -63,7 +71,7 @@ impl PspLedger {
             return (self.charges[index].clone(), false);
         }
         let index = self.charges.len();
-        let provider_ref: Text = format!("ch_{:08}", index + 1).into();
+        let provider_ref: Text = format!("ch_{}{:08}", self.namespace, index + 1).into();
         let status = if declined { ChargeStatus::Declined } else { ChargeStatus::Captured };
         let charge = Charge { provider_ref: provider_ref.clone(), payment_id, amount_cents, status };
         self.charges.push(charge.clone());
@@ -72,6 +80,10 @@ impl PspLedger {
         self.by_idempotency_key.insert(idempotency_key, index);
         self.by_payment.entry(payment_id).or_default().push(index);
         (charge, true)
+    }
+
+    pub fn charges_count(&self) -> usize {
+        self.charges.len()
     }
 
     /// `GET /v1/charges/{provider_ref}`.
