@@ -201,6 +201,16 @@ struct LoadArgs {
     /// A gate such as `p99<300ms`, `error_rate<1%`, `knee>3x` (repeatable).
     #[arg(long = "threshold", value_name = "GATE")]
     thresholds: Vec<crate::scenario::load::Threshold>,
+    /// pgbench's clients for the database's ceiling (default: the stack's
+    /// connections, replicas × its pool).
+    #[arg(long, value_name = "N")]
+    pgbench_clients: Option<u32>,
+    /// How long pgbench runs (1 s–10 min).
+    #[arg(long, default_value = "10s")]
+    pgbench_duration: humantime::Duration,
+    /// Skip the database's ceiling (pgbench).
+    #[arg(long, conflicts_with_all = ["pgbench_clients", "pgbench_duration"])]
+    no_pgbench: bool,
     #[command(flatten)]
     stack: LiveStackArgs,
 }
@@ -688,6 +698,8 @@ fn load_run(args: LoadArgs) -> Exit {
         find_knee: args.find_knee,
     };
     let shape = crate::load::shape::Shape::from_asked(asked).map_err(usage)?;
+    let pgbench = crate::load::pgbench::Asked::new(args.pgbench_clients, *args.pgbench_duration).map_err(usage)?;
+    let pgbench = (!args.no_pgbench).then_some(pgbench);
     let seed = args.seed.unwrap_or(scenario.seed);
     let dir = args.out.clone().unwrap_or_else(|| default_dir(&format!("{}-load", scenario.name), seed));
     println!(
@@ -715,7 +727,7 @@ fn load_run(args: LoadArgs) -> Exit {
     let runtime = runtime()?;
     let interrupted = runtime.block_on(async {
         tokio::select! {
-            outcome = crate::load::run::run(&scenario, options, shape, &args.thresholds) => Some(outcome),
+            outcome = crate::load::run::run(&scenario, options, shape, &args.thresholds, pgbench) => Some(outcome),
             _ = stop_signal() => None,
         }
     });

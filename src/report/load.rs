@@ -1,6 +1,7 @@
 //! The `load` section of a report (`posim load`): per step the offered
 //! load, throughput and latency percentiles, the knee, the headroom over the
-//! fleet's busiest hour and the thresholds — plain data, filled by the load
+//! fleet's busiest hour, the thresholds and the database's own ceiling
+//! beside the knee (pgbench) — plain data, filled by the load
 //! shell, shown in summary.json, summary.md and on the console.
 
 use std::collections::BTreeMap;
@@ -63,6 +64,36 @@ pub struct ThresholdResult {
     pub actual: String,
 }
 
+/// What pgbench sustained on the run's database, and under which durability settings.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Ceiling {
+    pub clients: u32,
+    pub seconds: u64,
+    pub flows_per_second: f64,
+    /// As the server reported them (`SHOW fsync`, `SHOW synchronous_commit`).
+    pub fsync: String,
+    pub synchronous_commit: String,
+}
+
+impl Ceiling {
+    /// Whether commits reach the disk before they are acknowledged, as a production database's do.
+    pub fn production_durability(&self) -> bool {
+        self.fsync == "on" && self.synchronous_commit == "on"
+    }
+
+    /// `database ceiling (pgbench, 16 clients, fsync on, synchronous_commit on): 208.0 flows/s`.
+    fn line(&self) -> String {
+        let durability = match self.production_durability() {
+            true => "production durability".to_string(),
+            false => "durability NOT production-like: commits may be acknowledged before they reach the disk".into(),
+        };
+        format!(
+            "database ceiling (pgbench, {} clients, {} s, fsync {}, synchronous_commit {}): {:.1} flows/s ({durability})",
+            self.clients, self.seconds, self.fsync, self.synchronous_commit, self.flows_per_second
+        )
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LoadSection {
     /// `open` (posim's scheduler) or `closed (goose)`.
@@ -78,9 +109,26 @@ pub struct LoadSection {
     pub failed: u64,
     pub error_rate: f64,
     pub thresholds: Vec<ThresholdResult>,
+    /// pgbench running the flow's three write transactions on the run's own database.
+    pub database_ceiling: Option<Ceiling>,
+    /// Knee throughput ÷ pgbench flows per second.
+    pub knee_over_ceiling: Option<f64>,
+    /// Why there is no ceiling (skipped, or pgbench failed).
+    pub database_ceiling_note: Option<String>,
 }
 
 impl LoadSection {
+    /// Sets the ceiling and the knee's ratio to it, or why there is none.
+    pub fn set_ceiling(&mut self, ceiling: Result<Ceiling, String>) {
+        let ceiling = match ceiling {
+            Ok(ceiling) => ceiling,
+            Err(note) => return self.database_ceiling_note = Some(note),
+        };
+        let flows = ceiling.flows_per_second;
+        self.knee_over_ceiling = self.knee.as_ref().filter(|_| flows > 0.0).map(|knee| knee.throughput / flows);
+        self.database_ceiling = Some(ceiling);
+    }
+
     pub fn breached(&self) -> impl Iterator<Item = &ThresholdResult> {
         self.thresholds.iter().filter(|t| !t.met)
     }
@@ -139,6 +187,13 @@ impl LoadSection {
         let _ = writeln!(out, "peak at 100% (busiest hour): {:.2} purchases/s; headroom {headroom}", self.peak_rate);
         let _ =
             writeln!(out, "purchases: {} · failed {} ({:.2}%)", self.purchases, self.failed, 100.0 * self.error_rate);
+        if let Some(ceiling) = &self.database_ceiling {
+            let ratio = self.knee_over_ceiling.map_or("n/a".to_string(), |r| format!("{r:.2}"));
+            let _ = writeln!(out, "{} · knee ÷ ceiling {ratio}", ceiling.line());
+        }
+        if let Some(note) = &self.database_ceiling_note {
+            let _ = writeln!(out, "database ceiling: none ({note})");
+        }
         for threshold in &self.thresholds {
             let state = if threshold.met { "met" } else { "BREACHED" };
             let _ = writeln!(out, "threshold {}: {state} (actual {})", threshold.threshold, threshold.actual);
