@@ -137,14 +137,18 @@ async fn prepare(database_url: &str) -> Result<(String, String), PgbenchError> {
 async fn run(bin: &Path, script: &Path, url: &str, clients: u32, seconds: u64) -> Result<String, PgbenchError> {
     // pgbench's threads: one per core is what it can use here.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32).min(clients);
-    let output = tokio::process::Command::new(bin)
+    let running = tokio::process::Command::new(bin)
         .args(["-n", "-f"])
         .arg(script)
         .args(["-c", &clients.to_string(), "-j", &threads.to_string(), "-T", &seconds.to_string()])
         .arg(url)
         .kill_on_drop(true)
-        .output()
+        .output();
+    // -T bounds the load; connecting and the summary get a minute more (a late pgbench is killed).
+    let bound = Duration::from_secs(seconds.saturating_add(60));
+    let output = tokio::time::timeout(bound, running)
         .await
+        .map_err(|_| PgbenchError::Run(format!("it did not end within {} s", bound.as_secs())))?
         .map_err(|e| PgbenchError::Run(e.to_string()))?;
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {

@@ -201,3 +201,52 @@ impl LoadSection {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Ceiling, KneeReport, LoadSection};
+
+    fn ceiling(fsync: &str) -> Ceiling {
+        Ceiling {
+            clients: 16,
+            seconds: 10,
+            flows_per_second: 200.0,
+            fsync: fsync.into(),
+            synchronous_commit: "on".into(),
+        }
+    }
+
+    fn with_knee() -> LoadSection {
+        let knee = KneeReport { step: 2, throughput: 124.0, p99_ms: 20.0, next_step: Some(3), reason: String::new() };
+        LoadSection { knee: Some(knee), ..LoadSection::default() }
+    }
+
+    #[test]
+    fn the_ceiling_is_shown_with_its_durability_and_the_knee_over_it() {
+        let mut section = with_knee();
+        section.set_ceiling(Ok(ceiling("on")));
+        assert_eq!(section.knee_over_ceiling, Some(0.62));
+        let line = "database ceiling (pgbench, 16 clients, 10 s, fsync on, synchronous_commit on): 200.0 flows/s \
+                    (production durability) · knee ÷ ceiling 0.62";
+        assert!(section.markdown().contains(line), "{}", section.markdown());
+    }
+
+    #[test]
+    fn durability_that_is_not_production_like_is_said_plainly() {
+        let mut section = with_knee();
+        section.set_ceiling(Ok(ceiling("off")));
+        assert!(section.markdown().contains("fsync off"));
+        assert!(section.markdown().contains("durability NOT production-like"));
+    }
+
+    #[test]
+    fn a_skipped_ceiling_keeps_its_reason_and_no_knee_gives_no_ratio() {
+        let mut section = with_knee();
+        section.set_ceiling(Err("skipped: the stack was given by URL".into()));
+        assert!(section.database_ceiling.is_none() && section.knee_over_ceiling.is_none());
+        assert!(section.markdown().contains("database ceiling: none (skipped: the stack was given by URL)"));
+        let mut kneeless = LoadSection::default();
+        kneeless.set_ceiling(Ok(ceiling("on")));
+        assert!(kneeless.database_ceiling.is_some() && kneeless.knee_over_ceiling.is_none());
+    }
+}
