@@ -219,6 +219,16 @@ struct LoadArgs {
     /// (`--database-url`), then `posim merge` makes them one result.
     #[arg(long, value_name = "I/N")]
     shard: Option<crate::load::shard::Shard>,
+    /// pgbench's clients for the database's ceiling (default: the stack's
+    /// connections, replicas × its pool).
+    #[arg(long, value_name = "N")]
+    pgbench_clients: Option<u32>,
+    /// How long pgbench runs (1 s–10 min).
+    #[arg(long, default_value = "10s")]
+    pgbench_duration: humantime::Duration,
+    /// Skip the database's ceiling (pgbench).
+    #[arg(long, conflicts_with_all = ["pgbench_clients", "pgbench_duration"])]
+    no_pgbench: bool,
     #[command(flatten)]
     stack: LiveStackArgs,
 }
@@ -730,6 +740,8 @@ fn load_run(args: LoadArgs) -> Exit {
         shard: args.shard.unwrap_or_default(),
     };
     let shape = crate::load::shape::Shape::from_asked(asked).map_err(usage)?;
+    let pgbench = crate::load::pgbench::Asked::new(args.pgbench_clients, *args.pgbench_duration).map_err(usage)?;
+    let pgbench = (!args.no_pgbench).then_some(pgbench);
     let seed = args.seed.unwrap_or(scenario.seed);
     if crate::load::customer::Sites::of(&scenario, shape.shard).admitted.is_empty() {
         return Err(usage(format!(
@@ -765,7 +777,7 @@ fn load_run(args: LoadArgs) -> Exit {
     let runtime = runtime()?;
     let interrupted = runtime.block_on(async {
         tokio::select! {
-            outcome = crate::load::run::run(&scenario, options, shape, &args.thresholds) => Some(outcome),
+            outcome = crate::load::run::run(&scenario, options, shape, &args.thresholds, pgbench) => Some(outcome),
             _ = stop_signal() => None,
         }
     });

@@ -1,6 +1,7 @@
 //! `posim load` against the embedded reference stack on a throwaway
 //! PostgreSQL: a knee is found with per-step percentiles, the invariants
-//! hold after the load (and a bug switch breaks D2), thresholds gate the exit.
+//! hold after the load (and a bug switch breaks D2), thresholds gate the exit,
+//! and pgbench gives the database's own ceiling beside the knee.
 
 use std::process::{Command, Output};
 
@@ -27,7 +28,11 @@ fn summary(dir: &std::path::Path) -> serde_json::Value {
 fn find_knee_finds_a_knee_with_per_step_percentiles_and_d1_d8_hold() {
     let dir = tempfile::tempdir().expect("a temp dir");
     // The cap is tight enough that a small CI host crosses it within the steps.
-    let args = ["--find-knee", "--rate", "40", "--step-rate", "120", "--steps", "4", "--step-duration", "3s"];
+    let args = [
+        &["--find-knee", "--rate", "40", "--step-rate", "120", "--steps", "4", "--step-duration", "3s"][..],
+        &["--pgbench-duration", "2s"],
+    ]
+    .concat();
     let output = load(dir.path(), &args);
     assert_eq!(output.status.code(), Some(0), "the reference stack keeps D1–D8 under load");
     let summary = summary(dir.path());
@@ -48,6 +53,20 @@ fn find_knee_finds_a_knee_with_per_step_percentiles_and_d1_d8_hold() {
     assert!(load["headroom"].as_f64().is_some_and(|h| h > 1.0));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.matches("load step ").count(), steps.len(), "a progress line per step");
+    assert!(stderr.contains(" s on the run's database (schema posim_pgbench)"), "a progress line for pgbench");
+    // pgbench ran after the audit, in its own schema: D1–D8 above are the stack's rows alone.
+    let ceiling = &load["database_ceiling"];
+    let flows = ceiling["flows_per_second"].as_f64().expect("a ceiling");
+    assert!(flows > 0.0, "{ceiling}");
+    assert_eq!((ceiling["fsync"].as_str(), ceiling["synchronous_commit"].as_str()), (Some("on"), Some("on")));
+    assert_eq!(ceiling["seconds"], 2);
+    let ratio = load["knee_over_ceiling"].as_f64().expect("a ratio");
+    let knee = knee["throughput"].as_f64().expect("a knee");
+    assert!((ratio - knee / flows).abs() < 1e-9, "knee ÷ ceiling: {ratio} vs {knee} / {flows}");
+    let markdown = std::fs::read_to_string(dir.path().join("summary.md")).expect("summary.md");
+    let line =
+        format!("database ceiling (pgbench, {} clients, 2 s, fsync on, synchronous_commit on)", ceiling["clients"]);
+    assert!(markdown.contains(&line) && markdown.contains("knee ÷ ceiling"), "{markdown}");
 }
 
 #[test]
@@ -64,7 +83,7 @@ fn a_nonidempotent_confirm_under_double_taps_fails_with_d2() {
 #[ignore = "needs PostgreSQL"]
 fn a_threshold_it_cannot_meet_exits_1_naming_it_and_one_it_meets_exits_0() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let base = ["--rate", "20", "--step-duration", "2s", "--no-trace"];
+    let base = ["--rate", "20", "--step-duration", "2s", "--no-trace", "--no-pgbench"];
     let unmeetable =
         load(dir.path(), &[&base[..], &["--threshold", "p99<1ms", "--threshold", "error_rate<50%"]].concat());
     assert_eq!(unmeetable.status.code(), Some(1));
@@ -73,13 +92,17 @@ fn a_threshold_it_cannot_meet_exits_1_naming_it_and_one_it_meets_exits_0() {
     assert!(!stdout.contains("threshold breached: error_rate"), "{stdout}");
     let met = load(dir.path(), &[&base[..], &["--threshold", "p99<10s", "--threshold", "knee>1x"]].concat());
     assert_eq!(met.status.code(), Some(0));
+    let load = &summary(dir.path())["load"];
+    assert!(load["database_ceiling"].is_null() && load["knee_over_ceiling"].is_null());
+    assert_eq!(load["database_ceiling_note"], "skipped (--no-pgbench)");
 }
 
 #[test]
 #[ignore = "needs PostgreSQL"]
 fn the_closed_model_steps_goose_users_up_and_keeps_d1_d8() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let args = ["--users", "4", "--step-users", "4", "--steps", "2", "--step-duration", "3s", "--no-trace"];
+    let args =
+        ["--users", "4", "--step-users", "4", "--steps", "2", "--step-duration", "3s", "--no-trace", "--no-pgbench"];
     let output = load(dir.path(), &args);
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -99,7 +122,8 @@ fn the_closed_model_steps_goose_users_up_and_keeps_d1_d8() {
 }
 
 fn shard(out: &std::path::Path, shard: &str, database_url: &str) -> std::process::Child {
-    let args = ["--rate", "10", "--step-rate", "10", "--steps", "2", "--step-duration", "3s", "--no-trace"];
+    let args =
+        ["--rate", "10", "--step-rate", "10", "--steps", "2", "--step-duration", "3s", "--no-trace", "--no-pgbench"];
     Command::new(env!("CARGO_BIN_EXE_posim"))
         .args(["load", SMOKE, "--shard", shard, "--database-url", database_url, "--out"])
         .arg(out)
@@ -172,9 +196,16 @@ fn out_of_range_flags_exit_2_with_a_message() {
         &["--users", "5", "--rate", "5"],
         &["--threshold", "p50<1s"],
         &["--shard", "2/2"],
+        &["--pgbench-clients", "0"],
+        &["--pgbench-clients", "1001"],
+        &["--pgbench-duration", "0s"],
+        &["--pgbench-duration", "11m"],
+        &["--no-pgbench", "--pgbench-clients", "4"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_posim")).args(["load", SMOKE]).args(args).output().expect("runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(!output.stderr.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let flag = args.iter().rev().find(|arg| arg.starts_with("--")).expect("a flag");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
     }
 }

@@ -33,6 +33,9 @@ pub trait Backend: Send + Sync {
     async fn database_running(&mut self, running: bool) -> Result<(), LaunchError>;
     /// Removes whatever the backend holds beyond its replicas.
     async fn shutdown(&mut self) {}
+    /// The replicas' database as posim reaches it from the host (with its
+    /// password), or why posim knows none.
+    async fn host_database_url(&self) -> Result<String, String>;
 }
 
 #[async_trait::async_trait]
@@ -72,6 +75,10 @@ impl Backend for Processes {
 
     async fn database_running(&mut self, running: bool) -> Result<(), LaunchError> {
         tokio::task::block_in_place(|| Processes::database_running(self, running))
+    }
+
+    async fn host_database_url(&self) -> Result<String, String> {
+        self.database_url().ok_or_else(|| "the command's stack ran without posim's throwaway PostgreSQL".into())
     }
 }
 
@@ -121,6 +128,10 @@ impl Backend for Containers {
     async fn shutdown(&mut self) {
         Containers::shutdown(self).await
     }
+
+    async fn host_database_url(&self) -> Result<String, String> {
+        Containers::host_database_url(self).await.map_err(|error| error.to_string())
+    }
 }
 
 /// A stack already running at a URL: posim drives it and changes nothing.
@@ -164,5 +175,9 @@ impl Backend for GivenUrl {
 
     async fn database_running(&mut self, _: bool) -> Result<(), LaunchError> {
         Err(LaunchError::NoDatabase)
+    }
+
+    async fn host_database_url(&self) -> Result<String, String> {
+        Err("the stack was given by URL: posim knows nothing of its database".into())
     }
 }

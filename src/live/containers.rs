@@ -122,6 +122,13 @@ impl Containers {
         format!("postgres://posim:{}@{}:5432/postgres", self.password, self.database_host())
     }
 
+    /// The database as posim reaches it from the host: its port published on loopback.
+    pub async fn host_database_url(&self) -> Result<String, LaunchError> {
+        let postgres = self.postgres.as_ref().ok_or(LaunchError::NoDatabase)?;
+        let port = postgres.get_host_port_ipv4(5432.tcp()).await.map_err(container_error("the database's port"))?;
+        Ok(format!("postgres://posim:{}@127.0.0.1:{port}/postgres", self.password))
+    }
+
     async fn start_database(&mut self) -> Result<(), LaunchError> {
         let request = self
             .request(&self.images.postgres, 5432, &self.database_host())

@@ -251,6 +251,11 @@ impl Launcher {
         self.backend.database_running(running).await
     }
 
+    /// The replicas' database as posim reaches it from the host, or why posim knows none.
+    pub async fn host_database_url(&self) -> Result<String, String> {
+        self.backend.host_database_url().await
+    }
+
     /// Stops every replica and removes the database (and containers).
     pub async fn shutdown(&mut self) {
         for replica in 0..self.urls.len() {

@@ -81,6 +81,11 @@ impl Shared {
         self.recorder.clock
     }
 
+    /// The stack's database as posim reaches it from the host, or why posim knows none.
+    pub(crate) async fn host_database_url(&self) -> Result<String, String> {
+        self.launcher.lock().await.host_database_url().await
+    }
+
     pub(super) fn record(&self, event: Event) {
         self.recorder.record(event);
     }

@@ -4,9 +4,14 @@
 //! the reference stack's schema, each committed on its own as the stack
 //! commits them. A stack's knee is read against it: same database, same
 //! durability (which is measured and reported, not assumed), same clients.
+//! It writes in a schema of its own ([`SCHEMA`]): the stack's rows are never
+//! touched.
 
 use std::path::Path;
 use std::time::Duration;
+
+/// Plain data of the report (the report layer holds it).
+pub use crate::report::load::Ceiling;
 
 /// One pgbench "transaction" is one purchase flow: three statements, each
 /// its own commit. Ids are derived from a random key per flow, so that the
@@ -26,17 +31,49 @@ WITH executed AS (UPDATE payments SET state = 'executed', cycle_id = 'cycle-' ||
 
 /// Bounds on what a user may ask of pgbench.
 pub const CLIENTS_MAX: u32 = 1000;
-pub const DURATION_MAX: Duration = Duration::from_secs(3600);
+pub const DURATION_MAX: Duration = Duration::from_secs(600);
+/// How long a load run's pgbench lasts unless told.
+pub const DURATION_DEFAULT: Duration = Duration::from_secs(10);
 
-/// What pgbench sustained, and under which durability settings.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Ceiling {
-    pub clients: u32,
-    pub seconds: u64,
-    pub flows_per_second: f64,
-    /// As the server reported them (`SHOW fsync`, `SHOW synchronous_commit`).
-    pub fsync: String,
-    pub synchronous_commit: String,
+/// Where pgbench's payments go, beside the stack's own tables.
+pub const SCHEMA: &str = "posim_pgbench";
+
+/// The reference stack's connections per replica: deadpool-postgres's
+/// default pool (`max_size` = logical cores × 2 in deadpool 0.13), which
+/// `stack serve` keeps.
+pub fn stack_pool_size() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)).saturating_mul(2)
+}
+
+/// "The same number of clients" as the stack: its replicas' pools together.
+pub fn stack_clients(replicas: u16) -> u32 {
+    u32::from(replicas).saturating_mul(stack_pool_size()).clamp(1, CLIENTS_MAX)
+}
+
+/// What a load run was asked of pgbench (`--pgbench-clients`, `--pgbench-duration`).
+#[derive(Clone, Copy, Debug)]
+pub struct Asked {
+    /// `None`: as many as the stack's connections ([`stack_clients`]).
+    pub clients: Option<u32>,
+    pub duration: Duration,
+}
+
+impl Asked {
+    /// Checks the flags; the message names the flag out of range.
+    pub fn new(clients: Option<u32>, duration: Duration) -> Result<Asked, String> {
+        if clients.is_some_and(|n| !(1..=CLIENTS_MAX).contains(&n)) {
+            return Err(format!("--pgbench-clients must be 1 to {CLIENTS_MAX}"));
+        }
+        let whole = duration.subsec_nanos() == 0;
+        if !whole || duration < Duration::from_secs(1) || duration > DURATION_MAX {
+            return Err("--pgbench-duration must be whole seconds, 1 s to 10 min".into());
+        }
+        Ok(Asked { clients, duration })
+    }
+
+    pub fn clients(&self, replicas: u16) -> u32 {
+        self.clients.unwrap_or_else(|| stack_clients(replicas))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,18 +81,25 @@ pub enum PgbenchError {
     #[error("pgbench is not installed beside PostgreSQL's server binaries (Debian: apt-get install postgresql)")]
     NotInstalled,
     #[error(
-        "pgbench clients must be 1 to {CLIENTS_MAX} and its duration 1 s to 1 h; got {clients} clients for {seconds} s"
+        "pgbench clients must be 1 to {CLIENTS_MAX} and its duration 1 s to 10 min; got {clients} clients for {seconds} s"
     )]
     OutOfRange { clients: u32, seconds: u64 },
     #[error("the database: {0}")]
-    Database(#[from] tokio_postgres::Error),
+    Database(String),
     #[error("pgbench: {0}")]
     Run(String),
 }
 
+impl From<tokio_postgres::Error> for PgbenchError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        // The driver's own text of a server's error is only "db error".
+        PgbenchError::Database(error.as_db_error().map_or_else(|| error.to_string(), ToString::to_string))
+    }
+}
+
 /// Runs the flow script with `clients` connections for `duration` against
-/// `database_url` (a PostgreSQL URL with its password), after applying the
-/// stack's schema (idempotent).
+/// `database_url` (a PostgreSQL URL with its password), in [`SCHEMA`],
+/// made anew with the stack's migrations.
 pub async fn ceiling(database_url: &str, clients: u32, duration: Duration) -> Result<Ceiling, PgbenchError> {
     let seconds = duration.as_secs();
     if !(1..=CLIENTS_MAX).contains(&clients) || seconds == 0 || duration > DURATION_MAX {
@@ -69,16 +113,20 @@ pub async fn ceiling(database_url: &str, clients: u32, duration: Duration) -> Re
     let folder = tempfile::tempdir().map_err(|e| PgbenchError::Run(format!("a temporary folder: {e}")))?;
     let script = folder.path().join("flow.sql");
     std::fs::write(&script, FLOW_SCRIPT).map_err(|e| PgbenchError::Run(format!("{}: {e}", script.display())))?;
-    let output = run(&bin, &script, database_url, clients, seconds).await?;
+    let output = run(&bin, &script, &in_schema(database_url), clients, seconds).await?;
     let flows_per_second =
         parse_tps(&output).ok_or_else(|| PgbenchError::Run(format!("no `tps = ` line in its output:\n{output}")))?;
     Ok(Ceiling { clients, seconds, flows_per_second, fsync, synchronous_commit })
 }
 
-/// Applies the schema; returns the server's durability settings.
+/// Makes [`SCHEMA`] anew with the stack's tables; returns the server's
+/// durability settings.
 async fn prepare(database_url: &str) -> Result<(String, String), PgbenchError> {
     let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
+    let schema =
+        format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};");
+    client.batch_execute(&schema).await?;
     client.batch_execute(crate::stack::pg::MIGRATIONS).await?;
     let show = |row: tokio_postgres::Row| row.get::<_, String>(0);
     let fsync = show(client.query_one("SHOW fsync", &[]).await?);
@@ -89,14 +137,18 @@ async fn prepare(database_url: &str) -> Result<(String, String), PgbenchError> {
 async fn run(bin: &Path, script: &Path, url: &str, clients: u32, seconds: u64) -> Result<String, PgbenchError> {
     // pgbench's threads: one per core is what it can use here.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32).min(clients);
-    let output = tokio::process::Command::new(bin)
+    let running = tokio::process::Command::new(bin)
         .args(["-n", "-f"])
         .arg(script)
         .args(["-c", &clients.to_string(), "-j", &threads.to_string(), "-T", &seconds.to_string()])
         .arg(url)
         .kill_on_drop(true)
-        .output()
+        .output();
+    // -T bounds the load; connecting and the summary get a minute more (a late pgbench is killed).
+    let bound = Duration::from_secs(seconds.saturating_add(60));
+    let output = tokio::time::timeout(bound, running)
         .await
+        .map_err(|_| PgbenchError::Run(format!("it did not end within {} s", bound.as_secs())))?
         .map_err(|e| PgbenchError::Run(e.to_string()))?;
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {
@@ -104,6 +156,13 @@ async fn run(bin: &Path, script: &Path, url: &str, clients: u32, seconds: u64) -
         return Err(PgbenchError::Run(text.replace(url, &crate::contract::canary::redacted(url))));
     }
     Ok(text)
+}
+
+/// `url` with [`SCHEMA`] as its search path (libpq's `options`), after
+/// whatever query it has: libpq keeps the last of a repeated parameter.
+fn in_schema(url: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-csearch_path%3D{SCHEMA}")
 }
 
 /// `tps = 1234.5 (without initial connection time)` → 1234.5.
@@ -114,7 +173,35 @@ fn parse_tps(output: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_tps;
+    use super::{Asked, in_schema, parse_tps};
+    use std::time::Duration;
+
+    #[test]
+    fn the_schema_is_added_to_the_url_s_query_whether_or_not_it_has_one() {
+        let option = "options=-csearch_path%3Dposim_pgbench";
+        assert_eq!(in_schema("postgres://u:p@127.0.0.1:5/db"), format!("postgres://u:p@127.0.0.1:5/db?{option}"));
+        assert_eq!(
+            in_schema("postgres://u:p@127.0.0.1:5/db?sslmode=disable"),
+            format!("postgres://u:p@127.0.0.1:5/db?sslmode=disable&{option}")
+        );
+    }
+
+    #[test]
+    fn flags_out_of_range_are_refused_naming_the_flag() {
+        let asked = |clients, seconds: f64| Asked::new(clients, Duration::from_secs_f64(seconds));
+        assert!(asked(None, 10.0).is_ok_and(|a| a.clients(3) == 3 * super::stack_pool_size()));
+        assert!(asked(Some(7), 1.0).is_ok_and(|a| a.clients(3) == 7));
+        for (clients, seconds, flag) in [
+            (Some(0), 10.0, "--pgbench-clients"),
+            (Some(1001), 10.0, "--pgbench-clients"),
+            (None, 0.0, "--pgbench-duration"),
+            (None, 1.5, "--pgbench-duration"),
+            (None, 601.0, "--pgbench-duration"),
+        ] {
+            let refused = asked(clients, seconds).expect_err("refused");
+            assert!(refused.contains(flag), "{refused}");
+        }
+    }
 
     #[test]
     fn the_rate_is_read_off_pgbench_s_summary() {

@@ -1,7 +1,8 @@
 //! A load run, start to end: the live engine's world and launcher, the
 //! stack deployed once with the scenario's last phase config, the steps
-//! (open or closed), the final audit, then the judge's D1–D8 and the load
-//! section with its knee, headroom and thresholds.
+//! (open or closed), the final audit, the database's own ceiling (pgbench)
+//! on the run's database, then the judge's D1–D8 and the load section with
+//! its knee, headroom, thresholds and ceiling.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use super::gate::{self, Measured};
 use super::knee::{self, Caps, Point};
 use super::merge::StepRecord;
 use super::meter::Meter;
+use super::pgbench::{self, Ceiling};
 use super::shape::{Model, Shape};
 use crate::live::engine::{self, LiveError, LiveOptions};
 use crate::report::load::{KneeReport, LoadSection, StepReport};
@@ -37,12 +39,14 @@ pub fn load_scenario(scenario: &Scenario) -> Scenario {
     load
 }
 
-/// Runs the load on `scenario` (already made by [`load_scenario`]).
+/// Runs the load on `scenario` (already made by [`load_scenario`]);
+/// `pgbench`: `None` skips the database's ceiling.
 pub async fn run(
     scenario: &Scenario,
     options: LiveOptions,
     shape: Shape,
     thresholds: &[Threshold],
+    pgbench: Option<pgbench::Asked>,
 ) -> Result<LoadOutcome, LiveError> {
     let meter = Arc::new(Meter::default());
     let observer: Arc<dyn crate::live::shared::Observe> = meter.clone();
@@ -60,13 +64,15 @@ pub async fn run(
     meter.close();
     settle(&shared).await;
     shared.final_audit().await;
+    let ceiling = database_ceiling(&shared, pgbench).await;
     drop(customers);
     drop(shared);
     let records = steps.iter().map(|s| StepRecord::of(s, &meter.counts(s.step))).collect();
     let purchases: u64 = steps.iter().map(|s| s.started).sum();
     let mut finished = engine::finish(started).await;
     finished.notes.extend(note);
-    let section = section(scenario, shape, steps, thresholds);
+    let mut section = section(scenario, shape, steps, thresholds);
+    section.set_ceiling(ceiling);
     let engine = format!("load ({} model), stack as {}, {seconds:.0} s", shape.model_name(), finished.launcher);
     let recorded = Recorded {
         history: finished.history,
@@ -116,6 +122,20 @@ async fn steps(customers: &Arc<Customers>, shape: Shape, scenario: &Scenario) ->
         users.stop().await;
     }
     reports
+}
+
+/// The database's own ceiling, on the run's database while it still runs:
+/// why there is none (skipped, or pgbench failed) is a note, not an error.
+async fn database_ceiling(
+    shared: &crate::live::shared::Shared,
+    asked: Option<pgbench::Asked>,
+) -> Result<Ceiling, String> {
+    let asked = asked.ok_or("skipped (--no-pgbench)")?;
+    let url = shared.host_database_url().await.map_err(|why| format!("skipped: {why}"))?;
+    let clients = asked.clients(shared.scenario.stack.replicas);
+    let seconds = asked.duration.as_secs();
+    eprintln!("pgbench: {clients} clients for {seconds} s on the run's database (schema {}) …", pgbench::SCHEMA);
+    pgbench::ceiling(&url, clients, asked.duration).await.map_err(|error| format!("pgbench failed: {error}"))
 }
 
 /// At most this many sweeps drain a load's backlog (each handles at most
@@ -202,5 +222,6 @@ pub fn summarize(head: Head, steps: Vec<StepReport>, thresholds: &[Threshold]) -
         not_started,
         error_rate,
         thresholds,
+        ..LoadSection::default()
     }
 }

@@ -1,6 +1,7 @@
 //! The `load` section of a report (`posim load`): per step the offered
 //! load, throughput and latency percentiles, the knee, the headroom over the
-//! fleet's busiest hour and the thresholds — plain data, filled by the load
+//! fleet's busiest hour, the thresholds and the database's own ceiling
+//! beside the knee (pgbench) — plain data, filled by the load
 //! shell, shown in summary.json, summary.md and on the console.
 
 use std::collections::BTreeMap;
@@ -64,6 +65,36 @@ pub struct ThresholdResult {
     pub actual: String,
 }
 
+/// What pgbench sustained on the run's database, and under which durability settings.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Ceiling {
+    pub clients: u32,
+    pub seconds: u64,
+    pub flows_per_second: f64,
+    /// As the server reported them (`SHOW fsync`, `SHOW synchronous_commit`).
+    pub fsync: String,
+    pub synchronous_commit: String,
+}
+
+impl Ceiling {
+    /// Whether commits reach the disk before they are acknowledged, as a production database's do.
+    pub fn production_durability(&self) -> bool {
+        self.fsync == "on" && self.synchronous_commit == "on"
+    }
+
+    /// `database ceiling (pgbench, 16 clients, fsync on, synchronous_commit on): 208.0 flows/s`.
+    fn line(&self) -> String {
+        let durability = match self.production_durability() {
+            true => "production durability".to_string(),
+            false => "durability NOT production-like: commits may be acknowledged before they reach the disk".into(),
+        };
+        format!(
+            "database ceiling (pgbench, {} clients, {} s, fsync {}, synchronous_commit {}): {:.1} flows/s ({durability})",
+            self.clients, self.seconds, self.fsync, self.synchronous_commit, self.flows_per_second
+        )
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LoadSection {
     /// `open` (posim's scheduler) or `closed (goose)`.
@@ -88,9 +119,26 @@ pub struct LoadSection {
     /// (failed + not started) ÷ offered.
     pub error_rate: f64,
     pub thresholds: Vec<ThresholdResult>,
+    /// pgbench running the flow's three write transactions on the run's own database.
+    pub database_ceiling: Option<Ceiling>,
+    /// Knee throughput ÷ pgbench flows per second.
+    pub knee_over_ceiling: Option<f64>,
+    /// Why there is no ceiling (skipped, or pgbench failed).
+    pub database_ceiling_note: Option<String>,
 }
 
 impl LoadSection {
+    /// Sets the ceiling and the knee's ratio to it, or why there is none.
+    pub fn set_ceiling(&mut self, ceiling: Result<Ceiling, String>) {
+        let ceiling = match ceiling {
+            Ok(ceiling) => ceiling,
+            Err(note) => return self.database_ceiling_note = Some(note),
+        };
+        let flows = ceiling.flows_per_second;
+        self.knee_over_ceiling = self.knee.as_ref().filter(|_| flows > 0.0).map(|knee| knee.throughput / flows);
+        self.database_ceiling = Some(ceiling);
+    }
+
     pub fn breached(&self) -> impl Iterator<Item = &ThresholdResult> {
         self.thresholds.iter().filter(|t| !t.met)
     }
@@ -157,10 +205,66 @@ impl LoadSection {
             self.not_started,
             100.0 * self.error_rate
         );
+        if let Some(ceiling) = &self.database_ceiling {
+            let ratio = self.knee_over_ceiling.map_or("n/a".to_string(), |r| format!("{r:.2}"));
+            let _ = writeln!(out, "{} · knee ÷ ceiling {ratio}", ceiling.line());
+        }
+        if let Some(note) = &self.database_ceiling_note {
+            let _ = writeln!(out, "database ceiling: none ({note})");
+        }
         for threshold in &self.thresholds {
             let state = if threshold.met { "met" } else { "BREACHED" };
             let _ = writeln!(out, "threshold {}: {state} (actual {})", threshold.threshold, threshold.actual);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ceiling, KneeReport, LoadSection};
+
+    fn ceiling(fsync: &str) -> Ceiling {
+        Ceiling {
+            clients: 16,
+            seconds: 10,
+            flows_per_second: 200.0,
+            fsync: fsync.into(),
+            synchronous_commit: "on".into(),
+        }
+    }
+
+    fn with_knee() -> LoadSection {
+        let knee = KneeReport { step: 2, throughput: 124.0, p99_ms: 20.0, next_step: Some(3), reason: String::new() };
+        LoadSection { knee: Some(knee), ..LoadSection::default() }
+    }
+
+    #[test]
+    fn the_ceiling_is_shown_with_its_durability_and_the_knee_over_it() {
+        let mut section = with_knee();
+        section.set_ceiling(Ok(ceiling("on")));
+        assert_eq!(section.knee_over_ceiling, Some(0.62));
+        let line = "database ceiling (pgbench, 16 clients, 10 s, fsync on, synchronous_commit on): 200.0 flows/s \
+                    (production durability) · knee ÷ ceiling 0.62";
+        assert!(section.markdown().contains(line), "{}", section.markdown());
+    }
+
+    #[test]
+    fn durability_that_is_not_production_like_is_said_plainly() {
+        let mut section = with_knee();
+        section.set_ceiling(Ok(ceiling("off")));
+        assert!(section.markdown().contains("fsync off"));
+        assert!(section.markdown().contains("durability NOT production-like"));
+    }
+
+    #[test]
+    fn a_skipped_ceiling_keeps_its_reason_and_no_knee_gives_no_ratio() {
+        let mut section = with_knee();
+        section.set_ceiling(Err("skipped: the stack was given by URL".into()));
+        assert!(section.database_ceiling.is_none() && section.knee_over_ceiling.is_none());
+        assert!(section.markdown().contains("database ceiling: none (skipped: the stack was given by URL)"));
+        let mut kneeless = LoadSection::default();
+        kneeless.set_ceiling(Ok(ceiling("on")));
+        assert!(kneeless.database_ceiling.is_some() && kneeless.knee_over_ceiling.is_none());
     }
 }
