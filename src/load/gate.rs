@@ -9,6 +9,7 @@ use crate::scenario::load::Threshold;
 pub struct Measured {
     /// p99 of stack requests at the knee (or at the last step without one).
     pub p99_ms: f64,
+    /// Failed or not started ÷ offered, at the knee (over the run without one).
     pub error_rate: f64,
     /// The knee over the peak rate (`None`: no knee, or no traffic).
     pub headroom: Option<f64>,

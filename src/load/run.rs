@@ -205,8 +205,10 @@ pub fn summarize(head: Head, steps: Vec<StepReport>, thresholds: &[Threshold]) -
     let not_started: u64 = steps.iter().map(|s| s.not_started).sum();
     let offered = purchases + not_started;
     let error_rate = if offered > 0 { (failed + not_started) as f64 / offered as f64 } else { 0.0 };
+    // Judged where the knee is: a knee search always ends on a step past it.
     let p99_ms = knee.as_ref().map(|k| k.p99_ms).or_else(|| points.last().map(|p| p.p99_ms)).unwrap_or(0.0);
-    let thresholds = gate::judge(thresholds, Measured { p99_ms, error_rate, headroom });
+    let gated_error_rate = found.knee.map_or(error_rate, |index| points[index].error_rate);
+    let thresholds = gate::judge(thresholds, Measured { p99_ms, error_rate: gated_error_rate, headroom });
     LoadSection {
         model,
         shard,
@@ -223,5 +225,45 @@ pub fn summarize(head: Head, steps: Vec<StepReport>, thresholds: &[Threshold]) -
         error_rate,
         thresholds,
         ..LoadSection::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(index: usize, throughput: f64, p99_ms: f64, error_rate: f64) -> StepReport {
+        let all = crate::report::load::Percentiles { count: 10, p99_ms, ..Default::default() };
+        let latency = [("all".to_string(), all)].into_iter().collect();
+        let failed = (error_rate * 1000.0) as u64;
+        StepReport {
+            step: index,
+            throughput,
+            error_rate,
+            latency,
+            succeeded: 1000 - failed,
+            failed,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn thresholds_are_judged_at_the_knee_not_on_the_step_past_it() {
+        let head = || Head {
+            model: "open".into(),
+            caps: Caps { p99_ms: 300.0, error_rate: 0.01 },
+            peak_rate: 10.0,
+            shard: None,
+        };
+        let gates: Vec<Threshold> =
+            ["error_rate<1%", "p99<200ms", "knee>5x"].iter().map(|t| t.parse().expect("a gate")).collect();
+        let steps = vec![step(0, 50.0, 20.0, 0.0), step(1, 100.0, 150.0, 0.002), step(2, 90.0, 900.0, 0.2)];
+        let section = summarize(head(), steps, &gates);
+        assert_eq!(section.knee.as_ref().map(|k| k.step), Some(1));
+        let met: Vec<(String, bool)> = section.thresholds.iter().map(|t| (t.actual.clone(), t.met)).collect();
+        assert_eq!(met, vec![("0.20%".into(), true), ("150.0ms".into(), true), ("10.0x".into(), true)]);
+        let none = summarize(head(), vec![step(0, 50.0, 900.0, 0.3)], &gates);
+        assert!(none.knee.is_none());
+        assert!(none.thresholds.iter().all(|t| !t.met), "no knee: judged on the run, and no headroom");
     }
 }

@@ -36,7 +36,8 @@ impl Default for LoadSpec {
 pub enum Threshold {
     /// The p99 of stack requests at the knee (or the last step) is below this.
     P99Below { ms: Millis },
-    /// The share of failed purchases over the run is below this.
+    /// The share of failed (or never started) purchases at the knee, or
+    /// over the run without one, is below this.
     ErrorRateBelow { rate: f64 },
     /// The knee is above this multiple of the fleet's busiest-hour purchase rate.
     KneeAbove { times_peak: f64 },
