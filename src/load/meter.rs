@@ -15,7 +15,7 @@ use crate::live::shared::Observe;
 use crate::report::load::{Percentiles, StepReport};
 
 /// Up to an hour, three significant figures.
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -177,11 +177,11 @@ impl Observe for Meter {
     }
 }
 
-fn micros(duration: Duration) -> u64 {
+pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn percentiles(histogram: &Histogram<u64>) -> Percentiles {
+pub(crate) fn percentiles(histogram: &Histogram<u64>) -> Percentiles {
     let ms = |micros: u64| micros as f64 / 1000.0;
     Percentiles {
         count: histogram.len(),
