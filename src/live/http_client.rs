@@ -2,9 +2,14 @@
 //! terminals and operator, `posim load`, `posim generator`): built in one
 //! place, so that what the generator check measures is what the load sends.
 
+/// Idle connections kept per host: as many as `posim generator` opens, so
+/// that no connection of a closed loop is closed and opened again.
+pub const POOL_IDLE_MAX: usize = 1024;
+
 /// A client for loopback HTTP to the stack and the world: plain HTTP/1 with
-/// keep-alive, a pool deep enough for a load run's connections, and no
-/// system proxy lookup (every address is 127.0.0.1 or a container's).
+/// keep-alive and a deep pool. No system proxy (every address is loopback
+/// or a container's, which a CI proxy must not intercept) and no gzip (no
+/// stack compresses; it only costs a header and a body wrapper per request).
 pub fn client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder().pool_max_idle_per_host(256).build()
+    reqwest::Client::builder().pool_max_idle_per_host(POOL_IDLE_MAX).no_proxy().no_gzip().build()
 }

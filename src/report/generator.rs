@@ -15,6 +15,8 @@ pub const RATIO_AIM: f64 = 0.8;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorLine {
     pub generator: String,
+    /// Threads it ran on (posim: one current-thread runtime each; wrk: `-t`).
+    pub threads: u32,
     /// Answers counted: posim counts 200s only; wrk counts every response.
     pub requests: u64,
     pub seconds: f64,
@@ -101,16 +103,18 @@ impl GeneratorReport {
         let _ = writeln!(
             text,
             "`{}`, {} connections, {} s each, one after the other, on one reference-stack replica; \
-             {} cores shared by the stack and the generator.\n",
+             {} cores shared by the stack and the generator. posim: the live engine's HTTP client \
+             (`live::http_client`), one current-thread runtime per thread.\n",
             self.endpoint, self.connections, self.duration_seconds, self.cores
         );
-        text.push_str("| generator | requests/s | p50 ms | p99 ms | max ms | answers | seconds | errors |\n");
-        text.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        text.push_str("| generator | threads | requests/s | p50 ms | p99 ms | max ms | answers | seconds | errors |\n");
+        text.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for line in [&self.posim, &self.wrk] {
             let _ = writeln!(
                 text,
-                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {} |",
                 line.generator,
+                line.threads,
                 line.requests_per_second,
                 line.p50_ms,
                 line.p99_ms,
@@ -145,6 +149,7 @@ mod tests {
     fn line(generator: &str, requests_per_second: f64) -> GeneratorLine {
         GeneratorLine {
             generator: generator.into(),
+            threads: 2,
             requests: (requests_per_second * 2.0) as u64,
             seconds: 2.0,
             requests_per_second,
@@ -185,6 +190,6 @@ mod tests {
         let read: GeneratorReport = serde_json::from_str(&text).expect("parses");
         assert_eq!(read, written);
         let markdown = std::fs::read_to_string(dir.path().join("generator.md")).expect("generator.md");
-        assert!(markdown.contains("| posim | 45000 |") && markdown.contains("| wrk | 50000 |"), "{markdown}");
+        assert!(markdown.contains("| posim | 2 | 45000 |") && markdown.contains("| wrk | 2 | 50000 |"), "{markdown}");
     }
 }
