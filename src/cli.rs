@@ -729,29 +729,8 @@ fn load_run(args: LoadArgs) -> Exit {
         world_port: args.stack.world_port.unwrap_or(0),
         run: Arc::clone(&run),
     };
-    let runtime = runtime()?;
-    let interrupted = runtime.block_on(async {
-        tokio::select! {
-            outcome = crate::load::run::run(&scenario, options, shape, &args.thresholds) => Some(outcome),
-            _ = stop_signal() => None,
-        }
-    });
-    let outcome = match interrupted {
-        Some(Ok(outcome)) => outcome,
-        Some(Err(error)) => {
-            eprintln!("error: the harness could not run: {error}");
-            return Err(EXIT_HARNESS);
-        }
-        None => {
-            let cleaned = runtime.block_on(crate::live::clean::own_run(&run));
-            for problem in cleaned.problems {
-                eprintln!("posim load: {problem}");
-            }
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            eprintln!("interrupted: the stack and its database were stopped");
-            return Err(EXIT_HARNESS);
-        }
-    };
+    let work = crate::load::run::run(&scenario, options, shape, &args.thresholds);
+    let outcome = until_stopped("posim load", &run, work)?;
     let mut judged = judge(&scenario, seed, &args.stack.stack_bugs, outcome.recorded);
     // A load run has no rollout: it is judged on D1–D8 and its thresholds.
     let breached: Vec<String> =
