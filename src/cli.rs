@@ -54,6 +54,9 @@ enum Command {
     /// Load the stack (open model: purchases per second; closed: goose
     /// users) in steps; find its knee; gate on thresholds; audit D1–D8.
     Load(LoadArgs),
+    /// Generator efficiency: the highest GET /health rate posim's load
+    /// generator sustains beside wrk's, on one reference-stack replica.
+    Generator(GeneratorArgs),
     /// Pre-check (§1): validate a proposed canary env and run a smoke scenario on it.
     Precheck(PrecheckArgs),
     /// The reference stack as a service.
@@ -233,6 +236,19 @@ struct LoadArgs {
     stack: LiveStackArgs,
 }
 
+#[derive(Args)]
+struct GeneratorArgs {
+    /// How long each generator runs (whole seconds, 1s to 5m).
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    /// Concurrent connections of each generator (1 to 1024).
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// Where to write generator.json and generator.md (default: reports/generator-<stamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 /// Which stack a live or load run starts (as `posim live` takes it).
 #[derive(Args)]
 struct LiveStackArgs {
@@ -350,6 +366,7 @@ pub fn main() -> ExitCode {
         Command::Shrink(args) => shrink(args).unwrap_or_else(|code| code),
         Command::Live(args) => live(args),
         Command::Load(args) => load_run(args).unwrap_or_else(|code| code),
+        Command::Generator(args) => generator(args).unwrap_or_else(|code| code),
         Command::Precheck(args) => precheck(args),
         Command::Stack(StackCommand::Serve) => stack_serve(),
         Command::Images(ImagesCommand::Build(args)) => images_build(args),
@@ -774,29 +791,8 @@ fn load_run(args: LoadArgs) -> Exit {
         run: Arc::clone(&run),
         namespace: (!shape.shard.is_whole()).then(|| format!("s{}", shape.shard.index)),
     };
-    let runtime = runtime()?;
-    let interrupted = runtime.block_on(async {
-        tokio::select! {
-            outcome = crate::load::run::run(&scenario, options, shape, &args.thresholds, pgbench) => Some(outcome),
-            _ = stop_signal() => None,
-        }
-    });
-    let outcome = match interrupted {
-        Some(Ok(outcome)) => outcome,
-        Some(Err(error)) => {
-            eprintln!("error: the harness could not run: {error}");
-            return Err(EXIT_HARNESS);
-        }
-        None => {
-            let cleaned = runtime.block_on(crate::live::clean::own_run(&run));
-            for problem in cleaned.problems {
-                eprintln!("posim load: {problem}");
-            }
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            eprintln!("interrupted: the stack and its database were stopped");
-            return Err(EXIT_HARNESS);
-        }
-    };
+    let work = crate::load::run::run(&scenario, options, shape, &args.thresholds, pgbench);
+    let outcome = until_stopped("posim load", &run, work)?;
     let mut judged = judge(&scenario, seed, &args.stack.stack_bugs, outcome.recorded);
     // A load run has no rollout: it is judged on D1–D8 and its thresholds.
     let breached: Vec<String> =
@@ -824,6 +820,59 @@ fn load_run(args: LoadArgs) -> Exit {
         println!("threshold breached: {threshold}");
     }
     Ok(if passed { EXIT_PASS } else { EXIT_FAIL })
+}
+
+fn generator(args: GeneratorArgs) -> Exit {
+    use crate::load::generator::{self, Asked};
+    let asked = Asked::check(*args.duration, args.connections).map_err(usage)?;
+    let wrk = generator::find_wrk().ok_or_else(|| usage("wrk is not installed (Debian: apt-get install wrk)"))?;
+    let dir = args.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("generator-{}", stamp())));
+    let run = Run::register().map_err(|error| {
+        eprintln!("error: cannot register the run (set {RUNS_DIR_VAR} to a writable folder): {error}");
+        EXIT_HARNESS
+    })?;
+    let work = generator::run(asked, wrk, dir.join("stack-logs"), Arc::clone(&run));
+    let report = until_stopped("posim generator", &run, work)?;
+    print!("{}", report.console());
+    if let Err(error) = report.write(&dir) {
+        eprintln!("error: cannot write the report to {}: {error}", dir.display());
+        return Err(EXIT_HARNESS);
+    }
+    println!("report: {}", dir.display());
+    Ok(EXIT_PASS)
+}
+
+/// Runs a live command's `work` on a multi-threaded runtime until it ends
+/// or Ctrl-C / SIGTERM; then what the run started (replicas, database,
+/// containers) is removed and it exits 3, as when the work fails.
+fn until_stopped<T, E: std::fmt::Display>(
+    command: &str,
+    run: &Arc<Run>,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, u8> {
+    let runtime = runtime()?;
+    let finished = runtime.block_on(async {
+        tokio::select! {
+            outcome = work => Some(outcome),
+            _ = stop_signal() => None,
+        }
+    });
+    match finished {
+        Some(Ok(outcome)) => Ok(outcome),
+        Some(Err(error)) => {
+            eprintln!("error: the harness could not run: {error}");
+            Err(EXIT_HARNESS)
+        }
+        None => {
+            let cleaned = runtime.block_on(crate::live::clean::own_run(run));
+            for problem in cleaned.problems {
+                eprintln!("{command}: {problem}");
+            }
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            eprintln!("interrupted: the stack and its database were stopped");
+            Err(EXIT_HARNESS)
+        }
+    }
 }
 
 /// The scenario's faults that live inside a replica (between two of its

@@ -19,6 +19,7 @@ use crate::scenario::Scenario;
 use crate::time::{self, Millis};
 
 pub mod compare;
+pub mod generator;
 pub mod load;
 pub mod oplog;
 

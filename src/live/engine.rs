@@ -199,7 +199,7 @@ pub(crate) async fn start(
         options: options.clone(),
         recorder: Arc::clone(&recorder),
         faults,
-        http: reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(std::io::Error::other)?,
+        http: super::http_client::client().map_err(std::io::Error::other)?,
         world,
         world_url,
         slots: Mutex::new(vec![Slot { url: None, deploy: 0, serving: false, bad_build_error_rate: 0.0 }; replicas]),

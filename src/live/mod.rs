@@ -10,6 +10,7 @@ pub mod clock_skew;
 pub mod containers;
 pub mod engine;
 pub mod group;
+pub mod http_client;
 pub mod images;
 pub mod journal;
 pub mod launch_error;

@@ -227,11 +227,11 @@ impl Observe for Meter {
     }
 }
 
-fn micros(duration: Duration) -> u64 {
+pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn percentiles(histogram: &Histogram<u64>) -> Percentiles {
+pub(crate) fn percentiles(histogram: &Histogram<u64>) -> Percentiles {
     let ms = |micros: u64| micros as f64 / 1000.0;
     Percentiles {
         count: histogram.len(),
