@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::contract::{CanaryConfig, Endpoint, ErrorCode, PaymentStatus, Reply, Text};
 use crate::criteria::CriterionResult;
-use crate::faults::{FaultKey, FaultKind, StackFaultAction};
+use crate::faults::{FaultKey, FaultKind, FaultSite, StackFaultAction};
 use crate::time::{self, Millis};
 use crate::world::PurchaseOutcome;
 use crate::world::outcomes::{Fired, Truth};
@@ -370,9 +370,45 @@ impl History {
                 text.extend(named.into_iter().flatten());
                 text
             }
+            Event::Sent { request, purchase, endpoint, attempt, twin } => {
+                let who = if *purchase == NO_PURCHASE {
+                    "posim".to_string()
+                } else {
+                    format!("purchase {purchase}'s terminal")
+                };
+                let twin = if *twin { " (a double tap)" } else { "" };
+                format!("{who} sends request {request}: {endpoint}, attempt {attempt}{twin}")
+            }
+            Event::Heard { request, status: Some(status), error } => {
+                let error = error.map_or(String::new(), |code| format!(" `{}`", <&'static str>::from(code)));
+                format!("the terminal hears {status}{error} for request {request}")
+            }
+            Event::Heard { request, status: None, .. } => {
+                format!("the terminal hears nothing for request {request} before its timeout (an ambiguous answer)")
+            }
+            Event::Fault { fault, kind, key: FaultKey::Call { purchase, site, attempt } } => {
+                let site = match site {
+                    FaultSite::World(endpoint) => format!("the stack's {} call", snake(endpoint)),
+                    FaultSite::Terminal { endpoint, lane } => {
+                        format!("the terminal's {endpoint} request ({})", snake(lane))
+                    }
+                };
+                format!("fault {fault} `{kind}` fires on {site} #{attempt} for purchase {purchase}")
+            }
+            Event::Refunded { payment, provider_ref } => {
+                format!("PSP refunds charge {provider_ref} of payment {payment}")
+            }
+            Event::Told { purchase, payment, status } => {
+                format!("purchase {purchase}'s terminal is told payment {payment} is {status:?}")
+            }
             other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
         }
     }
+}
+
+/// A serde-named value's name (`start_cycle`).
+fn snake(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default().trim_matches('"').to_string()
 }
 
 /// Notes an `Arrived` purchase's condominium in a table by purchase number

@@ -22,6 +22,7 @@ pub mod compare;
 pub mod generator;
 pub mod load;
 pub mod oplog;
+pub mod story;
 
 pub use oplog::OplogEntry;
 
@@ -38,6 +39,9 @@ pub struct WitnessLine {
     pub record: usize,
     pub at_ms: Millis,
     pub text: String,
+    /// One of the records that break the invariant; the others tell what
+    /// led to them (the payment's requests, answers, faults and effects).
+    pub key: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -161,14 +165,16 @@ pub struct RunFacts<'a> {
 
 pub fn build(facts: RunFacts<'_>) -> RunReport {
     let mut violation_counts = BTreeMap::new();
-    let mut listed = Vec::new();
+    let mut chosen = Vec::new();
     for violation in facts.violations {
         let count = violation_counts.entry(violation.code).or_insert(0);
         *count += 1;
         if *count <= LISTED_PER_CODE {
-            listed.push(witnessed(facts.history, violation));
+            chosen.push(violation);
         }
     }
+    let stories = story::Stories::gather(facts.history, chosen.iter().copied());
+    let listed = chosen.into_iter().map(|violation| witnessed(facts.history, &stories, violation)).collect();
     let mut failed_criteria: Vec<String> = facts
         .windows
         .iter()
@@ -216,13 +222,16 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
     }
 }
 
-fn witnessed(history: &History, violation: &Violation) -> ViolationReport {
-    let mut records = violation.witness.clone();
-    records.sort_unstable();
-    records.dedup();
-    let witness = records
+fn witnessed(history: &History, stories: &story::Stories, violation: &Violation) -> ViolationReport {
+    let witness = stories
+        .of(violation)
         .into_iter()
-        .map(|record| WitnessLine { record, at_ms: history.records[record].at, text: history.describe(record) })
+        .map(|(record, key)| WitnessLine {
+            record,
+            at_ms: history.records[record].at,
+            text: history.describe(record),
+            key,
+        })
         .collect();
     ViolationReport {
         code: violation.code,
@@ -367,7 +376,8 @@ pub fn markdown(report: &RunReport) -> String {
     for violation in report.violations.iter().take(40) {
         let _ = writeln!(out, "\n### {} {} — {}\n", violation.code, violation.title, violation.summary);
         for line in &violation.witness {
-            let _ = writeln!(out, "    {}", line.text);
+            let mark = if line.key { "→" } else { " " };
+            let _ = writeln!(out, "    {mark} {}", line.text);
         }
     }
     out
@@ -468,8 +478,12 @@ pub fn console(report: &RunReport) -> String {
         let _ = writeln!(out, "invariants broken: {}", counts.join(" "));
         for violation in report.violations.iter().take(5) {
             let _ = writeln!(out, "  {} {}: {}", violation.code, violation.title, violation.summary);
-            for line in violation.witness.iter().take(4) {
+            for line in violation.witness.iter().filter(|line| line.key).take(4) {
                 let _ = writeln!(out, "      {}", line.text);
+            }
+            let context = violation.witness.iter().filter(|line| !line.key).count();
+            if context > 0 {
+                let _ = writeln!(out, "      (and {context} records of what led to it, in summary.md)");
             }
         }
     }

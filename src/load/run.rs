@@ -111,6 +111,9 @@ async fn steps(customers: &Arc<Customers>, shape: Shape, scenario: &Scenario) ->
         eprintln!("{}", LoadSection::step_line(&report));
         reports.push(report);
         let points: Vec<Point> = reports.iter().map(point).collect();
+        if spent {
+            eprintln!("posim load: the plan has no customer left: the load ends after step {index}");
+        }
         if spent || (shape.find_knee && knee::knee(&points, caps).next.is_some()) {
             break;
         }
