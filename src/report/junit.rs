@@ -116,7 +116,10 @@ fn cases(report: &RunReport) -> Vec<Case> {
                 kind: "threshold",
                 verdict: match t.met {
                     true => Verdict::Passed(format!("actual {}", t.actual)),
-                    false => failure(format!("threshold {} breached: actual {}", t.threshold, t.actual), &t.actual),
+                    false => {
+                        let message = format!("threshold {} breached: actual {}", t.threshold, t.actual);
+                        failure(message.clone(), &message)
+                    }
                 },
             }));
         }
