@@ -20,6 +20,7 @@ use crate::time::{self, Millis};
 
 pub mod compare;
 pub mod generator;
+pub mod junit;
 pub mod load;
 pub mod oplog;
 pub mod story;
@@ -243,7 +244,8 @@ fn witnessed(history: &History, stories: &story::Stories, violation: &Violation)
     }
 }
 
-/// Writes `summary.json`, `summary.md` and (if asked) `trace.jsonl` into `dir`.
+/// Writes `summary.json`, `summary.md`, `oplog.jsonl`, `junit.xml` and (if
+/// asked) `trace.jsonl` into `dir`.
 pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
@@ -255,6 +257,7 @@ pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool
         log.push('\n');
     }
     write_whole(&dir.join("oplog.jsonl"), &log)?;
+    write_whole(&dir.join("junit.xml"), &junit::testsuite_of(&report.scenario, report))?;
     if with_trace {
         let mut out = BufWriter::new(std::fs::File::create(dir.join("trace.jsonl"))?);
         history.write_jsonl(&mut out)?;
