@@ -20,6 +20,7 @@ use crate::scenario::Scenario;
 use crate::sim::{self, SimOptions};
 use crate::stack::http::ServeConfig;
 use crate::stack::{BugSet, StackBug};
+use crate::suite::{self, SuiteConfig, summary::SuiteSummary};
 use crate::swarm::artifact::{Artifact, ArtifactError, ScenarioSource};
 use crate::swarm::shrink::{ShrinkError, Target};
 use crate::swarm::{self, SwarmConfig};
@@ -153,14 +154,20 @@ struct StackArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// The scenario file (TOML).
-    scenario: PathBuf,
-    /// The seed; defaults to the scenario's.
+    /// The scenario file (TOML); several files or folders (every `*.toml`
+    /// in it, by name) make a suite: one verdict, a report folder each.
+    #[arg(required = true, value_name = "SCENARIO")]
+    scenarios: Vec<PathBuf>,
+    /// The seed (of every scenario of a suite); defaults to the scenario's.
     #[arg(long)]
     seed: Option<u64>,
-    /// Where to write the report (default: a new folder under reports/).
+    /// Where to write the report (default: a new folder under reports/;
+    /// a suite's: reports/suite-<stamp>/, a folder per scenario inside).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A suite's scenarios run at once (default: the machine's available parallelism).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::suite::MAX_JOBS)))]
+    jobs: Option<u16>,
     /// Do not write trace.jsonl (large runs).
     #[arg(long)]
     no_trace: bool,
@@ -382,7 +389,14 @@ fn load(path: &Path) -> Result<Scenario, u8> {
 }
 
 fn run(args: RunArgs) -> u8 {
-    let scenario = match load(&args.scenario) {
+    match args.scenarios.as_slice() {
+        [file] if !file.is_dir() => run_one(&file.clone(), args),
+        _ => run_suite(args).unwrap_or_else(|code| code),
+    }
+}
+
+fn run_one(file: &Path, args: RunArgs) -> u8 {
+    let scenario = match load(file) {
         Ok(scenario) => scenario,
         Err(code) => return code,
     };
@@ -391,7 +405,7 @@ fn run(args: RunArgs) -> u8 {
     println!(
         "posim run · scenario {} ({}) · seed {seed} · stack bugs: {}",
         scenario.name,
-        args.scenario.display(),
+        file.display(),
         bug_label(bugs)
     );
     let started = Instant::now();
@@ -411,6 +425,43 @@ fn run(args: RunArgs) -> u8 {
     }
     println!("report: {}", dir.display());
     if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
+}
+
+/// Several scenarios as one gate (see [`suite`]): all checked before any runs.
+fn run_suite(args: RunArgs) -> Exit {
+    let refused = |refused: suite::inputs::Refused| {
+        for line in &refused.lines {
+            eprintln!("error: {line}");
+        }
+        eprintln!("error: the suite is refused ({} problem(s)); nothing ran", refused.lines.len());
+        EXIT_USAGE
+    };
+    let files = suite::inputs::scenario_files(&args.scenarios).map_err(refused)?;
+    let members = suite::inputs::load_all(&files).map_err(refused)?;
+    let available = || std::thread::available_parallelism().map_or(1, |jobs| jobs.get());
+    let config = SuiteConfig {
+        seed: args.seed,
+        bugs: args.stack.stack_bugs,
+        trace: !args.no_trace,
+        jobs: args.jobs.map_or_else(available, usize::from).min(usize::from(suite::MAX_JOBS)),
+        dir: args.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("suite-{}", stamp()))),
+    };
+    println!("{}", suite::summary::header(&members, &config));
+    let ran = suite::run(&members, &config, &mut |line| println!("{line}")).map_err(|error| {
+        eprintln!("error: {error}");
+        EXIT_HARNESS
+    })?;
+    let summary = SuiteSummary::of(&ran, &config);
+    let junit = report::junit::testsuites(&ran.labelled());
+    let written =
+        suite::summary::write(&config.dir, &summary).and_then(|()| std::fs::write(config.dir.join("junit.xml"), junit));
+    if let Err(error) = written {
+        eprintln!("error: cannot write the suite's summary to {}: {error}", config.dir.display());
+        return Err(EXIT_HARNESS);
+    }
+    print!("{}", suite::summary::console(&summary));
+    println!("report: {}", config.dir.display());
+    Ok(if ran.passed() { EXIT_PASS } else { EXIT_FAIL })
 }
 
 /// A bar over simulated seconds on stderr; invisible when stderr is not a terminal.

@@ -19,6 +19,7 @@
 //!   proves, and how it is shown;
 //! - [`swarm`]: many seeds with a fault mix each, the failing seeds'
 //!   artifacts, their replay and shrinking;
+//! - [`suite`]: several scenarios as one gate, on the threads of [`pool`];
 //! - [`cli`]: parsing and dispatch only.
 
 pub mod check;
@@ -31,12 +32,14 @@ pub mod judge;
 pub mod live;
 pub mod load;
 pub mod operator;
+pub mod pool;
 pub mod report;
 pub mod rollout;
 pub mod scenario;
 pub mod seed;
 pub mod sim;
 pub mod stack;
+pub mod suite;
 pub mod swarm;
 pub mod time;
 pub mod traffic;

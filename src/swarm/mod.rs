@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 
 use crate::scenario::Scenario;
 use crate::stack::StackBug;
@@ -65,48 +63,24 @@ pub fn run(scenario: &Scenario, edits: &Edits, seed: u64, bugs: &[StackBug]) -> 
 /// Runs the seeds on `config.jobs` threads; `done` sees each seed's run on
 /// the calling thread as it finishes (in finishing order, not seed order).
 pub fn run_seeds(scenario: &Scenario, config: &SwarmConfig, done: &mut dyn FnMut(SeedRun)) -> Result<(), EditError> {
-    let next = AtomicU64::new(0);
-    let (sender, receiver) = mpsc::channel();
     let mut failure = None;
-    std::thread::scope(|scope| {
-        for _ in 0..config.threads() {
-            let (sender, next) = (sender.clone(), &next);
-            scope.spawn(move || worker(scenario, config, next, sender));
+    let seed_run = |index| {
+        let seed = config.first + index;
+        let edits = seed_edits(scenario, seed, config.mix);
+        run(scenario, &edits, seed, &config.bugs).map(|result| SeedRun { seed, edits, result })
+    };
+    crate::pool::run(config.seeds, config.threads(), seed_run, |message| match message {
+        Ok(run) => {
+            done(run);
+            true
         }
-        drop(sender);
-        for message in receiver {
-            match message {
-                Ok(run) => done(run),
-                Err(error) => {
-                    // No seed is taken after the first error.
-                    next.store(config.seeds, Ordering::Relaxed);
-                    failure.get_or_insert(error);
-                }
-            }
+        Err(error) => {
+            // No seed is taken after the first error.
+            failure.get_or_insert(error);
+            false
         }
     });
     failure.map_or(Ok(()), Err)
-}
-
-/// Takes seeds off the shared counter until none is left.
-fn worker(
-    scenario: &Scenario,
-    config: &SwarmConfig,
-    next: &AtomicU64,
-    sender: mpsc::Sender<Result<SeedRun, EditError>>,
-) {
-    loop {
-        let index = next.fetch_add(1, Ordering::Relaxed);
-        if index >= config.seeds {
-            return;
-        }
-        let seed = config.first + index;
-        let edits = seed_edits(scenario, seed, config.mix);
-        let run = run(scenario, &edits, seed, &config.bugs).map(|result| SeedRun { seed, edits, result });
-        if sender.send(run).is_err() {
-            return;
-        }
-    }
 }
 
 /// What a swarm leaves: the tally, and the first artifact it could not write
