@@ -1,6 +1,7 @@
 //! `junit.xml`: a case per judgement of a run (outcome, phase criteria,
 //! D1–D9, rollback targets, load thresholds), failing exactly when the run
-//! fails, and valid against Jenkins' JUnit schema (`fixtures/junit/`).
+//! fails, and valid against Jenkins' JUnit schema (`.ci/junit-schema` fetches it
+//! from PyPI into `target/schemas/`).
 
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +13,8 @@ use posim::scenario::Scenario;
 use posim::stack::StackBug;
 use posim::verdict::simulate;
 
-const SCHEMA: &str = "fixtures/junit/junit-10.xsd";
+/// Where `.ci/junit-schema` puts Jenkins' `junit-10.xsd`.
+const SCHEMA: &str = "target/schemas/junit-10.xsd";
 
 fn judged(path: &str, bugs: &[StackBug]) -> RunReport {
     let scenario = Scenario::load(Path::new(path)).expect("a bundled scenario");
@@ -150,6 +152,7 @@ fn a_load_run_has_threshold_cases_and_no_rollout_cases() {
 
 /// `xmllint --noout --schema` on a file: the schema's verdict.
 fn validate(file: &Path) {
+    assert!(Path::new(SCHEMA).is_file(), "{SCHEMA} is missing: run .ci/junit-schema (it fetches it from PyPI)");
     let output = Command::new("xmllint")
         .args(["--noout", "--schema", SCHEMA])
         .arg(file)
@@ -173,7 +176,7 @@ fn run(args: &[&str], dir: &Path) -> (Option<i32>, String) {
 }
 
 #[test]
-#[ignore = "needs xmllint"]
+#[ignore = "needs xmllint and the JUnit schema (.ci/junit-schema)"]
 fn posim_runs_write_junit_xml_that_the_schema_accepts() {
     let root = tempfile::tempdir().expect("a temp dir");
     let passing = root.path().join("passing");
@@ -196,7 +199,7 @@ fn posim_runs_write_junit_xml_that_the_schema_accepts() {
 }
 
 #[test]
-#[ignore = "needs xmllint"]
+#[ignore = "needs xmllint and the JUnit schema (.ci/junit-schema)"]
 fn several_runs_and_awkward_text_validate_too() {
     let mut awkward = judged("fixtures/scenarios/rollback-target-too-tight.toml", &[]);
     awkward.notes.push("ignored".into());

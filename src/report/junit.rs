@@ -4,7 +4,7 @@
 //! outcome, each phase criterion, each invariant D1–D9, each rollback timing
 //! target, each load threshold — failing with what was measured and, for an
 //! invariant, its witnesses. Validates against Jenkins' `junit-10.xsd`
-//! (`fixtures/junit/`). Deterministic: times are the run's own, never the wall clock.
+//! (fetched by `.ci/junit-schema`). Deterministic: times are the run's own, never the wall clock.
 
 use std::fmt::Write as _;
 
