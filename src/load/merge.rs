@@ -17,7 +17,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::knee::Caps;
-use super::meter::StepCounts;
+use super::meter::{StepCounts, Tallies};
 use super::run::{Head, summarize};
 use super::shard::Shard;
 use crate::report::load::{LoadSection, StepReport};
@@ -26,19 +26,14 @@ use crate::scenario::load::Threshold;
 /// Each step's raw numbers, beside `summary.json`.
 pub const STEPS_FILE: &str = "load-steps.json";
 
-/// A step as written for a merge: its counts and its histograms (base64 of V2).
+/// A step as written for a merge: its tallies and its histograms (base64 of V2).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StepRecord {
     pub step: usize,
     pub target: f64,
     pub seconds: f64,
-    pub started: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub succeeded_during: u64,
-    pub late_starts: u64,
-    pub not_started: u64,
-    pub errors: BTreeMap<String, u64>,
+    #[serde(flatten)]
+    pub tallies: Tallies,
     /// Stack request latency per endpoint, microseconds.
     pub latency: BTreeMap<String, String>,
     /// Whole purchases, microseconds.
@@ -51,13 +46,7 @@ impl StepRecord {
             step: report.step,
             target: report.target,
             seconds: report.seconds,
-            started: counts.started,
-            succeeded: counts.succeeded,
-            failed: counts.failed,
-            succeeded_during: counts.succeeded_during,
-            late_starts: counts.late_starts,
-            not_started: counts.not_started,
-            errors: counts.errors.clone(),
+            tallies: counts.tallies.clone(),
             latency: counts.latency.iter().map(|(name, h)| (name.clone(), encode(h))).collect(),
             purchase: counts.purchase.as_ref().map(encode),
         }
@@ -72,17 +61,7 @@ impl StepRecord {
             Some(text) => Some(decode(text).map_err(|e| format!("step {} purchases: {e}", self.step))?),
             None => None,
         };
-        Ok(StepCounts {
-            latency,
-            purchase,
-            started: self.started,
-            succeeded: self.succeeded,
-            failed: self.failed,
-            succeeded_during: self.succeeded_during,
-            late_starts: self.late_starts,
-            not_started: self.not_started,
-            errors: self.errors.clone(),
-        })
+        Ok(StepCounts { latency, purchase, tallies: self.tallies.clone() })
     }
 }
 
@@ -319,16 +298,16 @@ mod tests {
             let endpoint = if n % 3 == 0 { "confirm" } else { "authorize" };
             counts.latency.entry(endpoint.into()).or_insert_with(histogram).record(took(n)).expect("in bounds");
             counts.purchase.get_or_insert_with(histogram).record(3 * took(n)).expect("in bounds");
-            counts.started += 1;
+            counts.tallies.started += 1;
             match n % 50 {
-                0 => counts.failed += 1,
-                1 => counts.not_started += 1,
+                0 => counts.tallies.failed += 1,
+                1 => counts.tallies.not_started += 1,
                 _ => {
-                    counts.succeeded += 1;
-                    counts.succeeded_during += 1;
+                    counts.tallies.succeeded += 1;
+                    counts.tallies.succeeded_during += 1;
                 }
             }
-            *counts.errors.entry(format!("kind {}", n % 4)).or_default() += 1;
+            *counts.tallies.errors.entry(format!("kind {}", n % 4)).or_default() += 1;
         }
         counts
     }

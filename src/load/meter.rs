@@ -19,12 +19,10 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// A step's raw numbers, what its report is made of and what shards merge:
-/// histograms add exactly, counts sum.
-#[derive(Clone, Default)]
-pub struct StepCounts {
-    pub latency: BTreeMap<String, Histogram<u64>>,
-    pub purchase: Option<Histogram<u64>>,
+/// A step's counts: what its report is made of, what a shard writes for
+/// `posim merge` beside its histograms, and what merges by summing.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tallies {
     pub started: u64,
     pub succeeded: u64,
     pub failed: u64,
@@ -33,6 +31,35 @@ pub struct StepCounts {
     pub late_starts: u64,
     pub not_started: u64,
     pub errors: BTreeMap<String, u64>,
+}
+
+impl Tallies {
+    /// Adds `other`'s counts (another shard's same step).
+    pub fn add(&mut self, other: &Tallies) {
+        let sums = [
+            (&mut self.started, other.started),
+            (&mut self.succeeded, other.succeeded),
+            (&mut self.failed, other.failed),
+            (&mut self.succeeded_during, other.succeeded_during),
+            (&mut self.late_starts, other.late_starts),
+            (&mut self.not_started, other.not_started),
+        ];
+        for (ours, theirs) in sums {
+            *ours = ours.saturating_add(theirs);
+        }
+        for (kind, count) in &other.errors {
+            let ours = self.errors.entry(kind.clone()).or_default();
+            *ours = ours.saturating_add(*count);
+        }
+    }
+}
+
+/// A step's raw numbers: its histograms (which add exactly) and its tallies.
+#[derive(Clone, Default)]
+pub struct StepCounts {
+    pub latency: BTreeMap<String, Histogram<u64>>,
+    pub purchase: Option<Histogram<u64>>,
+    pub tallies: Tallies,
 }
 
 impl StepCounts {
@@ -50,21 +77,7 @@ impl StepCounts {
         if let Some(theirs) = &other.purchase {
             self.purchase.get_or_insert_with(histogram).add(theirs).map_err(refused)?;
         }
-        let sums = [
-            (&mut self.started, other.started),
-            (&mut self.succeeded, other.succeeded),
-            (&mut self.failed, other.failed),
-            (&mut self.succeeded_during, other.succeeded_during),
-            (&mut self.late_starts, other.late_starts),
-            (&mut self.not_started, other.not_started),
-        ];
-        for (ours, theirs) in sums {
-            *ours = ours.saturating_add(theirs);
-        }
-        for (kind, count) in &other.errors {
-            let ours = self.errors.entry(kind.clone()).or_default();
-            *ours = ours.saturating_add(*count);
-        }
+        self.tallies.add(&other.tallies);
         Ok(())
     }
 
@@ -79,22 +92,23 @@ impl StepCounts {
         latency.insert("all".into(), percentiles(&all));
         // A purchase offered but never started (no free machine, the
         // in-flight cap) failed its customer as much as one that broke.
-        let offered = self.succeeded + self.failed + self.not_started;
-        let failures = self.failed + self.not_started;
+        let t = &self.tallies;
+        let offered = t.succeeded + t.failed + t.not_started;
+        let failures = t.failed + t.not_started;
         StepReport {
             step,
             target,
             seconds,
-            started: self.started,
-            succeeded: self.succeeded,
-            failed: self.failed,
-            late_starts: self.late_starts,
-            not_started: self.not_started,
-            throughput: if seconds > 0.0 { self.succeeded_during as f64 / seconds } else { 0.0 },
+            started: t.started,
+            succeeded: t.succeeded,
+            failed: t.failed,
+            late_starts: t.late_starts,
+            not_started: t.not_started,
+            throughput: if seconds > 0.0 { t.succeeded_during as f64 / seconds } else { 0.0 },
             error_rate: if offered > 0 { failures as f64 / offered as f64 } else { 0.0 },
             latency,
             purchase: self.purchase.as_ref().map(percentiles).unwrap_or_default(),
-            errors: self.errors.clone(),
+            errors: t.errors.clone(),
         }
     }
 }
@@ -156,9 +170,9 @@ impl Meter {
     pub fn started(&self, step: usize, key: &Text, late: Duration) {
         self.pending.lock().expect("meter lock").insert(key.clone(), (step, late));
         self.with(step, |s| {
-            s.started += 1;
+            s.tallies.started += 1;
             if late > Duration::from_millis(5) {
-                s.late_starts += 1;
+                s.tallies.late_starts += 1;
             }
         });
     }
@@ -166,8 +180,8 @@ impl Meter {
     /// A purchase of `step` could not start (`why`: no free machine, in-flight cap).
     pub fn not_started(&self, step: usize, why: &str) {
         self.with(step, |s| {
-            s.not_started += 1;
-            *s.errors.entry(format!("not started: {why}")).or_default() += 1;
+            s.tallies.not_started += 1;
+            *s.tallies.errors.entry(format!("not started: {why}")).or_default() += 1;
         });
     }
 
@@ -179,12 +193,12 @@ impl Meter {
             s.purchase.get_or_insert_with(histogram).record(micros(took).max(1)).ok();
             match ended {
                 Ended::Succeeded => {
-                    s.succeeded += 1;
-                    s.succeeded_during += u64::from(during);
+                    s.tallies.succeeded += 1;
+                    s.tallies.succeeded_during += u64::from(during);
                 }
                 Ended::Failed => {
-                    s.failed += 1;
-                    *s.errors.entry(format!("purchase {outcome}")).or_default() += 1;
+                    s.tallies.failed += 1;
+                    *s.tallies.errors.entry(format!("purchase {outcome}")).or_default() += 1;
                 }
             }
         });
@@ -221,7 +235,7 @@ impl Observe for Meter {
         self.with(step, |s| {
             s.record(&endpoint, micros(elapsed + late));
             if let Some(error) = error {
-                *s.errors.entry(format!("{endpoint}: {error}")).or_default() += 1;
+                *s.tallies.errors.entry(format!("{endpoint}: {error}")).or_default() += 1;
             }
         });
     }

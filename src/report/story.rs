@@ -36,9 +36,13 @@ impl Stories {
             payments.extend(violation.payment);
             purchases.extend(violation.purchase);
         }
-        let purchase_of = purchases_of(history, &payments);
-        purchases.extend(purchase_of.values().copied());
-        let mut stories = Stories { by_purchase: HashMap::new(), by_payment: HashMap::new(), purchase_of };
+        let mut stories =
+            Stories { by_purchase: HashMap::new(), by_payment: HashMap::new(), purchase_of: HashMap::new() };
+        if payments.is_empty() && purchases.is_empty() {
+            return stories; // a clean run: no pass over its history
+        }
+        stories.purchase_of = purchases_of(history, &payments);
+        purchases.extend(stories.purchase_of.values().copied());
         stories.collect(history, &purchases, &payments);
         stories
     }
