@@ -76,6 +76,15 @@ enum Command {
     /// throwaway PostgreSQL and folders, their containers and networks
     /// (runs registered under POSIM_RUNS_DIR whose posim is gone).
     Clean(CleanArgs),
+    /// Re-render a run's or a suite's views (summary.md, junit.xml, oplog.jsonl)
+    /// from its summary.json or suite.json alone.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// A run's report folder (with summary.json) or a suite's (with suite.json).
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -380,6 +389,7 @@ pub fn main() -> ExitCode {
         Command::Merge(args) => merge(args),
         Command::Compare(args) => compare(args),
         Command::Clean(args) => clean(args),
+        Command::Report(args) => report_again(&args.dir),
     };
     ExitCode::from(code)
 }
@@ -427,6 +437,18 @@ fn run_one(file: &Path, args: RunArgs) -> u8 {
     if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
 }
 
+fn report_again(dir: &Path) -> u8 {
+    match suite::summary::rerender_folder(dir) {
+        Ok(line) => println!("{line}"),
+        Err(error @ report::views::Rerender::Unreadable(_)) => return usage(error),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_HARNESS;
+        }
+    }
+    EXIT_PASS
+}
+
 /// Several scenarios as one gate (see [`suite`]): all checked before any runs.
 fn run_suite(args: RunArgs) -> Exit {
     let refused = |refused: suite::inputs::Refused| {
@@ -452,10 +474,7 @@ fn run_suite(args: RunArgs) -> Exit {
         EXIT_HARNESS
     })?;
     let summary = SuiteSummary::of(&ran, &config);
-    let junit = report::junit::testsuites(&ran.labelled());
-    let written =
-        suite::summary::write(&config.dir, &summary).and_then(|()| std::fs::write(config.dir.join("junit.xml"), junit));
-    if let Err(error) = written {
+    if let Err(error) = suite::summary::write(&config.dir, &summary, &ran.labelled()) {
         eprintln!("error: cannot write the suite's summary to {}: {error}", config.dir.display());
         return Err(EXIT_HARNESS);
     }
@@ -849,7 +868,7 @@ fn load_run(args: LoadArgs) -> Exit {
     let breached: Vec<String> =
         outcome.section.breached().map(|t| format!("{} (actual {})", t.threshold, t.actual)).collect();
     let passed = judged.report.violation_counts.is_empty() && breached.is_empty();
-    judged.report.verdict = if passed { "pass" } else { "fail" };
+    judged.report.verdict = report::Verdict::of(passed);
     // The rollout's KPI criteria do not apply (double taps are load, not confirm failures).
     judged.report.failed_criteria.clear();
     judged

@@ -3,7 +3,9 @@
 //! report shows it: there is no second judge to disagree with the first.
 //! It knows rates and caps, nothing of histories or engines.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::contract::{Endpoint, ErrorCode};
 use crate::time::Millis;
@@ -61,7 +63,7 @@ impl Rate {
 }
 
 /// The verdict of one criterion in one window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Judgement {
     Pass,
@@ -70,9 +72,10 @@ pub enum Judgement {
     Inconclusive,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CriterionResult {
-    pub name: &'static str,
+    /// `confirm_failure_rate`, `execute_failure_rate`, `critical_alert`, `duplicates`.
+    pub name: Cow<'static, str>,
     pub judgement: Judgement,
     pub detail: String,
 }
@@ -138,7 +141,7 @@ pub fn judge(window: &WindowRates, criteria: &Criteria) -> Vec<CriterionResult> 
         ),
         judge_backlog(window.sweep_backlog_max, criteria.sweep_backlog_max),
         CriterionResult {
-            name: "duplicates",
+            name: "duplicates".into(),
             judgement: if window.duplicates == 0 { Judgement::Pass } else { Judgement::Fail },
             detail: format!("duplicates: {} (must be 0)", window.duplicates),
         },
@@ -180,7 +183,7 @@ fn judge_rate(
     } else {
         (Judgement::Pass, format!("{shown}: stable"))
     };
-    CriterionResult { name, judgement, detail }
+    CriterionResult { name: name.into(), judgement, detail }
 }
 
 fn judge_backlog(seen: u32, max: u32) -> CriterionResult {
@@ -189,7 +192,7 @@ fn judge_backlog(seen: u32, max: u32) -> CriterionResult {
     } else {
         (Judgement::Pass, format!("no critical alert (sweep backlog max {seen}, limit {max})"))
     };
-    CriterionResult { name: "critical_alert", judgement, detail }
+    CriterionResult { name: "critical_alert".into(), judgement, detail }
 }
 
 /// The criteria of one judgement, split the way a decision reads them.

@@ -34,7 +34,7 @@ pub struct DeployInfo {
 
 /// What a decision was, in the runbook's words (§5 "Decisão").
 /// The operation log writes it in words (`partial rollback`), the JSON in snake case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[derive(strum::Display, strum::IntoStaticStr, strum::EnumIter)]
 #[strum(serialize_all = "snake_case")]

@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use std::io::{BufWriter, Write as _};
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::check::Violation;
 use crate::check::kpi::Window;
 use crate::check::rollback::RollbackTiming;
+use crate::check::{Invariant, Violation};
 use crate::criteria::Judgement;
+use crate::faults::StackFaultAction;
 use crate::history::{Event, History};
 use crate::judge::{Expectation, HistoryIndex, Outcome};
 use crate::scenario::Scenario;
@@ -24,6 +25,7 @@ pub mod junit;
 pub mod load;
 pub mod oplog;
 pub mod story;
+pub mod views;
 
 pub use oplog::OplogEntry;
 
@@ -35,7 +37,7 @@ pub const SCHEMA_VERSION: u32 = 3;
 /// Violations listed per code (all are counted).
 const LISTED_PER_CODE: usize = 20;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WitnessLine {
     pub record: usize,
     pub at_ms: Millis,
@@ -45,22 +47,37 @@ pub struct WitnessLine {
     pub key: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ViolationReport {
-    pub code: &'static str,
-    pub title: &'static str,
+    pub code: Invariant,
+    pub title: String,
     pub summary: String,
     pub payment: Option<uuid::Uuid>,
     pub purchase: Option<u32>,
     pub witness: Vec<WitnessLine>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// Whether a run passed, as its gate says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+impl Verdict {
+    pub fn of(passed: bool) -> Verdict {
+        if passed { Verdict::Pass } else { Verdict::Fail }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunReport {
     pub schema_version: u32,
     /// How the rollout ended, and what the scenario expected.
     pub outcome: OutcomeReport,
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     pub scenario: String,
     pub scenario_file: String,
     pub seed: u64,
@@ -75,19 +92,19 @@ pub struct RunReport {
     /// The operation log (§5): one entry per decision.
     pub decisions: Vec<OplogEntry>,
     pub rollbacks: Vec<RollbackTiming>,
-    pub violation_counts: BTreeMap<&'static str, usize>,
+    pub violation_counts: BTreeMap<Invariant, usize>,
     pub violations: Vec<ViolationReport>,
     pub failed_criteria: Vec<String>,
     pub notes: Vec<String>,
     /// The stack faults carried out (live runs), with when each began and ended.
     pub stack_faults: Vec<StackFaultLine>,
     /// A load run's numbers (`posim load` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<load::LoadSection>,
 }
 
 /// The rollout's outcome against the scenario's expectation (first in every view).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutcomeReport {
     pub expected: Expectation,
     pub actual: Outcome,
@@ -111,9 +128,9 @@ impl OutcomeReport {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StackFaultLine {
-    pub action: &'static str,
+    pub action: StackFaultAction,
     pub replica: Option<u16>,
     pub began_ms: Millis,
     /// None: not undone before the run ended.
@@ -126,12 +143,8 @@ fn stack_fault_lines(history: &History) -> Vec<StackFaultLine> {
     for record in &history.records {
         if let Event::StackFault { fault, action, replica, ended } = record.event {
             let replica = action.targets_replica().then_some(replica);
-            let line = lines.entry(fault).or_insert(StackFaultLine {
-                action: action.into(),
-                replica,
-                began_ms: record.at,
-                ended_ms: None,
-            });
+            let line =
+                lines.entry(fault).or_insert(StackFaultLine { action, replica, began_ms: record.at, ended_ms: None });
             if ended {
                 line.ended_ms = Some(record.at);
             }
@@ -142,7 +155,7 @@ fn stack_fault_lines(history: &History) -> Vec<StackFaultLine> {
 
 impl RunReport {
     pub fn passed(&self) -> bool {
-        self.verdict == "pass"
+        self.verdict == Verdict::Pass
     }
 }
 
@@ -206,7 +219,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         engine: facts.engine,
         stack_bugs: facts.stack_bugs,
         trace_hash: facts.history.trace_hash(),
-        verdict: if passed { "pass" } else { "fail" },
+        verdict: Verdict::of(passed),
         outcome,
         simulated_ms: facts.simulated,
         stack_requests: facts.stack_requests,
@@ -236,7 +249,7 @@ fn witnessed(history: &History, stories: &story::Stories, violation: &Violation)
         .collect();
     ViolationReport {
         code: violation.code,
-        title: violation.title,
+        title: violation.code.title().to_string(),
         summary: violation.summary.clone(),
         payment: violation.payment,
         purchase: violation.purchase,
@@ -244,20 +257,13 @@ fn witnessed(history: &History, stories: &story::Stories, violation: &Violation)
     }
 }
 
-/// Writes `summary.json`, `summary.md`, `oplog.jsonl`, `junit.xml` and (if
+/// Writes `summary.json`, the views made from it ([`views::write`]) and (if
 /// asked) `trace.jsonl` into `dir`.
 pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
-    write_whole(&dir.join("summary.json"), &(json + "\n"))?;
-    write_whole(&dir.join("summary.md"), &markdown(report))?;
-    let mut log = String::new();
-    for entry in &report.decisions {
-        log.push_str(&serde_json::to_string(entry).map_err(std::io::Error::other)?);
-        log.push('\n');
-    }
-    write_whole(&dir.join("oplog.jsonl"), &log)?;
-    write_whole(&dir.join("junit.xml"), &junit::testsuite_of(&report.scenario, report))?;
+    write_whole(&dir.join(views::SUMMARY_JSON), &(json + "\n"))?;
+    views::write(dir, report)?;
     if with_trace {
         let mut out = BufWriter::new(std::fs::File::create(dir.join("trace.jsonl"))?);
         history.write_jsonl(&mut out)?;
@@ -268,7 +274,7 @@ pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool
 
 /// Writes a file whole or not at all (a temporary file renamed into place),
 /// so a crash never leaves a half summary for CI to read.
-fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
     std::fs::write(&partial, text)?;
     std::fs::rename(&partial, path)

@@ -6,8 +6,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use posim::check::Invariant;
 use posim::report::RunReport;
-use posim::report::junit::{INVARIANTS, testsuite_of, testsuites};
+use posim::report::junit::{testsuite_of, testsuites};
 use posim::report::load::{LoadSection, ThresholdResult};
 use posim::scenario::Scenario;
 use posim::stack::StackBug;
@@ -47,7 +48,7 @@ fn a_passing_rollout_has_a_passing_case_per_judgement() {
     let xml = testsuite_of("rollout", &report);
     let criteria: usize = report.phases.iter().map(|window| window.criteria.len()).sum();
     let rollback_targets = 4 * report.rollbacks.len();
-    assert_eq!(testcases(&xml).len(), 1 + criteria + INVARIANTS.len() + rollback_targets);
+    assert_eq!(testcases(&xml).len(), 1 + criteria + Invariant::ALL.len() + rollback_targets);
     assert_eq!(attribute(&xml, "testsuites", "failures"), "0");
     assert_eq!(attribute(&xml, "testsuite", "name"), "rollout");
     assert!(!xml.contains("<failure"), "{xml}");
@@ -58,8 +59,8 @@ fn a_passing_rollout_has_a_passing_case_per_judgement() {
             assert!(xml.contains(&format!(" name=\"{name}")), "no case for {name}");
         }
     }
-    for (code, title) in INVARIANTS {
-        assert!(case(&xml, &format!("{code} {title}")).contains("classname=\"invariants\""));
+    for code in Invariant::ALL {
+        assert!(case(&xml, &format!("{code} {}", code.title())).contains("classname=\"invariants\""));
     }
     let seconds = format!("{}.{:03}", report.simulated_ms / 1000, report.simulated_ms % 1000);
     assert_eq!(attribute(&xml, "testsuite", "time"), seconds, "the simulated time, not the wall clock");
@@ -143,7 +144,7 @@ fn load_report() -> RunReport {
 #[test]
 fn a_load_run_has_threshold_cases_and_no_rollout_cases() {
     let xml = testsuite_of("capacity-knee", &load_report());
-    assert_eq!(testcases(&xml).len(), INVARIANTS.len() + 2);
+    assert_eq!(testcases(&xml).len(), Invariant::ALL.len() + 2);
     assert!(!xml.contains("outcome: expected") && !xml.contains("name=\"phase "), "{xml}");
     assert!(case(&xml, "threshold p99&lt;300ms").contains("104 ms"));
     let breached = case(&xml, "threshold error_rate&lt;1%");
@@ -184,8 +185,8 @@ fn posim_runs_write_junit_xml_that_the_schema_accepts() {
     assert_eq!(code, Some(0));
     validate(&passing.join("junit.xml"));
     assert_eq!(attribute(&xml, "testsuites", "failures"), "0");
-    for (code, title) in INVARIANTS {
-        assert!(!case(&xml, &format!("{code} {title}")).contains("<failure"), "{code} holds");
+    for code in Invariant::ALL {
+        assert!(!case(&xml, &format!("{code} {}", code.title())).contains("<failure"), "{code} holds");
     }
     assert!(xml.contains(" name=\"phase 5% · confirm failure rate\""), "{xml}");
 

@@ -90,7 +90,7 @@ fn a_replayed_authorize_answered_with_a_second_payment_is_caught_over_50_seeds()
         let mut caught = 0;
         for seed in 0..50 {
             let report = simulate(&scenario, seed, &[StackBug::AuthorizeReplayNewPayment]).report;
-            let codes: Vec<&str> = report.violation_counts.keys().copied().collect();
+            let codes: Vec<&str> = report.violation_counts.keys().map(|code| code.code()).collect();
             assert!(codes.iter().all(|code| *code == "D9"), "{name} seed {seed}: only D9 sees it: {codes:?}");
             caught += usize::from(codes == ["D9"]);
         }

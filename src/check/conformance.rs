@@ -9,12 +9,11 @@
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::{Facts, Few, Violation, violation};
+use super::{Facts, Few, Invariant, Violation, violation};
 use crate::contract::{Endpoint, ErrorCode, Text};
 use crate::history::{Event, History, NO_PURCHASE};
 
-const CODE: &str = "D9";
-const TITLE: &str = "contract breach";
+const CODE: Invariant = Invariant::D9;
 
 /// What the stack promised, gathered in record order: each identifier it
 /// named, with the answers that named it. Nearly every key names one
@@ -40,14 +39,7 @@ pub(super) fn contract_breaches(history: &History, facts: &Facts, out: &mut Vec<
                 let sent = facts.requests.get(*request as usize).copied().flatten();
                 if let Some(summary) = status_breach(sent.map(|(_, endpoint, _)| endpoint), *status, *error) {
                     let purchase = sent.map(|(purchase, ..)| purchase).filter(|p| *p != NO_PURCHASE);
-                    out.push(violation(
-                        CODE,
-                        TITLE,
-                        format!("request {request}: {summary}"),
-                        None,
-                        purchase,
-                        vec![index],
-                    ));
+                    out.push(violation(CODE, format!("request {request}: {summary}"), None, purchase, vec![index]));
                 }
                 let Some(payment) = *payment else { continue };
                 match (sent, execute_key, cycle) {
@@ -62,7 +54,7 @@ pub(super) fn contract_breaches(history: &History, facts: &Facts, out: &mut Vec<
             Event::AuditedKey { idempotency_key, payments } if payments.len() > 1 => {
                 let summary =
                     format!("the audit of idempotency key {idempotency_key} names {} payments", payments.len());
-                out.push(violation(CODE, TITLE, summary, None, None, vec![index]));
+                out.push(violation(CODE, summary, None, None, vec![index]));
             }
             _ => {}
         }
@@ -109,7 +101,7 @@ fn cycle_not_run(
     };
     let mut witness = vec![index];
     witness.extend_from_slice(logged);
-    out.push(violation(CODE, TITLE, summary, Some(payment), None, witness));
+    out.push(violation(CODE, summary, Some(payment), None, witness));
 }
 
 impl Promises {
@@ -139,18 +131,18 @@ impl Promises {
                 payments.len(),
                 ids.join(", ")
             );
-            out.push(violation(CODE, TITLE, summary, None, Some(purchase), firsts(&payments)));
+            out.push(violation(CODE, summary, None, Some(purchase), firsts(&payments)));
         }
         for (payment, answers) in more_than_one(&self.created) {
             let summary = format!("payment {payment} was answered 201 (new) {} times; a replay is 200", answers.len());
-            out.push(violation(CODE, TITLE, summary, Some(payment), None, answers));
+            out.push(violation(CODE, summary, Some(payment), None, answers));
         }
         for (payment, mut keys) in more_than_one(&self.execute_keys) {
             keys.sort_unstable();
             let names: Vec<&str> = keys.iter().map(|(key, _)| &**key).collect();
             let summary =
                 format!("confirm of payment {payment} answered {} execute_keys: {}", keys.len(), names.join(", "));
-            out.push(violation(CODE, TITLE, summary, Some(payment), None, firsts(&keys)));
+            out.push(violation(CODE, summary, Some(payment), None, firsts(&keys)));
         }
     }
 }

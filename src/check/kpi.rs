@@ -3,7 +3,7 @@
 //! percentiles — all read off the one history index, with the advance
 //! criteria of §1 judged by the same judge the controller decided with.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::contract::CanaryConfig;
 use crate::criteria::{Criteria, CriterionResult, Judgement, Rate, WindowRates, judge};
@@ -13,7 +13,7 @@ use crate::judge::index::{EndpointStats, WindowStats};
 use crate::time::Millis;
 
 /// Attempts, failures and latency of one endpoint in one window.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EndpointKpis {
     pub attempts: u64,
     pub failures: u64,
@@ -41,7 +41,7 @@ impl EndpointKpis {
 }
 
 /// One phase's window (or the drain after the last phase).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     pub name: String,
     pub from_ms: Millis,
@@ -121,7 +121,7 @@ fn window(
 }
 
 /// A window's KPIs in brief, for the operation log's "KPIs antes/depois".
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
     pub from_ms: Millis,
     pub until_ms: Millis,

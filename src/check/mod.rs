@@ -5,8 +5,11 @@
 //! Every violation carries its witness: the ids and the records that show it.
 
 pub mod conformance;
+pub mod invariant;
 pub mod kpi;
 pub mod rollback;
+
+pub use invariant::Invariant;
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -19,8 +22,7 @@ use crate::history::{Event, History};
 /// One broken invariant, with the evidence an engineer audits (§4C).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    pub code: &'static str,
-    pub title: &'static str,
+    pub code: Invariant,
     pub summary: String,
     pub payment: Option<Uuid>,
     pub purchase: Option<u32>,
@@ -145,14 +147,13 @@ pub fn check(history: &History) -> Vec<Violation> {
 }
 
 fn violation(
-    code: &'static str,
-    title: &'static str,
+    code: Invariant,
     summary: String,
     payment: Option<Uuid>,
     purchase: Option<u32>,
     witness: Vec<usize>,
 ) -> Violation {
-    Violation { code, title, summary, payment, purchase, witness }
+    Violation { code, summary, payment, purchase, witness }
 }
 
 /// D1: one purchase ends with more than one captured, unrefunded charge.
@@ -163,14 +164,7 @@ fn duplicate_charges(facts: &Facts, out: &mut Vec<Violation>) {
         if open.len() > 1 {
             let refs: Vec<&str> = open.iter().map(|(r, _)| &**r).collect();
             let summary = format!("purchase {purchase} was charged {} times: {}", open.len(), refs.join(", "));
-            out.push(violation(
-                "D1",
-                "duplicate charge",
-                summary,
-                None,
-                Some(*purchase),
-                open.iter().map(|(_, i)| *i).collect(),
-            ));
+            out.push(violation(Invariant::D1, summary, None, Some(*purchase), open.iter().map(|(_, i)| *i).collect()));
         }
     }
 }
@@ -180,7 +174,7 @@ fn duplicate_cycles(facts: &Facts, out: &mut Vec<Violation>) {
     for (payment, cycles) in &facts.cycles {
         if cycles.len() > 1 {
             let summary = format!("payment {payment} started {} machine cycles", cycles.len());
-            out.push(violation("D2", "duplicate cycle", summary, Some(*payment), None, cycles.to_vec()));
+            out.push(violation(Invariant::D2, summary, Some(*payment), None, cycles.to_vec()));
         }
     }
 }
@@ -193,7 +187,7 @@ fn paid_no_wash(facts: &Facts, out: &mut Vec<Violation>) {
             let mut witness: Vec<usize> = open.iter().map(|(_, i)| *i).collect();
             witness.extend(facts.audited.get(payment).map(|(_, i)| *i));
             let summary = format!("payment {payment} was charged ({}) and never washed nor refunded", open[0].0);
-            out.push(violation("D3", "paid, no wash", summary, Some(*payment), None, witness));
+            out.push(violation(Invariant::D3, summary, Some(*payment), None, witness));
         }
     }
 }
@@ -205,7 +199,7 @@ fn wash_no_pay(facts: &Facts, out: &mut Vec<Violation>) {
             let mut witness = cycles.to_vec();
             witness.extend(facts.charges_of(payment).iter().filter_map(|(r, _)| facts.refunded.get(r).copied()));
             let summary = format!("payment {payment} washed with no standing charge (refunded or never captured)");
-            out.push(violation("D4", "wash, no pay", summary, Some(*payment), None, witness));
+            out.push(violation(Invariant::D4, summary, Some(*payment), None, witness));
         }
     }
 }
@@ -224,7 +218,7 @@ fn gate_breaches(history: &History, facts: &Facts, out: &mut Vec<Violation>) {
         if !history.canary(config).admits(condominium_id) {
             let summary =
                 format!("authorize for condominium {condominium_id} succeeded on a replica whose canary denies it");
-            out.push(violation("D5", "gate breach", summary, None, Some(*purchase), vec![*sent, received, index]));
+            out.push(violation(Invariant::D5, summary, None, Some(*purchase), vec![*sent, received, index]));
         }
     }
 }
@@ -241,14 +235,14 @@ fn lost_payments(history: &History, facts: &Facts, out: &mut Vec<Violation>) {
             }
             Some(_) => continue,
         };
-        out.push(violation("D6", "lost payment", summary, Some(*payment), None, vec![*told_at, *audited_at]));
+        out.push(violation(Invariant::D6, summary, Some(*payment), None, vec![*told_at, *audited_at]));
     }
     for &index in &facts.audited_charges {
         let Event::AuditedCharge { provider_ref, payments } = &history.records[index].event else { continue };
         let Some((owner, charged_at)) = facts.charge_owner.get(provider_ref) else { continue };
         if payments.iter().any(|p| p != owner) {
             let summary = format!("the audit of {provider_ref} names another payment than {owner}");
-            out.push(violation("D6", "lost payment", summary, Some(*owner), None, vec![*charged_at, index]));
+            out.push(violation(Invariant::D6, summary, Some(*owner), None, vec![*charged_at, index]));
         }
     }
 }
@@ -258,7 +252,7 @@ fn stuck_payments(facts: &Facts, out: &mut Vec<Violation>) {
     for (payment, (status, index)) in &facts.audited {
         if let Some(status) = status.filter(|status| !status.is_final()) {
             let summary = format!("payment {payment} is still {status} at the end of the run");
-            out.push(violation("D7", "stuck", summary, Some(*payment), None, vec![*index]));
+            out.push(violation(Invariant::D7, summary, Some(*payment), None, vec![*index]));
         }
     }
 }
@@ -275,7 +269,7 @@ fn stranded_by_rollback(history: &History, facts: &Facts, out: &mut Vec<Violatio
             witness.push(index);
             let summary =
                 format!("purchase {purchase} was refused {} by the canary gate after it authorized", endpoint);
-            out.push(violation("D8", "stranded by rollback", summary, None, Some(*purchase), witness));
+            out.push(violation(Invariant::D8, summary, None, Some(*purchase), witness));
         }
     }
 }
@@ -329,7 +323,7 @@ mod tests {
     }
 
     fn codes(history: &History) -> Vec<&'static str> {
-        check(history).iter().map(|v| v.code).collect()
+        check(history).iter().map(|v| v.code.code()).collect()
     }
 
     #[test]

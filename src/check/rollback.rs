@@ -5,7 +5,7 @@
 //! Each is compared with the scenario's targets; a breach names the target.
 
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::contract::{Endpoint, ErrorCode};
 use crate::criteria::{Criteria, is_failure, wilson_interval};
@@ -14,7 +14,7 @@ use crate::judge::HistoryIndex;
 use crate::scenario::RollbackTargets;
 use crate::time::{self, Millis};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RollbackTiming {
     pub decision: u16,
     pub at_ms: Millis,

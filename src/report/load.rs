@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latency percentiles in milliseconds (from an hdrhistogram).
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub count: u64,
     pub p50_ms: f64,
@@ -21,7 +21,7 @@ pub struct Percentiles {
 }
 
 /// One step of the load.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StepReport {
     pub step: usize,
     /// Purchases per second offered (open model) or users (closed model).
@@ -47,7 +47,7 @@ pub struct StepReport {
 }
 
 /// The knee: the highest step within the caps, and the step after it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KneeReport {
     pub step: usize,
     pub throughput: f64,
@@ -58,7 +58,7 @@ pub struct KneeReport {
 }
 
 /// One threshold, judged.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ThresholdResult {
     pub threshold: String,
     pub met: bool,
@@ -95,7 +95,7 @@ impl Ceiling {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LoadSection {
     /// `open` (posim's scheduler) or `closed (goose)`.
     pub model: String,

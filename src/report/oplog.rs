@@ -2,7 +2,7 @@
 //! who, the config applied (mode and lists, as env lines), KPIs before and
 //! after, the decision, and its evidence (the window, the criteria, the ids).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::check::Violation;
 use crate::check::kpi::Snapshot;
@@ -11,7 +11,7 @@ use crate::history::{DecisionKind, History};
 use crate::judge::HistoryIndex;
 use crate::time::{self, Millis};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OplogEntry {
     /// Data/hora, in the scenario's calendar (simulated).
     pub at: String,

@@ -1,23 +1,28 @@
 //! What a suite shows: a console line per member as it finishes and the
-//! verdict; `suite.json` (serde, one entry per member in input order) and
+//! verdict; `suite.json` (serde, one entry per member in input order),
 //! `summary.md` (verdict first, one line per member, short enough for a CI
-//! job's step summary).
+//! job's step summary) and `junit.xml` (every member's cases). The views are
+//! made by one function from `suite.json` and the members' reports, at the
+//! end of a suite and again by `posim report DIR`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Member, Ran, SuiteConfig, SuiteRun};
+use crate::check::Invariant;
+use crate::report::views::{self, Rerender};
+use crate::report::{self, RunReport, Verdict, junit};
 
 /// 1: the first suite summary.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Serialize)]
-pub struct SuiteSummary<'a> {
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SuiteSummary {
     pub schema_version: u32,
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     pub scenarios: usize,
     pub passed: usize,
     pub failed: usize,
@@ -26,40 +31,40 @@ pub struct SuiteSummary<'a> {
     pub stack_bugs: Vec<String>,
     pub threads: usize,
     pub wall_seconds: f64,
-    pub runs: Vec<MemberSummary<'a>>,
+    pub runs: Vec<MemberSummary>,
 }
 
 /// One member, as the suite lists it.
-#[derive(Debug, Serialize)]
-pub struct MemberSummary<'a> {
-    /// The file's stem: the name of its report folder.
-    pub label: &'a str,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MemberSummary {
+    /// The file's stem: the name of its report folder (in the suite's folder).
+    pub label: String,
     /// The scenario's own name.
-    pub name: &'a str,
+    pub name: String,
     pub file: String,
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     pub outcome: String,
-    pub violation_counts: &'a BTreeMap<&'static str, usize>,
-    pub failed_criteria: &'a [String],
+    pub violation_counts: BTreeMap<Invariant, usize>,
+    pub failed_criteria: Vec<String>,
     pub seed: u64,
-    pub trace_hash: &'a str,
+    pub trace_hash: String,
     pub report_dir: String,
     pub wall_seconds: f64,
 }
 
-impl SuiteSummary<'_> {
-    pub fn of<'a>(suite: &'a SuiteRun, config: &SuiteConfig) -> SuiteSummary<'a> {
-        let runs: Vec<MemberSummary<'a>> = suite
+impl SuiteSummary {
+    pub fn of(suite: &SuiteRun, config: &SuiteConfig) -> SuiteSummary {
+        let runs: Vec<MemberSummary> = suite
             .labels
             .iter()
             .zip(&suite.files)
             .zip(&suite.runs)
             .map(|((label, file), ran)| member(label, file, ran))
             .collect();
-        let passed = runs.iter().filter(|run| run.verdict == "pass").count();
+        let passed = runs.iter().filter(|run| run.verdict == Verdict::Pass).count();
         SuiteSummary {
             schema_version: SCHEMA_VERSION,
-            verdict: if suite.passed() { "pass" } else { "fail" },
+            verdict: Verdict::of(suite.passed()),
             scenarios: runs.len(),
             passed,
             failed: runs.len() - passed,
@@ -72,45 +77,96 @@ impl SuiteSummary<'_> {
     }
 }
 
-fn member<'a>(label: &'a str, file: &Path, ran: &'a Ran) -> MemberSummary<'a> {
+fn member(label: &str, file: &Path, ran: &Ran) -> MemberSummary {
     let report = &ran.report;
     MemberSummary {
-        label,
-        name: &report.scenario,
+        label: label.to_string(),
+        name: report.scenario.clone(),
         file: file.display().to_string(),
         verdict: report.verdict,
         outcome: report.outcome.line(),
-        violation_counts: &report.violation_counts,
-        failed_criteria: &report.failed_criteria,
+        violation_counts: report.violation_counts.clone(),
+        failed_criteria: report.failed_criteria.clone(),
         seed: report.seed,
-        trace_hash: &report.trace_hash,
+        trace_hash: report.trace_hash.clone(),
         report_dir: ran.dir.display().to_string(),
         wall_seconds: ran.wall_seconds,
     }
 }
 
-/// Writes `suite.json` and `summary.md` into the suite's folder.
-pub fn write(dir: &Path, summary: &SuiteSummary<'_>) -> std::io::Result<()> {
+/// The suite's own summary, the source of its views with the members' reports.
+pub const SUITE_JSON: &str = "suite.json";
+
+/// The suite's views, as (file name, contents): each member's label and
+/// report, in input order, give the JUnit file its test suites.
+pub fn render(summary: &SuiteSummary, members: &[(&str, &RunReport)]) -> Vec<(&'static str, String)> {
+    vec![("summary.md", markdown(summary)), ("junit.xml", junit::testsuites(members))]
+}
+
+/// Writes `suite.json` and the suite's views into the suite's folder.
+pub fn write(dir: &Path, summary: &SuiteSummary, members: &[(&str, &RunReport)]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(summary).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("suite.json"), json + "\n")?;
-    std::fs::write(dir.join("summary.md"), markdown(summary))
+    report::write_whole(&dir.join(SUITE_JSON), &(json + "\n"))?;
+    for (name, text) in render(summary, members) {
+        report::write_whole(&dir.join(name), &text)?;
+    }
+    Ok(())
+}
+
+/// Whether `dir` holds a suite (rather than one run).
+pub fn is_suite(dir: &Path) -> bool {
+    dir.join(SUITE_JSON).is_file()
+}
+
+/// `posim report DIR`: re-renders a suite's folder or a run's, from its
+/// JSON alone; says in a line what it re-rendered.
+pub fn rerender_folder(dir: &Path) -> Result<String, Rerender> {
+    if is_suite(dir) {
+        let summary = rerender(dir)?;
+        let verdict = if summary.verdict == Verdict::Pass { "PASS" } else { "FAIL" };
+        return Ok(format!("re-rendered suite {} ({}: {verdict})", dir.display(), tally(&summary)));
+    }
+    let report = views::rerender(dir)?;
+    let verdict = if report.passed() { "PASS" } else { "FAIL" };
+    Ok(format!("re-rendered run {} ({}: {verdict})", dir.display(), report.scenario))
+}
+
+/// Re-renders a suite's folder from its JSON alone (`posim report DIR`):
+/// each member's views from its `summary.json` (in `DIR/<label>`), then the
+/// suite's own. Reads everything before writing anything.
+pub fn rerender(dir: &Path) -> Result<SuiteSummary, Rerender> {
+    let summary: SuiteSummary = views::read_versioned(&dir.join(SUITE_JSON), SCHEMA_VERSION)?;
+    let mut reports = Vec::with_capacity(summary.runs.len());
+    for run in &summary.runs {
+        reports.push(views::read(&dir.join(&run.label))?);
+    }
+    for (run, member) in summary.runs.iter().zip(&reports) {
+        let member_dir = dir.join(&run.label);
+        views::write(&member_dir, member).map_err(|source| Rerender::Unwritten { dir: member_dir, source })?;
+    }
+    let members: Vec<(&str, &RunReport)> = summary.runs.iter().map(|run| run.label.as_str()).zip(&reports).collect();
+    for (name, text) in render(&summary, &members) {
+        report::write_whole(&dir.join(name), &text)
+            .map_err(|source| Rerender::Unwritten { dir: dir.to_path_buf(), source })?;
+    }
+    Ok(summary)
 }
 
 /// `D2×3 D4×1`, or that the invariants hold.
-fn violations(counts: &BTreeMap<&'static str, usize>) -> String {
+fn violations(counts: &BTreeMap<Invariant, usize>) -> String {
     if counts.is_empty() {
         return "D1–D9 hold".to_string();
     }
     counts.iter().map(|(code, count)| format!("{code}×{count}")).collect::<Vec<_>>().join(" ")
 }
 
-fn tally(summary: &SuiteSummary<'_>) -> String {
+fn tally(summary: &SuiteSummary) -> String {
     format!("{} of {} scenarios pass", summary.passed, summary.scenarios)
 }
 
-pub fn markdown(summary: &SuiteSummary<'_>) -> String {
-    let verdict = if summary.verdict == "pass" { "✅ PASS" } else { "❌ FAIL" };
+pub fn markdown(summary: &SuiteSummary) -> String {
+    let verdict = if summary.verdict == Verdict::Pass { "✅ PASS" } else { "❌ FAIL" };
     let mut out = format!("# posim suite — {verdict}: {}\n\n", tally(summary));
     let seed = summary.seed.map_or("each scenario's own".to_string(), |seed| seed.to_string());
     let bugs = if summary.stack_bugs.is_empty() { "none".to_string() } else { summary.stack_bugs.join(", ") };
@@ -121,13 +177,13 @@ pub fn markdown(summary: &SuiteSummary<'_>) -> String {
     );
     let _ = writeln!(out, "| | scenario | outcome | invariants | wall | report |\n|---|---|---|---|---|---|");
     for run in &summary.runs {
-        let mark = if run.verdict == "pass" { "✅" } else { "❌" };
+        let mark = if run.verdict == Verdict::Pass { "✅" } else { "❌" };
         let outcome = run.outcome.strip_prefix("outcome: ").unwrap_or(&run.outcome);
         let _ = writeln!(
             out,
             "| {mark} | `{}` | {outcome} | {} | {:.1} s | `{}` |",
             run.file,
-            violations(run.violation_counts),
+            violations(&run.violation_counts),
             run.wall_seconds,
             run.report_dir
         );
@@ -165,15 +221,15 @@ pub fn progress_line(done: usize, total: usize, member: &Member, ran: &Ran) -> S
 }
 
 /// The console's last lines: the members that failed (input order), the verdict.
-pub fn console(summary: &SuiteSummary<'_>) -> String {
+pub fn console(summary: &SuiteSummary) -> String {
     let mut out = String::new();
-    for run in summary.runs.iter().filter(|run| run.verdict != "pass") {
-        let _ = writeln!(out, "failed: {} · {} · {}", run.file, violations(run.violation_counts), run.outcome);
-        for criterion in run.failed_criteria {
+    for run in summary.runs.iter().filter(|run| run.verdict != Verdict::Pass) {
+        let _ = writeln!(out, "failed: {} · {} · {}", run.file, violations(&run.violation_counts), run.outcome);
+        for criterion in &run.failed_criteria {
             let _ = writeln!(out, "  criterion broken: {criterion}");
         }
     }
-    let verdict = if summary.verdict == "pass" { "PASS" } else { "FAIL" };
+    let verdict = if summary.verdict == Verdict::Pass { "PASS" } else { "FAIL" };
     let _ = writeln!(out, "suite: {} in {:.1} s on {} threads", tally(summary), summary.wall_seconds, summary.threads);
     let _ = writeln!(out, "verdict: {verdict}");
     out
