@@ -25,9 +25,11 @@ pub mod junit;
 pub mod load;
 pub mod oplog;
 pub mod story;
+pub mod summary_md;
 pub mod views;
 
 pub use oplog::OplogEntry;
+pub use summary_md::render as markdown;
 
 /// 2: `outcome` (expected and actual) first; windows judged on four criteria
 /// (a rate's rise over the previous phase and the critical alert included).
@@ -297,7 +299,7 @@ fn judgement(window: &Window) -> &'static str {
 }
 
 /// The per-phase table, as the console and the Markdown summary show it.
-fn phase_rows(report: &RunReport) -> Vec<[String; 10]> {
+pub(crate) fn phase_rows(report: &RunReport) -> Vec<[String; 10]> {
     report
         .phases
         .iter()
@@ -318,7 +320,7 @@ fn phase_rows(report: &RunReport) -> Vec<[String; 10]> {
         .collect()
 }
 
-const HEADERS: [&str; 10] = [
+pub(crate) const HEADERS: [&str; 10] = [
     "phase",
     "canary",
     "window",
@@ -331,134 +333,19 @@ const HEADERS: [&str; 10] = [
     "criteria",
 ];
 
-pub fn markdown(report: &RunReport) -> String {
-    let mut out = String::new();
-    let verdict = if report.passed() { "✅ PASS" } else { "❌ FAIL" };
-    let _ = writeln!(out, "# posim run: {} — {verdict}\n", report.scenario);
-    // A load run has no rollout: its outcome line and phases would mislead.
-    if report.load.is_none() {
-        let _ = writeln!(out, "**{}**\n", report.outcome.line());
-    }
-    let bugs = if report.stack_bugs.is_empty() { "none".to_string() } else { report.stack_bugs.join(", ") };
-    let _ = writeln!(
-        out,
-        "- scenario file: `{}`\n- seed: {}\n- engine: {}\n- stack bugs: {bugs}",
-        report.scenario_file, report.seed, report.engine
-    );
-    let _ = writeln!(
-        out,
-        "- simulated: {} · stack requests: {} · purchases: {}",
-        time::human(report.simulated_ms),
-        report.stack_requests,
-        report.purchases
-    );
-    let _ = writeln!(out, "- trace hash: `{}`", report.trace_hash);
-    for note in &report.notes {
-        let _ = writeln!(out, "- **note**: {note}");
-    }
-    let _ = writeln!(out);
-    match &report.load {
-        Some(load) => {
-            let _ = writeln!(out, "{}", load.markdown());
-        }
-        None => {
-            let _ = writeln!(out, "## Phases\n\n| {} |\n|{}", HEADERS.join(" | "), "---|".repeat(HEADERS.len()));
-            for row in phase_rows(report) {
-                let _ = writeln!(out, "| {} |", row.join(" | "));
-            }
-            timeline_markdown(report, &mut out);
-        }
-    }
-    if !report.failed_criteria.is_empty() {
-        let _ = writeln!(out, "\n## Broken criteria\n");
-        for line in &report.failed_criteria {
-            let _ = writeln!(out, "- {line}");
-        }
-    }
-    let _ = writeln!(out, "\n## Invariants\n");
-    if report.violation_counts.is_empty() {
-        let _ = writeln!(out, "D1–D9 hold: no violation.");
-    }
-    for (code, count) in &report.violation_counts {
-        let _ = writeln!(out, "- **{code}**: {count}");
-    }
-    for violation in report.violations.iter().take(40) {
-        let _ = writeln!(out, "\n### {} {} — {}\n", violation.code, violation.title, violation.summary);
-        for line in &violation.witness {
-            let mark = if line.key { "→" } else { " " };
-            let _ = writeln!(out, "    {mark} {}", line.text);
-        }
-    }
-    out
-}
-
 fn optional(duration: Option<Millis>) -> String {
     duration.map_or_else(|| "not reached".to_string(), time::human)
 }
 
 /// The four rollback times of §4B, for people.
-fn four_times(r: &RollbackTiming) -> [String; 4] {
+pub(crate) fn four_times(r: &RollbackTiming) -> [String; 4] {
     [r.replicas_on_new_config_ms, r.affected_denied_ms, r.rates_under_caps_ms, r.stable_ms].map(optional)
 }
 
-fn decision_line(entry: &OplogEntry) -> String {
+pub(crate) fn decision_line(entry: &OplogEntry) -> String {
     let config = if entry.applied { format!(" → {}", entry.config.summary()) } else { String::new() };
     let why = entry.evidence.first().map_or(String::new(), |first| format!(": {first}"));
     format!("{} {} {}{config}{why}", time::clock(entry.at_ms), entry.who, entry.decision)
-}
-
-/// The phase timeline, the rollback times and the operation log (§5).
-fn timeline_markdown(report: &RunReport, out: &mut String) {
-    let _ = writeln!(out, "\n## Timeline\n");
-    for entry in &report.decisions {
-        let _ = writeln!(out, "- {}", decision_line(entry));
-    }
-    if !report.rollbacks.is_empty() {
-        let _ = writeln!(out, "\n## Rollback timing (§4B)\n");
-        let _ = writeln!(
-            out,
-            "| rollback | at | affected | replicas on new config | affected denied | rates under caps | stable | breaches |"
-        );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
-        for r in &report.rollbacks {
-            let [replicas, denied, under, stable] = four_times(r);
-            let breaches = if r.breaches.is_empty() { "none".to_string() } else { r.breaches.join("; ") };
-            let (label, at, affected) = (&r.label, time::clock(r.at_ms), r.affected);
-            let _ = writeln!(
-                out,
-                "| {label} | {at} | {affected} | {replicas} | {denied} | {under} | {stable} | {breaches} |"
-            );
-        }
-    }
-    if !report.stack_faults.is_empty() {
-        let _ = writeln!(out, "\n## Stack faults\n");
-        let _ = writeln!(out, "| fault | replica | began | ended |");
-        let _ = writeln!(out, "|---|---|---|---|");
-        for fault in &report.stack_faults {
-            let replica = fault.replica.map_or("—".to_string(), |r| r.to_string());
-            let ended = fault.ended_ms.map_or("not before the end".to_string(), time::clock);
-            let _ = writeln!(out, "| {} | {replica} | {} | {ended} |", fault.action, time::clock(fault.began_ms));
-        }
-    }
-    let _ = writeln!(out, "\n## Operation log (§5)\n");
-    let _ = writeln!(out, "| Data/hora | Quem | Config aplicada | KPIs antes | KPIs depois | Decisão | Evidências |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    for e in &report.decisions {
-        let applied = if e.applied { e.env.join("<br>") } else { format!("(unchanged) {}", e.config.summary()) };
-        let mut evidence = e.evidence.join("<br>");
-        if !e.violations.is_empty() {
-            evidence.push_str(&format!("<br>violations: {}", e.violations.join(", ")));
-        }
-        let _ = writeln!(
-            out,
-            "| {} | {} | {applied} | {} | {} | {} | {evidence} |",
-            e.at,
-            e.who,
-            e.kpis_before.brief(),
-            e.kpis_after.brief(),
-            e.decision
-        );
-    }
 }
 
 /// The console summary: per-phase KPIs, the verdict, the trace hash.
@@ -492,7 +379,7 @@ pub fn console(report: &RunReport) -> String {
             }
             let context = violation.witness.iter().filter(|line| !line.key).count();
             if context > 0 {
-                let _ = writeln!(out, "      (and {context} records of what led to it, in summary.md)");
+                let _ = writeln!(out, "      (and {context} records of what led to it, in junit.xml and summary.json)");
             }
         }
     }

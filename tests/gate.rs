@@ -51,8 +51,11 @@ fn a_rollout_that_rolls_back_fails_the_gate() {
     assert_eq!(json["outcome"]["expected"], "complete");
     assert_eq!(json["verdict"], "fail");
     let markdown = std::fs::read_to_string(dir.path().join("report/summary.md")).expect("summary.md");
-    let second_block = markdown.lines().find(|line| !line.is_empty() && !line.starts_with('#')).unwrap_or("");
-    assert!(second_block.contains("outcome: rolled back"), "the outcome comes first: {markdown}");
+    let first = markdown.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("# ❌ FAIL") && first.contains("outcome: rolled back"),
+        "verdict and outcome first: {markdown}"
+    );
 }
 
 #[test]
