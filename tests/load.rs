@@ -18,6 +18,20 @@ fn load(out: &std::path::Path, args: &[&str]) -> Output {
     output
 }
 
+/// `posim report DIR` re-renders a load run's views byte for byte.
+fn assert_re_rendered(dir: &std::path::Path) {
+    let views = ["summary.md", "oplog.jsonl", "junit.xml"];
+    let written: Vec<Vec<u8>> = views.iter().map(|view| std::fs::read(dir.join(view)).expect("a view")).collect();
+    for view in views {
+        std::fs::remove_file(dir.join(view)).expect("the view is deleted");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_posim")).arg("report").arg(dir).output().expect("posim runs");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    for (view, bytes) in views.iter().zip(written) {
+        assert!(std::fs::read(dir.join(view)).is_ok_and(|again| again == bytes), "{view} differs once re-rendered");
+    }
+}
+
 fn summary(dir: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("summary.json")).expect("a summary");
     serde_json::from_str(&text).expect("summary.json parses")
@@ -77,6 +91,7 @@ fn a_nonidempotent_confirm_under_double_taps_fails_with_d2() {
     assert_eq!(output.status.code(), Some(1));
     let summary = summary(dir.path());
     assert!(summary["violation_counts"]["D2"].as_u64().is_some_and(|n| n > 0), "{}", summary["violation_counts"]);
+    assert_re_rendered(dir.path());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! JSON alone are byte for byte what the run wrote; a summary of another
 //! schema version, broken JSON or a missing file is refused (exit 2) naming
 //! the file; a report survives JSON → report → JSON unchanged; the Markdown
-//! summary puts the verdict and the outcome first and folds the long tables.
+//! summaries (a run's, a suite's) put the verdict first and fold the long tables.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -90,6 +90,11 @@ fn a_suite_folder_is_re_rendered_byte_for_byte_with_its_members() {
     assert_eq!(output.status.code(), Some(0), "{}", said(&output));
     assert!(said(&output).contains("re-rendered suite"), "{}", said(&output));
     assert_same(&written);
+    let markdown = std::fs::read_to_string(dir.path().join("summary.md")).expect("summary.md");
+    let shown = unfolded(&markdown);
+    assert!(shown.starts_with("# posim suite — ❌ FAIL: 1 of 2 scenarios pass\n\n## Failing"), "{shown}");
+    assert!(shown.contains("live-nemesis.toml`: D2×") && !shown.contains("world-faults"), "only the failing: {shown}");
+    assert!(markdown.contains("world-faults"), "every member in the folded table");
 }
 
 /// Runs `posim report` on a folder and expects a refusal naming `file`.

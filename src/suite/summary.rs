@@ -1,7 +1,7 @@
 //! What a suite shows: a console line per member as it finishes and the
 //! verdict; `suite.json` (serde, one entry per member in input order),
-//! `summary.md` (verdict first, one line per member, short enough for a CI
-//! job's step summary) and `junit.xml` (every member's cases). The views are
+//! `summary.md` (verdict first, then each failing member and why, every
+//! member in a folded table: short enough for a CI job's step summary) and `junit.xml` (every member's cases). The views are
 //! made by one function from `suite.json` and the members' reports, at the
 //! end of a suite and again by `posim report DIR`.
 
@@ -165,9 +165,22 @@ fn tally(summary: &SuiteSummary) -> String {
     format!("{} of {} scenarios pass", summary.passed, summary.scenarios)
 }
 
+/// Broken criteria listed per failing member in `summary.md` (all are in its own report).
+const CRITERIA_SHOWN: usize = 3;
+
+/// The verdict first, then each failing member and why, then every member
+/// in a folded table.
 pub fn markdown(summary: &SuiteSummary) -> String {
     let verdict = if summary.verdict == Verdict::Pass { "✅ PASS" } else { "❌ FAIL" };
     let mut out = format!("# posim suite — {verdict}: {}\n\n", tally(summary));
+    let failing: Vec<&MemberSummary> = summary.runs.iter().filter(|run| run.verdict != Verdict::Pass).collect();
+    if !failing.is_empty() {
+        let _ = writeln!(out, "## Failing\n");
+        for run in failing {
+            failing_member(run, &mut out);
+        }
+        out.push('\n');
+    }
     let seed = summary.seed.map_or("each scenario's own".to_string(), |seed| seed.to_string());
     let bugs = if summary.stack_bugs.is_empty() { "none".to_string() } else { summary.stack_bugs.join(", ") };
     let _ = writeln!(
@@ -175,6 +188,7 @@ pub fn markdown(summary: &SuiteSummary) -> String {
         "seed: {seed} · stack bugs: {bugs} · {:.1} s on {} threads\n",
         summary.wall_seconds, summary.threads
     );
+    let _ = writeln!(out, "<details><summary>All {} scenarios</summary>\n", summary.scenarios);
     let _ = writeln!(out, "| | scenario | outcome | invariants | wall | report |\n|---|---|---|---|---|---|");
     for run in &summary.runs {
         let mark = if run.verdict == Verdict::Pass { "✅" } else { "❌" };
@@ -188,7 +202,20 @@ pub fn markdown(summary: &SuiteSummary) -> String {
             run.report_dir
         );
     }
+    out.push_str("\n</details>\n");
     out
+}
+
+/// `- ❌ `file`: D2×3 · outcome: …`, its first broken criteria, where its report is.
+fn failing_member(run: &MemberSummary, out: &mut String) {
+    let _ = writeln!(out, "- ❌ `{}`: {} · {}", run.file, violations(&run.violation_counts), run.outcome);
+    for criterion in run.failed_criteria.iter().take(CRITERIA_SHOWN) {
+        let _ = writeln!(out, "  - criterion broken: {criterion}");
+    }
+    if run.failed_criteria.len() > CRITERIA_SHOWN {
+        let _ = writeln!(out, "  - … and {} more criteria", run.failed_criteria.len() - CRITERIA_SHOWN);
+    }
+    let _ = writeln!(out, "  - report: `{}/summary.md`", run.report_dir);
 }
 
 /// The suite's first console line.
