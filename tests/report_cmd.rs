@@ -1,6 +1,6 @@
 //! `posim report DIR`: a run's and a suite's views re-rendered from their
 //! JSON alone are byte for byte what the run wrote; a summary of another
-//! schema version, broken JSON or a missing file is refused (exit 2) naming
+//! schema version or kind, broken JSON or a missing file is refused (exit 2) naming
 //! the file; a report survives JSON → report → JSON unchanged; the Markdown
 //! summaries (a run's, a suite's) put the verdict first and fold the long tables.
 
@@ -127,6 +127,11 @@ fn another_schema_version_broken_json_or_a_missing_file_is_refused_naming_the_fi
     json["verdict"] = "maybe".into();
     std::fs::write(&path, json.to_string()).expect("written");
     assert_refused(&dir, &path, "unknown variant");
+
+    let mut json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    json["kind"] = "merged".into();
+    std::fs::write(&path, json.to_string()).expect("written");
+    assert_refused(&dir, &path, "is a `merged` summary");
 
     let nowhere = root.path().join("nowhere");
     assert_refused(&nowhere, &nowhere.join(SUMMARY_JSON), "cannot read");

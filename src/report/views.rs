@@ -49,22 +49,29 @@ pub enum Unreadable {
     Json { path: PathBuf, source: serde_json::Error },
     #[error("{} has schema_version {found}; this posim reads version {reads} only (re-run the scenario)", .path.display())]
     Schema { path: PathBuf, found: u32, reads: u32 },
+    #[error("{} is a `{kind}` summary (posim merge), which has no views to re-render", .path.display())]
+    Kind { path: PathBuf, kind: String },
 }
 
-/// Just the version, read first: a summary of another version is refused
-/// by its number, not by whichever field happens to differ.
+/// The version (and the kind a merged load summary names), read first: a
+/// summary of another version or kind is refused by name, not by whichever
+/// field happens to differ.
 #[derive(Deserialize)]
 struct Versioned {
     schema_version: u32,
+    kind: Option<String>,
 }
 
 /// Reads a JSON file of schema version `reads` (a run's `summary.json`, a suite's `suite.json`).
 pub fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path, reads: u32) -> Result<T, Unreadable> {
     let text = std::fs::read_to_string(path).map_err(|source| Unreadable::Missing { path: path.into(), source })?;
     let json = |source| Unreadable::Json { path: path.into(), source };
-    let Versioned { schema_version } = serde_json::from_str(&text).map_err(json)?;
+    let Versioned { schema_version, kind } = serde_json::from_str(&text).map_err(json)?;
     if schema_version != reads {
         return Err(Unreadable::Schema { path: path.into(), found: schema_version, reads });
+    }
+    if let Some(kind) = kind {
+        return Err(Unreadable::Kind { path: path.into(), kind });
     }
     serde_json::from_str(&text).map_err(json)
 }
