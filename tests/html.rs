@@ -13,6 +13,7 @@ use headless_chrome::protocol::cdp::types::Event;
 use headless_chrome::{Browser, LaunchOptions};
 use posim::report::RunReport;
 use posim::report::html::{escape, page};
+use posim::report::load::{LoadSection, Percentiles, StepReport};
 use posim::scenario::Scenario;
 use posim::stack::StackBug;
 use posim::verdict::simulate;
@@ -90,6 +91,33 @@ fn text_from_the_scenario_is_escaped() {
     assert!(!html.contains("<img"), "markup in a name is text");
     assert!(html.contains("&lt;img src=x onerror=alert(1)&gt; &amp; co"));
     assert!(html.contains("a &quot;quoted&quot; &lt;note&gt;"));
+}
+
+/// A step of a load run whose latency grows with the offered rate.
+fn step(step: usize, rate: f64) -> StepReport {
+    let at = |p50_ms: f64| Percentiles {
+        count: 100,
+        p50_ms,
+        p90_ms: 2.0 * p50_ms,
+        p99_ms: 4.0 * p50_ms,
+        p999_ms: 5.0 * p50_ms,
+        max_ms: 6.0 * p50_ms,
+    };
+    let latency = [("authorize".to_string(), at(rate)), ("confirm".to_string(), at(2.0 * rate))].into();
+    StepReport { step, target: rate, latency, purchase: at(3.0 * rate), ..StepReport::default() }
+}
+
+#[test]
+fn a_load_run_charts_its_percentiles_per_endpoint_and_no_rollout() {
+    let mut report = judged(PASSING.0, PASSING.1);
+    report.load =
+        Some(LoadSection { steps: vec![step(1, 10.0), step(2, 20.0), step(3, 40.0)], ..LoadSection::default() });
+    let html = page(&report);
+    assert!(html.contains("<section id=\"load\">") && !html.contains("<section id=\"timeline\">"));
+    for chart in ["authorize: latency per step", "confirm: latency per step", "whole purchase: latency per step"] {
+        assert!(html.contains(chart), "{chart}");
+    }
+    assert!(!html.contains("chart not drawn"));
 }
 
 #[test]

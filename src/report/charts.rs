@@ -325,6 +325,7 @@ fn draw_latency(root: &Area, endpoints: &[EndpointLatency]) -> Drawn {
         .configure_mesh()
         .max_light_lines(0)
         .x_desc("milliseconds (log scale)")
+        .x_label_formatter(&|ms| format!("{ms:.0}"))
         .y_desc("% of answers")
         .label_style((FONT, 16))
         .draw()?;
@@ -388,7 +389,7 @@ fn draw_percentiles(root: &Area, name: &str, points: &[(f64, Option<&Percentiles
         .x_label_area_size(35)
         .y_label_area_size(50)
         .build_cartesian_2d(low..high, 0.0..top)?;
-    chart.configure_mesh().x_desc("offered load").y_desc("ms").label_style((FONT, 15)).draw()?;
+    chart.configure_mesh().max_light_lines(0).x_desc("offered load").y_desc("ms").label_style((FONT, 15)).draw()?;
     let lines: [Percentile; 3] = [("p50", |p| p.p50_ms), ("p90", |p| p.p90_ms), ("p99", |p| p.p99_ms)];
     for (index, (label, read)) in lines.into_iter().enumerate() {
         let colour = series(index);

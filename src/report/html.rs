@@ -213,7 +213,8 @@ fn latency_section(report: &RunReport, out: &mut String) {
     section("latency", "Latency per endpoint (request sent → answer heard)", out);
     let _ = write!(out, "<figure>{}</figure>", charts::latency(&report.latency));
     let rows = report.latency.iter().map(|e| {
-        let ms = |value: u64| format!("{value} ms");
+        // No answer, no time: a dash, not a misleading 0 ms.
+        let ms = |value: u64| if e.answered == 0 { "—".to_string() } else { format!("{value} ms") };
         vec![
             e.endpoint.to_string(),
             e.answered.to_string(),
