@@ -216,3 +216,14 @@ fn both_reports_render_in_headless_chromium_offline_with_charts_and_witnesses() 
         }
     }
 }
+
+#[test]
+fn a_run_with_nothing_recorded_still_renders_every_section() {
+    let mut report = judged(PASSING.0, PASSING.1);
+    (report.phases, report.decisions, report.latency, report.simulated_ms) = (vec![], vec![], vec![], 0);
+    let html = page(&report);
+    assert!(!html.contains("chart not drawn"), "every chart drawn, empty or not");
+    for section in ["timeline", "kpis", "latency", "oplog"] {
+        assert!(html.contains(&format!("<section id=\"{section}\">")), "{section}");
+    }
+}
