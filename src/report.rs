@@ -1,6 +1,7 @@
 //! What a run shows: the console summary, `summary.json` (machine-readable,
-//! versioned), `summary.md` (fit for a CI job page) and `trace.jsonl` (the
-//! event trace). Violations come with their witnesses spelled out.
+//! versioned), `summary.md` (fit for a CI job page), `report.html` (offline,
+//! with charts) and `trace.jsonl` (the event trace). Violations come with
+//! their witnesses spelled out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,10 +19,14 @@ use crate::judge::{Expectation, HistoryIndex, Outcome};
 use crate::scenario::Scenario;
 use crate::time::{self, Millis};
 
+pub mod charts;
 pub mod compare;
 pub mod generator;
+pub mod html;
 pub mod junit;
+pub mod latency;
 pub mod load;
+pub mod markup;
 pub mod oplog;
 pub mod story;
 
@@ -31,7 +36,9 @@ pub use oplog::OplogEntry;
 /// (a rate's rise over the previous phase and the critical alert included).
 /// 3: a `load` section (`posim load`: steps, latency percentiles, knee,
 /// headroom, thresholds); absent from other runs' summaries.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: `latency` (per endpoint, sent to heard: percentiles and a histogram);
+/// each criterion's `limit` (its cap); each rollback's `targets_ms`.
+pub const SCHEMA_VERSION: u32 = 4;
 /// Violations listed per code (all are counted).
 const LISTED_PER_CODE: usize = 20;
 
@@ -81,6 +88,8 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// The stack faults carried out (live runs), with when each began and ended.
     pub stack_faults: Vec<StackFaultLine>,
+    /// Per endpoint, the time from each request sent to what its sender heard.
+    pub latency: Vec<latency::EndpointLatency>,
     /// A load run's numbers (`posim load` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<load::LoadSection>,
@@ -219,6 +228,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         failed_criteria,
         notes: facts.notes,
         stack_faults: stack_fault_lines(facts.history),
+        latency: latency::per_endpoint(facts.history),
         load: None,
     }
 }
@@ -244,8 +254,8 @@ fn witnessed(history: &History, stories: &story::Stories, violation: &Violation)
     }
 }
 
-/// Writes `summary.json`, `summary.md`, `oplog.jsonl`, `junit.xml` and (if
-/// asked) `trace.jsonl` into `dir`.
+/// Writes `summary.json`, `summary.md`, `oplog.jsonl`, `junit.xml`,
+/// `report.html` and (if asked) `trace.jsonl` into `dir`.
 pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
@@ -258,6 +268,7 @@ pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool
     }
     write_whole(&dir.join("oplog.jsonl"), &log)?;
     write_whole(&dir.join("junit.xml"), &junit::testsuite_of(&report.scenario, report))?;
+    write_whole(&dir.join("report.html"), &html::page(report))?;
     if with_trace {
         let mut out = BufWriter::new(std::fs::File::create(dir.join("trace.jsonl"))?);
         history.write_jsonl(&mut out)?;

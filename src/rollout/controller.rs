@@ -171,7 +171,12 @@ impl Controller {
                     "still inconclusive at hold_max ({held}): rolling back as the scenario chose (on_inconclusive = rollback)"
                 );
                 let mut results = results;
-                results.push(CriterionResult { name: "on_inconclusive", judgement: Judgement::Fail, detail: why });
+                results.push(CriterionResult {
+                    name: "on_inconclusive",
+                    judgement: Judgement::Fail,
+                    detail: why,
+                    limit: None,
+                });
                 self.roll_back(now, history, AUTO, results)
             }
         }
