@@ -78,6 +78,9 @@ pub struct CriterionResult {
     pub name: Cow<'static, str>,
     pub judgement: Judgement,
     pub detail: String,
+    /// The line the window must stay under (a rate's cap, the backlog's
+    /// limit, 0 duplicates), for charts; None: no single line.
+    pub limit: Option<f64>,
 }
 
 /// What a window is judged on: its rates, the previous phase's (for the
@@ -144,6 +147,7 @@ pub fn judge(window: &WindowRates, criteria: &Criteria) -> Vec<CriterionResult> 
             name: "duplicates".into(),
             judgement: if window.duplicates == 0 { Judgement::Pass } else { Judgement::Fail },
             detail: format!("duplicates: {} (must be 0)", window.duplicates),
+            limit: Some(0.0),
         },
     ]
 }
@@ -183,7 +187,7 @@ fn judge_rate(
     } else {
         (Judgement::Pass, format!("{shown}: stable"))
     };
-    CriterionResult { name: name.into(), judgement, detail }
+    CriterionResult { name: name.into(), judgement, detail, limit: Some(cap) }
 }
 
 fn judge_backlog(seen: u32, max: u32) -> CriterionResult {
@@ -192,7 +196,7 @@ fn judge_backlog(seen: u32, max: u32) -> CriterionResult {
     } else {
         (Judgement::Pass, format!("no critical alert (sweep backlog max {seen}, limit {max})"))
     };
-    CriterionResult { name: "critical_alert".into(), judgement, detail }
+    CriterionResult { name: "critical_alert".into(), judgement, detail, limit: Some(f64::from(max)) }
 }
 
 /// The criteria of one judgement, split the way a decision reads them.

@@ -11,9 +11,10 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::contract::{CanaryConfig, Endpoint, ErrorCode, PaymentStatus, Reply, Text};
 use crate::criteria::CriterionResult;
-use crate::faults::{FaultKey, FaultKind, FaultSite, StackFaultAction};
+use crate::faults::{FaultKey, FaultKind, FaultSite, StackFaultAction, WorldEndpoint};
 use crate::time::{self, Millis};
 use crate::world::PurchaseOutcome;
+use crate::world::calls::{Called, WorldAnswer};
 use crate::world::outcomes::{Fired, Truth};
 
 /// Purchase number of requests that no terminal sent (the sweep's cron,
@@ -225,6 +226,14 @@ pub enum Event {
         replica: u16,
         status: String,
     },
+    /// The world answered a call of the stack's (the PSP's or the gateway's
+    /// endpoints): what it answered, about which payment.
+    WorldAnswered {
+        endpoint: WorldEndpoint,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payment: Option<Uuid>,
+        answer: WorldAnswer,
+    },
 }
 
 impl Event {
@@ -257,6 +266,24 @@ impl From<Truth> for Event {
                 Event::CycleStarted { machine, payment, execute_key, cycle }
             }
         }
+    }
+}
+
+/// The records a call the world served leaves, in order: the fault played
+/// on it, the ground truth it made (a charge refunded, a cycle started), then
+/// what the world answered (both engines).
+pub fn served_events(
+    fired: Option<Fired>,
+    called: Option<Called>,
+    truth: Option<Truth>,
+) -> impl Iterator<Item = Event> {
+    let fired = fired.map(Event::from);
+    fired.into_iter().chain(truth.map(Event::from)).chain(called.map(Event::from))
+}
+
+impl From<Called> for Event {
+    fn from(called: Called) -> Event {
+        Event::WorldAnswered { endpoint: called.endpoint, payment: called.payment, answer: called.answer }
     }
 }
 
@@ -400,6 +427,15 @@ impl History {
             }
             Event::Told { purchase, payment, status } => {
                 format!("purchase {purchase}'s terminal is told payment {payment} is {status:?}")
+            }
+            Event::WorldAnswered { endpoint, payment, answer } => {
+                let about =
+                    payment.map_or_else(|| " (a payment it does not know)".into(), |p| format!(" for payment {p}"));
+                let world = match endpoint {
+                    WorldEndpoint::StartCycle | WorldEndpoint::FindCycles => "gateway",
+                    _ => "PSP",
+                };
+                format!("the {world} answers the stack's {} call{about}: {}", snake(endpoint), answer.describe())
             }
             other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
         }

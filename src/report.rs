@@ -1,6 +1,7 @@
 //! What a run shows: the console summary, `summary.json` (machine-readable,
-//! versioned), `summary.md` (fit for a CI job page) and `trace.jsonl` (the
-//! event trace). Violations come with their witnesses spelled out.
+//! versioned), `summary.md` (fit for a CI job page), `report.html` (offline,
+//! with charts) and `trace.jsonl` (the event trace). Violations come with
+//! their witnesses spelled out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,10 +20,14 @@ use crate::judge::{Expectation, HistoryIndex, Outcome};
 use crate::scenario::Scenario;
 use crate::time::{self, Millis};
 
+pub mod charts;
 pub mod compare;
 pub mod generator;
+pub mod html;
 pub mod junit;
+pub mod latency;
 pub mod load;
+pub mod markup;
 pub mod oplog;
 pub mod story;
 pub mod summary_md;
@@ -35,7 +40,9 @@ pub use summary_md::render as markdown;
 /// (a rate's rise over the previous phase and the critical alert included).
 /// 3: a `load` section (`posim load`: steps, latency percentiles, knee,
 /// headroom, thresholds); absent from other runs' summaries.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: `latency` (per endpoint, sent to heard: percentiles and a histogram);
+/// each criterion's `limit` (its cap); each rollback's `targets_ms`.
+pub const SCHEMA_VERSION: u32 = 4;
 /// Violations listed per code (all are counted).
 const LISTED_PER_CODE: usize = 20;
 
@@ -100,6 +107,8 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// The stack faults carried out (live runs), with when each began and ended.
     pub stack_faults: Vec<StackFaultLine>,
+    /// Per endpoint, the time from each request sent to what its sender heard.
+    pub latency: Vec<latency::EndpointLatency>,
     /// A load run's numbers (`posim load` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<load::LoadSection>,
@@ -234,6 +243,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         failed_criteria,
         notes: facts.notes,
         stack_faults: stack_fault_lines(facts.history),
+        latency: latency::per_endpoint(facts.history),
         load: None,
     }
 }
@@ -259,8 +269,8 @@ fn witnessed(history: &History, stories: &story::Stories, violation: &Violation)
     }
 }
 
-/// Writes `summary.json`, the views made from it ([`views::write`]) and (if
-/// asked) `trace.jsonl` into `dir`.
+/// Writes `summary.json`, the views made from it ([`views::write`]: summary.md,
+/// oplog.jsonl, junit.xml, report.html) and (if asked) `trace.jsonl` into `dir`.
 pub fn write(dir: &Path, report: &RunReport, history: &History, with_trace: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;

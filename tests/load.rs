@@ -20,7 +20,7 @@ fn load(out: &std::path::Path, args: &[&str]) -> Output {
 
 /// `posim report DIR` re-renders a load run's views byte for byte.
 fn assert_re_rendered(dir: &std::path::Path) {
-    let views = ["summary.md", "oplog.jsonl", "junit.xml"];
+    let views = ["summary.md", "oplog.jsonl", "junit.xml", "report.html"];
     let written: Vec<Vec<u8>> = views.iter().map(|view| std::fs::read(dir.join(view)).expect("a view")).collect();
     for view in views {
         std::fs::remove_file(dir.join(view)).expect("the view is deleted");
@@ -50,7 +50,7 @@ fn find_knee_finds_a_knee_with_per_step_percentiles_and_d1_d8_hold() {
     let output = load(dir.path(), &args);
     assert_eq!(output.status.code(), Some(0), "the reference stack keeps D1–D8 under load");
     let summary = summary(dir.path());
-    assert_eq!(summary["schema_version"], 3);
+    assert_eq!(summary["schema_version"], 4);
     assert!(summary["violation_counts"].as_object().is_some_and(|v| v.is_empty()));
     let load = &summary["load"];
     let steps = load["steps"].as_array().expect("steps");

@@ -15,7 +15,7 @@ use posim::stack::StackBug;
 use posim::verdict::simulate;
 
 /// The views a run folder holds beside `summary.json`.
-const RUN_VIEWS: [&str; 3] = ["summary.md", "oplog.jsonl", "junit.xml"];
+const RUN_VIEWS: [&str; 4] = ["summary.md", "oplog.jsonl", "junit.xml", "report.html"];
 const SUITE_VIEWS: [&str; 2] = ["summary.md", "junit.xml"];
 
 fn posim(args: &[&str]) -> Output {

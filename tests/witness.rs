@@ -1,7 +1,7 @@
 //! Witnesses explain: a violation lists, in time order, the records that
 //! led to it — the terminal's requests and what it heard, the faults
-//! injected on the stack's calls, the charges and cycles — beside the
-//! records that break the invariant.
+//! injected on the stack's calls, what the world answered them, the charges
+//! and cycles — beside the records that break the invariant.
 
 use std::process::Command;
 
@@ -27,6 +27,14 @@ fn a_d2_witness_from_resend_after_timeout_names_the_ambiguous_answer_and_the_sec
         .find(|&i| witness[i]["key"] == false && text(&witness[i]).contains("fires on the stack's start_cycle call"));
     let ambiguous = ambiguous.expect("the lost or late gateway answer before the second command is in the witness");
     assert!(text(&witness[ambiguous]).contains("iot_"), "{}", text(&witness[ambiguous]));
+    // The world's own account of the first command: it ran the machine, and
+    // the stack heard nothing or a 504 before it sent the second.
+    let unheard = (starts[0]..starts[1]).find(|&i| {
+        let line = text(&witness[i]);
+        line.contains("the gateway answers the stack's start_cycle call")
+            && (line.contains("nothing before the stack's timeout") || line.contains("504"))
+    });
+    assert!(unheard.is_some(), "the world's answer to the first command is in the witness: {witness:#?}");
     let execute = witness.iter().position(|l| text(l).contains("sends request") && text(l).contains("execute-cycle"));
     assert!(execute.is_some_and(|i| i < starts[0]), "the terminal's execute-cycle request comes first");
     let records: Vec<u64> = witness.iter().map(|l| l["record"].as_u64().expect("a record number")).collect();

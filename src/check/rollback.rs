@@ -27,6 +27,8 @@ pub struct RollbackTiming {
     pub rates_under_caps_ms: Option<Millis>,
     pub stable_ms: Option<Millis>,
     pub breaches: Vec<String>,
+    /// The scenario's targets for the four times above (milliseconds).
+    pub targets_ms: RollbackTargets,
 }
 
 /// Measures every rollback (partial, total cut, freeze) and judges the targets.
@@ -66,6 +68,7 @@ pub fn rollback_timings(
             rates_under_caps_ms: under,
             stable_ms: stable,
             breaches: Vec::new(),
+            targets_ms: targets.clone(),
         };
         timing.breaches = breaches(&timing, targets);
         timings.push(timing);

@@ -19,11 +19,12 @@ use crate::contract::world_api::{
 };
 use crate::contract::{Charge, ChargeStatus, CycleRecord, StartCycleCommand, Text};
 use crate::faults::{FaultKey, FaultPlan};
-use crate::history::Event;
+use crate::history::{Event, served_events};
 use crate::scenario::Latency;
 use crate::time::{self, Millis};
+use crate::world::calls::Called;
 use crate::world::gateway::{CyclesAnswer, GatewayAnswer, Route};
-use crate::world::outcomes::{At, Fired, Truth, UNCHARGED};
+use crate::world::outcomes::{At, AtMachine, Fired, Truth, UNCHARGED};
 use crate::world::psp::{PspAnswer, PspRequest, RefundOutcome};
 use crate::world::{Fleet, WorldState};
 use uuid::Uuid;
@@ -104,14 +105,10 @@ impl World {
         }
     }
 
-    /// Records the fault the world played on a call and the ground truth it saw.
-    fn record_served(&self, fired: Option<Fired>, truth: Option<Truth>) {
-        if let Some(fired) = fired {
-            self.record(fired.into());
-        }
-        if let Some(truth) = truth {
-            self.record(truth.into());
-        }
+    /// Records the fault the world played on a call, what it answered and
+    /// the ground truth it saw.
+    fn record_served(&self, fired: Option<Fired>, called: Option<Called>, truth: Option<Truth>) {
+        served_events(fired, called, truth).for_each(|event| self.record(event));
     }
 
     /// Plays a boundary's latency on the way back, varied by the call's key.
@@ -145,7 +142,7 @@ impl World {
     /// A call to the PSP, played: its latency, then a timeout, a 5xx or the ledger's answer.
     async fn psp(self: &Arc<Self>, request: &PspRequest) -> Result<PspAnswer, Response> {
         let served = self.state().psp(self.at(), request);
-        self.record_served(served.fired, served.truth);
+        self.record_served(served.fired, served.called, served.truth);
         if let (Some(delay), Some(live)) = (served.late, &self.live) {
             // The refund lands later, whatever the stack hears now.
             let (clock, request) = (live.recorder.clock, request.clone());
@@ -153,7 +150,7 @@ impl World {
             tokio::spawn(async move {
                 clock.sleep(delay).await;
                 let truth = world.state().land_refund(&request);
-                world.record_served(None, truth);
+                world.record_served(None, None, truth);
             });
         }
         self.travel(served.key, |live| live.latency.stack_psp).await;
@@ -182,7 +179,7 @@ async fn create_charge(
     let (charge, truth) = world.state().charge(owner, request.payment_id, amount, request.declined);
     // Only posim's terminals name their purchase: ground truth is theirs.
     if request.purchase.is_some() {
-        world.record_served(None, truth);
+        world.record_served(None, None, truth);
     }
     (StatusCode::CREATED, axum::Json(charge)).into_response()
 }
@@ -248,7 +245,7 @@ async fn command(
     // The stack's fencing instant is on the wall clock (its database's).
     let served = world.state().send_command(world.at(), &command, time::wall_clock_millis());
     let fault = served.fired.map(|fired| fired.kind);
-    world.record_served(served.fired, served.truth);
+    world.record_served(served.fired, served.called, served.truth);
     world.travel(served.key, |live| live.latency.stack_iot).await;
     let machine = match served.answer {
         Route::ToMachine(machine) => machine,
@@ -264,8 +261,9 @@ async fn command(
         }
     };
     let fate = (fault, time::wall_clock_millis());
-    let (answer, truth) = world.state().at_machine(machine, &command, fate, (world.at().now, world.cycle_length));
-    world.record_served(None, truth);
+    let AtMachine { answer, truth, called } =
+        world.state().at_machine(machine, &command, fate, (world.at().now, world.cycle_length));
+    world.record_served(None, called, truth);
     match answer {
         // The machine started; the stack hears nothing, or a 504.
         GatewayAnswer::NoAnswer => {
@@ -288,8 +286,9 @@ async fn deliver_late(world: Arc<World>, machine: u32, command: StartCycleComman
         live.recorder.clock.sleep(delay).await;
     }
     let fate = (Some(crate::faults::FaultKind::CommandLate), time::wall_clock_millis());
-    let (_, truth) = world.state().at_machine(machine, &command, fate, (world.at().now, world.cycle_length));
-    world.record_served(None, truth);
+    let AtMachine { truth, called, .. } =
+        world.state().at_machine(machine, &command, fate, (world.at().now, world.cycle_length));
+    world.record_served(None, called, truth);
 }
 
 /// The gateway's answer with the status the contract gives it.
@@ -306,7 +305,7 @@ async fn cycles(
 ) -> Response {
     let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
     let served = world.state().find_cycles(world.at(), &machine_id, &query.execute_key);
-    world.record_served(served.fired, served.truth);
+    world.record_served(served.fired, served.called, served.truth);
     world.travel(served.key, |live| live.latency.stack_iot).await;
     let cycles = match served.answer {
         CyclesAnswer::Cycles(cycles) => cycles,

@@ -2,7 +2,8 @@
 //! every record that led to them — the purchase's arrival, its terminal's
 //! requests and what the stack answered and the terminal heard, the
 //! operator's requests that named the payment, the faults injected on the
-//! purchase's calls (the gateway's timeout, the PSP's lost answer), the
+//! purchase's calls (the gateway's timeout, the PSP's lost answer), what
+//! the PSP and the gateway answered the stack's calls about the payment, the
 //! charges, refunds and cycles of the payment — in time order, so that a
 //! reader sees why, not only what. Gathered in two passes over the history,
 //! for the listed violations only.
@@ -103,6 +104,7 @@ impl Stories {
                 Event::Refunded { payment, .. }
                 | Event::CycleStarted { payment, .. }
                 | Event::Audited { payment, .. } => (None, Some(*payment)),
+                Event::WorldAnswered { payment, .. } => (None, *payment),
                 Event::Fault { key: FaultKey::Call { purchase, .. }, .. } => (Some(*purchase), None),
                 _ => (None, None),
             };

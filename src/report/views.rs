@@ -1,4 +1,4 @@
-//! A run's views — `summary.md`, `oplog.jsonl`, `junit.xml` — made from its
+//! A run's views — `summary.md`, `oplog.jsonl`, `junit.xml`, `report.html` — made from its
 //! [`RunReport`] alone, by one function that both the end of a run
 //! ([`super::write`]) and `posim report DIR` call, so that a re-rendered
 //! folder is byte for byte what the run wrote. Also reads a report back
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{RunReport, SCHEMA_VERSION, junit, markdown, write_whole};
+use super::{RunReport, SCHEMA_VERSION, html, junit, markdown, write_whole};
 
 /// The report itself, the source of every view.
 pub const SUMMARY_JSON: &str = "summary.json";
@@ -19,6 +19,7 @@ pub fn render(report: &RunReport) -> serde_json::Result<Vec<(&'static str, Strin
         ("summary.md", markdown(report)),
         ("oplog.jsonl", oplog_jsonl(report)?),
         ("junit.xml", junit::testsuite_of(&report.scenario, report)),
+        ("report.html", html::page(report)),
     ])
 }
 

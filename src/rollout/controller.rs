@@ -175,6 +175,7 @@ impl Controller {
                     name: "on_inconclusive".into(),
                     judgement: Judgement::Fail,
                     detail: why,
+                    limit: None,
                 });
                 self.roll_back(now, history, AUTO, results)
             }

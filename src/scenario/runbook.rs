@@ -23,7 +23,8 @@ pub enum ControllerMode {
 }
 
 /// Rollback targets, from the decision (§4B); `None` is not judged.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The report carries them beside the times measured.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct RollbackTargets {
     pub replicas_on_new_config: Option<Millis>,
     pub affected_denied: Option<Millis>,

@@ -8,12 +8,13 @@ use std::rc::Rc;
 use super::{InFlightCommand, Leg, OpSlot, Origin, Sim, SimEvent};
 use crate::contract::{Reply, Request, StartCycleCommand};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind};
-use crate::history::{DownCause, Event};
+use crate::history::{DownCause, Event, served_events};
 use crate::stack::core::{Effect, Input, IotCall, IotOutcome, PspCall, PspOutcome};
 use crate::stack::store::Store as _;
 use crate::stack::{Stack, StackBug};
+use crate::world::calls::Called;
 use crate::world::gateway::{CyclesAnswer, GatewayAnswer, Route};
-use crate::world::outcomes::{Fired, Truth};
+use crate::world::outcomes::{AtMachine, Fired, Truth};
 use crate::world::psp::{PspAnswer, PspRequest, RefundOutcome};
 
 impl Sim<'_> {
@@ -288,7 +289,7 @@ impl Sim<'_> {
         };
         let served = self.world.psp(self.at(), &request);
         let round_trip = self.latency(Leg::StackPsp, served.key.ids());
-        self.record_served(served.fired, served.truth);
+        self.record_served(served.fired, served.called, served.truth);
         if let Some(delay) = served.late {
             self.refund_later(request, delay);
         }
@@ -307,21 +308,18 @@ impl Sim<'_> {
         (outcome, round_trip)
     }
 
-    /// Records the fault the world played on a call and the ground truth it saw.
-    fn record_served(&mut self, fired: Option<Fired>, truth: Option<Truth>) {
-        if let Some(fired) = fired {
-            self.record(fired.into());
-        }
-        if let Some(truth) = truth {
-            self.record(truth.into());
-        }
+    /// Records the fault the world played on a call, what it answered and
+    /// the ground truth it saw.
+    fn record_served(&mut self, fired: Option<Fired>, called: Option<Called>, truth: Option<Truth>) {
+        let events = served_events(fired, called, truth);
+        events.for_each(|event| self.record(event));
     }
 
     fn find_cycles(&mut self, machine_id: &str, execute_key: &str) -> (IotOutcome, u64) {
         let timeout = self.scenario.stack.settings.iot_timeout;
         let served = self.world.find_cycles(self.at(), machine_id, execute_key);
         let round_trip = self.latency(Leg::StackIot, served.key.ids());
-        self.record_served(served.fired, served.truth);
+        self.record_served(served.fired, served.called, served.truth);
         match served.answer {
             CyclesAnswer::Cycles(cycles) if round_trip <= timeout => (IotOutcome::Cycles(cycles), round_trip),
             _ => (IotOutcome::NoAnswer, timeout),
@@ -337,7 +335,7 @@ impl Sim<'_> {
         let served = self.world.send_command(self.at(), &command, self.now);
         let round_trip = self.latency(Leg::StackIot, served.key.ids());
         let kind = served.fired.map(|fired| fired.kind);
-        self.record_served(served.fired, served.truth);
+        self.record_served(served.fired, served.called, served.truth);
         // A lost command reaches no machine: the stack waits out its timeout.
         let (machine, arrives_after, round_trip, answered) = match served.answer {
             Route::ToMachine(machine) => (machine, round_trip / 2, round_trip, None),
@@ -375,8 +373,9 @@ impl Sim<'_> {
             let machine = in_flight.machine;
             let command = in_flight.command.clone();
             let cycle_length = self.latency(Leg::Cycle, in_flight.key.ids());
-            let (answer, truth) = self.world.at_machine(machine, &command, (fault, self.now), (self.now, cycle_length));
-            self.record_served(None, truth);
+            let AtMachine { answer, truth, called } =
+                self.world.at_machine(machine, &command, (fault, self.now), (self.now, cycle_length));
+            self.record_served(None, called, truth);
             if fault == Some(FaultKind::CommandLate) {
                 return; // the stack heard its 504 long ago
             }

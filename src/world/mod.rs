@@ -3,6 +3,7 @@
 //! and cycle logs; and the customers at the terminals. Ground truth lives
 //! here — the checkers judge the stack by what the world saw.
 
+pub mod calls;
 pub mod fleet;
 pub mod gateway;
 pub mod machines;

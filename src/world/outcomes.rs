@@ -15,6 +15,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
+use super::calls::{self, Called, WorldAnswer};
 use super::fleet::Fleet;
 use super::gateway::{CyclesAnswer, Gateway, GatewayAnswer, Route};
 use super::psp::{PspAnswer, PspLedger, PspRequest, RefundOutcome};
@@ -56,8 +57,19 @@ pub struct Served<A> {
     pub fired: Option<Fired>,
     pub answer: A,
     pub truth: Option<Truth>,
+    /// What the world answered, for the history (none: a command on its way
+    /// to its machine, which answers in [`WorldState::at_machine`]).
+    pub called: Option<Called>,
     /// A late delivery: the call lands at the world this much later.
     pub late: Option<Millis>,
+}
+
+/// What became of a command at its machine.
+pub struct AtMachine {
+    pub answer: GatewayAnswer,
+    pub truth: Option<Truth>,
+    /// None for a command delivered late: the gateway's 504 answered it.
+    pub called: Option<Called>,
 }
 
 /// Has the command's fencing instant passed on the stack's clock?
@@ -148,7 +160,8 @@ impl WorldState {
             None => self.psp.serve(request),
         };
         let truth = refunded(&answer, request, payment);
-        Served { key, fired, answer, truth, late }
+        let called = Some(Called { endpoint, payment, answer: WorldAnswer::from(&answer) });
+        Served { key, fired, answer, truth, called, late }
     }
 
     /// A refund held back by [`FaultKind::RefundLate`] lands at the PSP now.
@@ -172,7 +185,12 @@ impl WorldState {
             }
         });
         let answer = self.gateway.dispatch(&command.machine_id, fault, at.now, expired(command, stack_now));
-        Served { key, fired, answer, truth: None, late: None }
+        let called = calls::routed(&answer).map(|answer| Called {
+            endpoint: WorldEndpoint::StartCycle,
+            payment: Some(command.payment_id),
+            answer,
+        });
+        Served { key, fired, answer, truth: None, called, late: None }
     }
 
     /// The command reaches `machine`; `fault` is what [`Self::send_command`] fired.
@@ -182,7 +200,7 @@ impl WorldState {
         command: &StartCycleCommand,
         (fault, stack_now): (Option<FaultKind>, Millis),
         (now, cycle_length): (Millis, Millis),
-    ) -> (GatewayAnswer, Option<Truth>) {
+    ) -> AtMachine {
         let fate = (fault, expired(command, stack_now));
         let (answer, started) = self.gateway.arrive(machine, command, fate, (now, cycle_length));
         let truth = started.map(|cycle| Truth::CycleStarted {
@@ -191,7 +209,12 @@ impl WorldState {
             execute_key: command.execute_key.clone(),
             cycle,
         });
-        (answer, truth)
+        let called = (fault != Some(FaultKind::CommandLate)).then(|| Called {
+            endpoint: WorldEndpoint::StartCycle,
+            payment: Some(command.payment_id),
+            answer: WorldAnswer::from(&answer),
+        });
+        AtMachine { answer, truth, called }
     }
 
     /// `GET …/cycles?execute_key=K` at the gateway.
@@ -199,7 +222,8 @@ impl WorldState {
         let payment = self.keys.get(execute_key).copied();
         let (key, fired) = self.roll(at, WorldEndpoint::FindCycles, payment);
         let answer = self.gateway.cycles(machine_id, execute_key, fired.is_some(), at.now);
-        Served { key, fired, answer, truth: None, late: None }
+        let called = Some(Called { endpoint: WorldEndpoint::FindCycles, payment, answer: WorldAnswer::from(&answer) });
+        Served { key, fired, answer, truth: None, called, late: None }
     }
 
     /// Counts the call and rolls its boundary once, keyed on the payment's purchase.
@@ -262,7 +286,8 @@ mod tests {
         let command = command(key);
         let served = world.send_command(At { now, phase: 0 }, &command, now);
         let Route::ToMachine(machine) = served.answer else { return (GatewayAnswer::NoAnswer, false) };
-        let (answer, truth) = world.at_machine(machine, &command, (served.fired.map(|f| f.kind), now), (now, 100));
+        let AtMachine { answer, truth, .. } =
+            world.at_machine(machine, &command, (served.fired.map(|f| f.kind), now), (now, 100));
         (answer, matches!(truth, Some(Truth::CycleStarted { .. })))
     }
 
@@ -348,7 +373,7 @@ mod tests {
         assert_eq!(world.send_command(AT, &fenced, 5_001).answer, Route::Expired);
         let served = world.send_command(AT, &fenced, 4_000);
         let Route::ToMachine(machine) = served.answer else { panic!("{:?}", served.answer) };
-        let (answer, truth) = world.at_machine(machine, &fenced, (None, 5_001), (5_001, 100));
+        let AtMachine { answer, truth, .. } = world.at_machine(machine, &fenced, (None, 5_001), (5_001, 100));
         assert_eq!((answer, truth), (GatewayAnswer::Expired, None), "no cycle after not_after");
         assert_eq!(cycles(&world, "k"), 0);
     }
@@ -358,9 +383,12 @@ mod tests {
         let mut late = world(true, Some(FaultKind::CommandLate));
         let served = late.send_command(AT, &command("k"), AT.now);
         let Route::Late { machine, delay } = served.answer else { panic!("{:?}", served.answer) };
+        let heard = served.called.map(|called| called.answer);
+        assert_eq!(heard, Some(WorldAnswer::GatewayTimeout), "the stack hears 504 at once");
         assert!((1..=COMMAND_EXPIRY).contains(&delay), "{delay}");
         let fate = (Some(FaultKind::CommandLate), AT.now + delay);
-        let (_, truth) = late.at_machine(machine, &command("k"), fate, (AT.now + delay, 100));
+        let AtMachine { truth, called, .. } = late.at_machine(machine, &command("k"), fate, (AT.now + delay, 100));
+        assert_eq!(called, None, "the gateway's 504 answered the late command: {called:?}");
         assert!(matches!(truth, Some(Truth::CycleStarted { .. })), "an unfenced late command still runs");
         let mut refunds = world(false, Some(FaultKind::RefundLate));
         let payment = Uuid::from_u128(1);
