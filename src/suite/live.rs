@@ -124,6 +124,12 @@ impl Runner for Live<'_> {
             .map_err(|source| Unwritten { dir: dir.clone(), source })?;
         Ok(Ran { report: judged.report, dir, wall_seconds: started.elapsed().as_secs_f64() })
     }
+
+    /// Wall time: the runbook time over the member's time scale.
+    fn expected_length(&self, member: &Member) -> f64 {
+        let scenario = &member.scenario;
+        (scenario.horizon() + scenario.drain) as f64 / self.time_scale(scenario)
+    }
 }
 
 /// The members a live suite runs: those without `[live] skip` (each one

@@ -3,7 +3,8 @@
 //! run it alone (same seed rule, same report folder contents), up to `jobs`
 //! at once on [`crate::pool`]'s
 //! threads; the results are kept in input order whatever order they finish
-//! in, with their [`RunReport`]s in memory for the suite's own summaries.
+//! in (the longest are started first), with their [`RunReport`]s in memory
+//! for the suite's own summaries.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -88,6 +89,19 @@ pub trait Runner: Sync {
     /// What a member's progress counts in (runbook or simulated time).
     const MEASURE: Measure;
     fn run(&self, member: &Member, dir: PathBuf, progress: &dyn Fn(Millis)) -> Result<Ran, Self::Error>;
+
+    /// How long the member is expected to take, in any unit common to all
+    /// members: the longest start first, so parallel members end together.
+    fn expected_length(&self, member: &Member) -> f64 {
+        (member.scenario.horizon() + member.scenario.drain) as f64
+    }
+}
+
+/// The members' indices, the longest expected first (input order among equals).
+fn longest_first<R: Runner>(members: &[Member], runner: &R) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by(|a, b| runner.expected_length(&members[*b]).total_cmp(&runner.expected_length(&members[*a])));
+    order
 }
 
 /// Runs the members with `runner`, up to `config.jobs` at once, with one
@@ -103,8 +117,9 @@ pub fn run<R: Runner>(members: &[Member], config: &SuiteConfig, runner: &R) -> R
     let mut failure = None;
     let mut done = 0;
     let count = u64::try_from(members.len()).unwrap_or(u64::MAX);
-    let member_run = |index: u64| {
-        let index = usize::try_from(index).unwrap_or(usize::MAX);
+    let order = longest_first(members, runner);
+    let member_run = |job: u64| {
+        let index = usize::try_from(job).ok().and_then(|job| order.get(job).copied()).unwrap_or(usize::MAX);
         let ran = members.get(index).map(|member| {
             let ran = runner.run(member, member_dir(&config.dir, member), &|at| progress.set(index, at));
             progress.complete(index);
