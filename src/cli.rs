@@ -11,9 +11,10 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 
 use crate::live::containers::ContainerImages;
-use crate::live::engine::{self, LiveOptions, LiveOutcome};
+use crate::live::engine::LiveOptions;
 use crate::live::launcher::StackChoice;
 use crate::live::runs::{RUNS_DIR_VAR, Run};
+use crate::progress::{Measure, Progress};
 use crate::report;
 use crate::rollout::precheck;
 use crate::scenario::Scenario;
@@ -186,14 +187,21 @@ struct RunArgs {
 
 #[derive(Args)]
 struct LiveArgs {
-    scenario: PathBuf,
+    /// The scenario file; several files or folders make a suite, as for
+    /// `posim run` (a scenario with `[live] skip` is left out of a suite).
+    #[arg(required = true, value_name = "SCENARIO")]
+    scenarios: Vec<PathBuf>,
     #[arg(long)]
     seed: Option<u64>,
-    /// Runbook time per wall time (60: a runbook minute a second).
-    #[arg(long, default_value_t = 60.0)]
-    time_scale: f64,
+    /// Runbook time per wall time (60: a runbook minute a second); default:
+    /// the scenario's `[live] time_scale`, else 60.
+    #[arg(long)]
+    time_scale: Option<f64>,
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A suite's scenarios run at once, each with a stack of its own (default 1).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::suite::MAX_JOBS)))]
+    jobs: Option<u16>,
     #[arg(long)]
     no_trace: bool,
     #[command(flatten)]
@@ -380,7 +388,7 @@ pub fn main() -> ExitCode {
         Command::Swarm(args) => swarm(args).unwrap_or_else(|code| code),
         Command::Replay(args) => replay(args).unwrap_or_else(|code| code),
         Command::Shrink(args) => shrink(args).unwrap_or_else(|code| code),
-        Command::Live(args) => live(args),
+        Command::Live(args) => live(args).unwrap_or_else(|code| code),
         Command::Load(args) => load_run(args).unwrap_or_else(|code| code),
         Command::Generator(args) => generator(args).unwrap_or_else(|code| code),
         Command::Precheck(args) => precheck(args),
@@ -419,10 +427,11 @@ fn run_one(file: &Path, args: RunArgs) -> u8 {
         bug_label(bugs)
     );
     let started = Instant::now();
-    let bar = progress_bar(scenario.horizon() + scenario.drain);
+    let label = format!("simulating {}", file_name(file));
+    let progress = Progress::new(&label, Measure::Time("simulated time"), &[scenario.horizon() + scenario.drain]);
     let options = SimOptions { seed, bugs: BugSet::new(bugs) };
-    let outcome = sim::run_observed(&scenario, options, &mut |now| bar.set_position(now / 1000));
-    bar.finish_and_clear();
+    let outcome = sim::run_observed(&scenario, options, &mut |now| progress.set(0, now));
+    progress.finish();
     let simulation_wall = started.elapsed().as_secs_f64();
     let judged = judge(&scenario, seed, bugs, Recorded::simulated(outcome));
     let wall = started.elapsed().as_secs_f64();
@@ -449,8 +458,17 @@ fn report_again(dir: &Path) -> u8 {
     EXIT_PASS
 }
 
-/// Several scenarios as one gate (see [`suite`]): all checked before any runs.
+/// Several scenarios simulated as one gate (see [`suite`]).
 fn run_suite(args: RunArgs) -> Exit {
+    let members = suite_members(&args.scenarios)?;
+    let available = || std::thread::available_parallelism().map_or(1, |jobs| jobs.get());
+    let jobs = args.jobs.map_or_else(available, usize::from);
+    let config = suite_config("posim run", (args.seed, args.stack.stack_bugs), !args.no_trace, jobs, args.out);
+    gate(&members, &config, &suite::Simulated { config: &config })
+}
+
+/// The suite's members, all loaded and checked before any runs (exit 2 naming every problem).
+fn suite_members(inputs: &[PathBuf]) -> Result<Vec<suite::Member>, u8> {
     let refused = |refused: suite::inputs::Refused| {
         for line in &refused.lines {
             eprintln!("error: {line}");
@@ -458,22 +476,38 @@ fn run_suite(args: RunArgs) -> Exit {
         eprintln!("error: the suite is refused ({} problem(s)); nothing ran", refused.lines.len());
         EXIT_USAGE
     };
-    let files = suite::inputs::scenario_files(&args.scenarios).map_err(refused)?;
-    let members = suite::inputs::load_all(&files).map_err(refused)?;
-    let available = || std::thread::available_parallelism().map_or(1, |jobs| jobs.get());
-    let config = SuiteConfig {
-        seed: args.seed,
-        bugs: args.stack.stack_bugs,
-        trace: !args.no_trace,
-        jobs: args.jobs.map_or_else(available, usize::from).min(usize::from(suite::MAX_JOBS)),
-        dir: args.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("suite-{}", stamp()))),
-    };
-    println!("{}", suite::summary::header(&members, &config));
-    let ran = suite::run(&members, &config, &mut |line| println!("{line}")).map_err(|error| {
+    let files = suite::inputs::scenario_files(inputs).map_err(refused)?;
+    suite::inputs::load_all(&files).map_err(refused)
+}
+
+fn suite_config(
+    command: &'static str,
+    (seed, bugs): (Option<u64>, Vec<StackBug>),
+    trace: bool,
+    jobs: usize,
+    out: Option<PathBuf>,
+) -> SuiteConfig {
+    SuiteConfig {
+        seed,
+        bugs,
+        trace,
+        jobs: jobs.min(usize::from(suite::MAX_JOBS)),
+        dir: out.unwrap_or_else(|| PathBuf::from("reports").join(format!("suite-{}", stamp()))),
+        command,
+    }
+}
+
+/// Runs the suite and writes its summaries: one verdict for all (exit 1 if any fails).
+fn gate<R: suite::Runner>(members: &[suite::Member], config: &SuiteConfig, runner: &R) -> Exit
+where
+    R::Error: std::fmt::Display,
+{
+    println!("{}", suite::summary::header(members, config));
+    let ran = suite::run(members, config, runner).map_err(|error| {
         eprintln!("error: {error}");
         EXIT_HARNESS
     })?;
-    let summary = SuiteSummary::of(&ran, &config);
+    let summary = SuiteSummary::of(&ran, config);
     if let Err(error) = suite::summary::write(&config.dir, &summary, &ran.labelled()) {
         eprintln!("error: cannot write the suite's summary to {}: {error}", config.dir.display());
         return Err(EXIT_HARNESS);
@@ -483,14 +517,9 @@ fn run_suite(args: RunArgs) -> Exit {
     Ok(if ran.passed() { EXIT_PASS } else { EXIT_FAIL })
 }
 
-/// A bar over simulated seconds on stderr; invisible when stderr is not a terminal.
-fn progress_bar(end: crate::time::Millis) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(end / 1000);
-    let style = indicatif::ProgressStyle::with_template("simulating {bar:40} {percent}% of the run ({elapsed})");
-    if let Ok(style) = style {
-        bar.set_style(style);
-    }
-    bar
+/// `rollout.toml`: a file's name as progress lines show it.
+fn file_name(file: &Path) -> String {
+    file.file_name().map_or_else(|| file.display().to_string(), |name| name.to_string_lossy().into_owned())
 }
 
 /// How fast the simulator ran: the simulation alone, and with the checks.
@@ -725,93 +754,44 @@ fn stack_serve() -> u8 {
     }
 }
 
-fn live(args: LiveArgs) -> u8 {
-    let scenario = match load(&args.scenario) {
-        Ok(scenario) => scenario,
-        Err(code) => return code,
-    };
-    if !(args.time_scale.is_finite() && (1.0..=10_000.0).contains(&args.time_scale)) {
-        eprintln!("error: --time-scale must be between 1 and 10000, got {}", args.time_scale);
-        return EXIT_USAGE;
+fn live(args: LiveArgs) -> Exit {
+    if let Some(scale) = args.time_scale.filter(|scale| !suite::live::TIME_SCALES.contains(scale)) {
+        return Err(usage(format!("--time-scale must be between 1 and 10000, got {scale}")));
     }
-    let seed = args.seed.unwrap_or(scenario.seed);
-    let dir = args.out.clone().unwrap_or_else(|| default_dir(&format!("{}-live", scenario.name), seed));
-    let stack = args.stack.choice();
-    let wall = (scenario.horizon() + scenario.drain) as f64 / 1000.0 / args.time_scale;
-    println!(
-        "posim live · scenario {} · seed {seed} · time scale {}× · about {:.0} s of wall time",
-        scenario.name, args.time_scale, wall
-    );
-    let mut notes = simulator_only_faults(&scenario);
-    for note in &notes {
-        println!("note: {note}");
+    let single = matches!(args.scenarios.as_slice(), [file] if !file.is_dir());
+    let jobs = usize::from(args.jobs.unwrap_or(1));
+    if !single && jobs > 1 && (args.stack.stack_url.is_some() || args.stack.world_port.is_some()) {
+        return Err(usage("a suite with --jobs above 1 cannot share one --stack-url or --world-port"));
     }
-    let logs = dir.join("stack-logs");
-    let run = match Run::register() {
-        Ok(run) => run,
-        Err(error) => {
-            eprintln!("error: cannot register the run (set {RUNS_DIR_VAR} to a writable folder): {error}");
-            return EXIT_HARNESS;
-        }
-    };
-    let options = LiveOptions {
-        seed,
-        time_scale: args.time_scale,
-        stack,
-        logs,
-        report_dir: dir.clone(),
-        trace: !args.no_trace,
-        world_port: args.stack.world_port.unwrap_or(0),
-        run: Arc::clone(&run),
-        namespace: None,
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    // On Ctrl-C or SIGTERM the run is dropped with the runtime: replicas are
-    // killed, the throwaway database is stopped and removed, containers too.
-    let interrupted = runtime.block_on(async {
-        tokio::select! {
-            outcome = engine::run(&scenario, options) => Some(outcome),
-            _ = stop_signal() => None,
-        }
-    });
-    let outcome = match interrupted {
-        Some(Ok(outcome)) => outcome,
-        Some(Err(error)) => {
-            eprintln!("error: the harness could not run: {error}");
-            return EXIT_HARNESS;
-        }
-        None => {
-            let cleaned = runtime.block_on(crate::live::clean::own_run(&run));
-            for problem in cleaned.problems {
-                eprintln!("posim live: {problem}");
-            }
-            // Tasks dropped now may hold containers whose drop waits on a runtime
-            // that is going away: they were removed just above, so do not wait.
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            eprintln!(
-                "interrupted: the stack and its database were stopped; {} holds the trace so far and a partial summary",
-                dir.display()
-            );
-            return EXIT_HARNESS;
-        }
-    };
-    let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes, launcher, trace_written } =
-        outcome;
-    notes.extend(engine_notes);
-    let engine = format!("live, stack as {launcher}, time scale {}×", args.time_scale);
-    let recorded = Recorded { history, stack_requests, simulated, purchases, engine, notes, index: None };
-    let judged = judge(&scenario, seed, &args.stack.stack_bugs, recorded);
-    print!("{}", report::console(&judged.report));
-    // A streamed trace already holds every record.
-    if let Err(error) = report::write(&dir, &judged.report, &judged.history, !args.no_trace && !trace_written) {
-        eprintln!("error: cannot write the report to {}: {error}", dir.display());
-        return EXIT_HARNESS;
+    let members = suite_members(&args.scenarios)?;
+    let (bugs, trace) = (args.stack.stack_bugs.clone(), !args.no_trace);
+    let config = suite_config("posim live", (args.seed, bugs), trace, jobs, args.out.clone());
+    let (stack, world_port) = (args.stack.choice(), args.stack.world_port.unwrap_or(0));
+    let runner =
+        suite::live::Live { config: &config, time_scale: args.time_scale, stack, world_port, announce: single };
+    match members.as_slice() {
+        [member] if single => live_one(member, &runner, args.out),
+        _ => gate(&suite::live::runnable(members), &config, &runner),
     }
-    println!("report: {}", dir.display());
-    if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
+}
+
+/// One scenario live, as a suite's member is run, with its report on the console.
+fn live_one(member: &suite::Member, runner: &suite::live::Live<'_>, out: Option<PathBuf>) -> Exit {
+    use suite::Runner as _;
+    let seed = runner.config.seed.unwrap_or(member.scenario.seed);
+    let dir = out.unwrap_or_else(|| default_dir(&format!("{}-live", member.scenario.name), seed));
+    let label = format!("live {}", member.file_name());
+    let progress =
+        Progress::new(&label, Measure::Time("runbook time"), &[member.scenario.horizon() + member.scenario.drain]);
+    let ran = runner.run(member, dir, &|at| progress.set(0, at));
+    progress.finish();
+    let ran = ran.map_err(|error| {
+        eprintln!("error: {error}");
+        EXIT_HARNESS
+    })?;
+    print!("{}", report::console(&ran.report));
+    println!("report: {}", ran.dir.display());
+    Ok(if ran.report.passed() { EXIT_PASS } else { EXIT_FAIL })
 }
 
 fn load_run(args: LoadArgs) -> Exit {
@@ -860,6 +840,7 @@ fn load_run(args: LoadArgs) -> Exit {
         world_port: args.stack.world_port.unwrap_or(0),
         run: Arc::clone(&run),
         namespace: (!shape.shard.is_whole()).then(|| format!("s{}", shape.shard.index)),
+        reached: Arc::default(),
     };
     let work = crate::load::run::run(&scenario, options, shape, &args.thresholds, pgbench);
     let outcome = until_stopped("posim load", &run, work)?;
@@ -920,51 +901,17 @@ fn until_stopped<T, E: std::fmt::Display>(
     run: &Arc<Run>,
     work: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, u8> {
-    let runtime = runtime()?;
-    let finished = runtime.block_on(async {
-        tokio::select! {
-            outcome = work => Some(outcome),
-            _ = stop_signal() => None,
-        }
-    });
-    match finished {
+    match crate::live::interrupt::until_stopped(runtime()?, run, command, work) {
         Some(Ok(outcome)) => Ok(outcome),
         Some(Err(error)) => {
             eprintln!("error: the harness could not run: {error}");
             Err(EXIT_HARNESS)
         }
         None => {
-            let cleaned = runtime.block_on(crate::live::clean::own_run(run));
-            for problem in cleaned.problems {
-                eprintln!("{command}: {problem}");
-            }
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             eprintln!("interrupted: the stack and its database were stopped");
             Err(EXIT_HARNESS)
         }
     }
-}
-
-/// The scenario's faults that live inside a replica (between two of its
-/// effects, or its clock): a live run cannot reach there, so it says so.
-fn simulator_only_faults(scenario: &Scenario) -> Vec<String> {
-    let inside: Vec<&'static str> = scenario
-        .faults
-        .iter()
-        .map(|fault| fault.kind)
-        .filter(|kind| kind.between_effects())
-        .map(<&'static str>::from)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if inside.is_empty() {
-        return Vec::new();
-    }
-    vec![format!(
-        "{} faults (inside a replica, between two of its effects) are played by the simulator only: \
-         posim live pauses and kills replicas and stops the database at planned times with [[stack_faults]]",
-        inside.join(", ")
-    )]
 }
 
 /// A multi-threaded runtime (containers' clean-up needs one), or exit 3.
@@ -973,20 +920,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         eprintln!("error: cannot start the runtime: {error}");
         EXIT_HARNESS
     })
-}
-
-/// Ctrl-C, or SIGTERM as a CI job's cancellation sends.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        },
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn images_build(args: ImagesArgs) -> u8 {

@@ -20,6 +20,7 @@
 //! - [`swarm`]: many seeds with a fault mix each, the failing seeds'
 //!   artifacts, their replay and shrinking;
 //! - [`suite`]: several scenarios as one gate, on the threads of [`pool`];
+//! - [`progress`]: a long run's progress on stderr (a bar, or lines in CI logs);
 //! - [`cli`]: parsing and dispatch only.
 
 pub mod check;
@@ -33,6 +34,7 @@ pub mod live;
 pub mod load;
 pub mod operator;
 pub mod pool;
+pub mod progress;
 pub mod report;
 pub mod rollout;
 pub mod scenario;

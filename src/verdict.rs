@@ -47,7 +47,17 @@ pub struct Judged {
 
 /// Simulates `scenario` with `seed` and `bugs`, then judges it.
 pub fn simulate(scenario: &Scenario, seed: u64, bugs: &[StackBug]) -> Judged {
-    let outcome = sim::run(scenario, SimOptions { seed, bugs: BugSet::new(bugs) });
+    simulate_observed(scenario, seed, bugs, &mut |_| {})
+}
+
+/// [`simulate`], telling `progress` how far in simulated time it got now and then.
+pub fn simulate_observed(
+    scenario: &Scenario,
+    seed: u64,
+    bugs: &[StackBug],
+    progress: &mut dyn FnMut(crate::time::Millis),
+) -> Judged {
+    let outcome = sim::run_observed(scenario, SimOptions { seed, bugs: BugSet::new(bugs) }, progress);
     judge(scenario, seed, bugs, Recorded::simulated(outcome))
 }
 

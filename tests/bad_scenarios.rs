@@ -32,6 +32,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("cycle-length-too-long.toml", ":7:16:", "`999999999h` is longer than a scenario allows"),
     ("ttl-beyond-the-stack.toml", ":7:13:", "cycle_ttl must be at most 168h 0m"),
     ("psp-timeout-beyond-the-stack.toml", ":7:15:", "psp_timeout must be at most 10m 0s"),
+    ("live-time-scale-out-of-range.toml", ":13:14:", "time_scale must be between 1 and 10000"),
+    ("live-skip-without-a-reason.toml", ":13:8:", "skip says why a live suite leaves the scenario out; it is empty"),
 ];
 
 #[test]

@@ -47,6 +47,9 @@ pub struct LiveOptions {
     /// A tag in the ids posim's world makes (provider_refs): runs that
     /// share one database (load shards) must not collide.
     pub namespace: Option<String>,
+    /// How far the run is, in runbook milliseconds (set every half second):
+    /// whoever shows the progress reads it.
+    pub reached: Arc<AtomicU64>,
 }
 
 /// What a live run produced.
@@ -258,7 +261,7 @@ async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<(u64, Vec<String>), Li
     first_deploy(shared).await?;
     let end = scenario.horizon() + scenario.drain;
     write_partial_summary(shared, shared.clock().now(), end);
-    let progress = tokio::spawn(progress(shared.clock(), end));
+    let progress = tokio::spawn(progress(shared.clock(), Arc::clone(&shared.options.reached)));
     let traffic = tokio::spawn(super::terminals::arrivals(Arc::clone(shared), seed::stream(seed, "card")));
     let background = tokio::spawn(background(Arc::clone(shared), end));
     let stack_faults = tokio::spawn(super::stack_faults::play(Arc::clone(shared)));
@@ -301,16 +304,10 @@ async fn sweep_dead_runs() {
     }
 }
 
-/// A bar over runbook time on stderr (invisible when stderr is not a terminal).
-async fn progress(clock: Clock, end: Millis) {
-    let bar = indicatif::ProgressBar::new(end / 1000);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("live {bar:40} {percent}% of the runbook time ({elapsed})")
-    {
-        bar.set_style(style);
-    }
+/// Keeps `reached` at the runbook time the run is at.
+async fn progress(clock: Clock, reached: Arc<AtomicU64>) {
     loop {
-        bar.set_position(clock.now() / 1000);
+        reached.store(clock.now(), Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod group;
 pub mod http_client;
 pub mod images;
+pub mod interrupt;
 pub mod journal;
 pub mod launch_error;
 pub mod launcher;

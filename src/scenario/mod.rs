@@ -17,6 +17,7 @@ use crate::faults::{FaultKind, FaultSpec, StackFault, StackFaultAction};
 use crate::time::{self, Millis};
 use crate::world::Fleet;
 
+pub mod live;
 pub mod load;
 pub mod phases;
 mod runbook;
@@ -68,6 +69,8 @@ pub struct Scenario {
     pub drain: Millis,
     /// What `posim load` stops at and is gated on (`[load]`).
     pub load: load::LoadSpec,
+    /// `posim live`'s own default time scale and whether a live suite skips it (`[live]`).
+    pub live: live::LiveSpec,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -160,6 +163,8 @@ struct RawScenario {
     stack_faults: Vec<RawStackFault>,
     #[serde(default)]
     load: load::RawLoad,
+    #[serde(default)]
+    live: live::RawLive,
 }
 
 #[derive(Deserialize)]
@@ -426,6 +431,7 @@ impl Scenario {
             faults,
             drain,
             load: load::load_spec(&source, &raw.load)?,
+            live: live::live_spec(&source, &raw.live)?,
         })
     }
 

@@ -1,17 +1,22 @@
-//! Suites: several scenarios simulated as one gate. Each member runs as
-//! `posim run` would run it alone (same seed rule, same report folder
-//! contents, the same trace), up to `jobs` at once on [`crate::pool`]'s
+//! Suites: several scenarios as one gate, simulated ([`Simulated`]) or live
+//! ([`live::Live`]). Each member runs as `posim run` or `posim live` would
+//! run it alone (same seed rule, same report folder contents), up to `jobs`
+//! at once on [`crate::pool`]'s
 //! threads; the results are kept in input order whatever order they finish
-//! in, with their [`RunReport`]s in memory for the suite's own summaries.
+//! in (the longest are started first), with their [`RunReport`]s in memory
+//! for the suite's own summaries.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::progress::{Measure, Progress};
 use crate::report::{self, RunReport};
 use crate::stack::StackBug;
-use crate::verdict::simulate;
+use crate::time::Millis;
+use crate::verdict::simulate_observed;
 
 pub mod inputs;
+pub mod live;
 pub mod summary;
 
 pub use inputs::Member;
@@ -30,6 +35,8 @@ pub struct SuiteConfig {
     pub jobs: usize,
     /// The suite's folder: a report folder per member, and the suite's summaries.
     pub dir: PathBuf,
+    /// `posim run` or `posim live`, as the console names the suite.
+    pub command: &'static str,
 }
 
 impl SuiteConfig {
@@ -75,24 +82,56 @@ pub struct Unwritten {
     pub source: std::io::Error,
 }
 
-/// Runs the members; `finished` gets a console line as each one ends
-/// (`[3/9] rollout.toml PASS 2.1 s`). Stops starting members after a report
-/// folder that could not be written.
-pub fn run(members: &[Member], config: &SuiteConfig, finished: &mut dyn FnMut(&str)) -> Result<SuiteRun, Unwritten> {
+/// How one member is run (simulated or live): given the member, its report
+/// folder and its progress, it returns what it ran or why the harness failed.
+pub trait Runner: Sync {
+    type Error: Send;
+    /// What a member's progress counts in (runbook or simulated time).
+    const MEASURE: Measure;
+    fn run(&self, member: &Member, dir: PathBuf, progress: &dyn Fn(Millis)) -> Result<Ran, Self::Error>;
+
+    /// How long the member is expected to take, in any unit common to all
+    /// members: the longest start first, so parallel members end together.
+    fn expected_length(&self, member: &Member) -> f64 {
+        (member.scenario.horizon() + member.scenario.drain) as f64
+    }
+}
+
+/// The members' indices, the longest expected first (input order among equals).
+fn longest_first<R: Runner>(members: &[Member], runner: &R) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by(|a, b| runner.expected_length(&members[*b]).total_cmp(&runner.expected_length(&members[*a])));
+    order
+}
+
+/// Runs the members with `runner`, up to `config.jobs` at once, with one
+/// progress over all of them on stderr, and a line on stdout as each one
+/// ends (`[3/9] rollout.toml PASS 2.1 s`). Stops starting members
+/// after one whose harness failed, and returns its error.
+pub fn run<R: Runner>(members: &[Member], config: &SuiteConfig, runner: &R) -> Result<SuiteRun, R::Error> {
     let started = Instant::now();
     let threads = config.threads(members.len());
+    let lengths: Vec<Millis> = members.iter().map(|member| member.scenario.horizon() + member.scenario.drain).collect();
+    let progress = Progress::new(&format!("{} suite", config.command), R::MEASURE, &lengths);
     let mut slots: Vec<Option<Ran>> = members.iter().map(|_| None).collect();
     let mut failure = None;
     let mut done = 0;
     let count = u64::try_from(members.len()).unwrap_or(u64::MAX);
-    let member_run = |index: u64| {
-        let index = usize::try_from(index).unwrap_or(usize::MAX);
-        (index, members.get(index).map(|member| run_member(member, config)))
+    let order = longest_first(members, runner);
+    let member_run = |job: u64| {
+        let index = usize::try_from(job).ok().and_then(|job| order.get(job).copied()).unwrap_or(usize::MAX);
+        let ran = members.get(index).map(|member| {
+            let ran = runner.run(member, member_dir(&config.dir, member), &|at| progress.set(index, at));
+            progress.complete(index);
+            ran
+        });
+        (index, ran)
     };
     crate::pool::run(count, threads, member_run, |(index, result)| match result {
         Some(Ok(ran)) => {
             done += 1;
-            finished(&summary::progress_line(done, members.len(), &members[index], &ran));
+            progress.note(format!("{done} of {} scenarios done", members.len()));
+            progress.println(&summary::progress_line(done, members.len(), &members[index], &ran));
             slots[index] = Some(ran);
             true
         }
@@ -102,6 +141,7 @@ pub fn run(members: &[Member], config: &SuiteConfig, finished: &mut dyn FnMut(&s
         }
         None => false,
     });
+    progress.finish();
     if let Some(error) = failure {
         return Err(error);
     }
@@ -111,16 +151,26 @@ pub fn run(members: &[Member], config: &SuiteConfig, finished: &mut dyn FnMut(&s
     Ok(SuiteRun { labels, files, runs, threads, wall_seconds: started.elapsed().as_secs_f64() })
 }
 
-/// Simulates one member as `posim run` would alone, and writes its report
-/// folder (the history is dropped once written).
-fn run_member(member: &Member, config: &SuiteConfig) -> Result<Ran, Unwritten> {
-    let started = Instant::now();
-    let seed = config.seed.unwrap_or(member.scenario.seed);
-    let judged = simulate(&member.scenario, seed, &config.bugs);
-    let dir = member_dir(&config.dir, member);
-    report::write(&dir, &judged.report, &judged.history, config.trace)
-        .map_err(|source| Unwritten { dir: dir.clone(), source })?;
-    Ok(Ran { report: judged.report, dir, wall_seconds: started.elapsed().as_secs_f64() })
+/// Members simulated as `posim run` would simulate each alone.
+pub struct Simulated<'a> {
+    pub config: &'a SuiteConfig,
+}
+
+impl Runner for Simulated<'_> {
+    type Error = Unwritten;
+    const MEASURE: Measure = Measure::Time("simulated time");
+
+    /// Simulates one member and writes its report folder (the history is
+    /// dropped once written).
+    fn run(&self, member: &Member, dir: PathBuf, progress: &dyn Fn(Millis)) -> Result<Ran, Unwritten> {
+        let started = Instant::now();
+        let config = self.config;
+        let seed = config.seed.unwrap_or(member.scenario.seed);
+        let judged = simulate_observed(&member.scenario, seed, &config.bugs, &mut |at| progress(at));
+        report::write(&dir, &judged.report, &judged.history, config.trace)
+            .map_err(|source| Unwritten { dir: dir.clone(), source })?;
+        Ok(Ran { report: judged.report, dir, wall_seconds: started.elapsed().as_secs_f64() })
+    }
 }
 
 /// `DIR/<stem>`: a member's report folder.

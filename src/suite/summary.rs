@@ -224,7 +224,8 @@ pub fn header(members: &[Member], config: &SuiteConfig) -> String {
     let bugs: Vec<String> = config.bugs.iter().map(ToString::to_string).collect();
     let bugs = if bugs.is_empty() { "none".to_string() } else { bugs.join(", ") };
     format!(
-        "posim run · suite of {} scenarios · {} threads · seed {seed} · stack bugs: {bugs}",
+        "{} · suite of {} scenarios · {} threads · seed {seed} · stack bugs: {bugs}",
+        config.command,
         members.len(),
         config.threads(members.len())
     )

@@ -12,12 +12,11 @@ use crate::verdict::simulate;
 
 pub mod artifact;
 pub mod edits;
-pub mod progress;
 pub mod shrink;
 
+use crate::progress::{Measure, Progress};
 use artifact::{Artifact, ArtifactError, RunResult, ScenarioSource};
 use edits::{EditError, Edits};
-use progress::Progress;
 
 /// Seeds listed per failure group in the summary.
 const LISTED_SEEDS: usize = 10;
@@ -98,11 +97,12 @@ pub fn run_and_record(
     config: &SwarmConfig,
     dir: &Path,
 ) -> Result<Swarmed, EditError> {
-    let mut progress = Progress::new(config.seeds);
+    let progress = Progress::new("swarm", Measure::Count("seeds"), &[config.seeds]);
     let mut swarmed = Swarmed { tally: Tally::default(), unwritten: None };
     let ran = run_seeds(scenario, config, &mut |run| {
         swarmed.tally.add(&run);
-        progress.update(swarmed.tally.seeds_run, swarmed.tally.failed.len());
+        progress.note(format!("{} failed", swarmed.tally.failed.len()));
+        progress.set(0, swarmed.tally.seeds_run);
         if run.result.failed() && swarmed.unwritten.is_none() {
             let path = dir.join(format!("seed-{}.json", run.seed));
             let codes = run.result.codes_line();
