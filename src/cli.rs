@@ -428,7 +428,7 @@ fn run_one(file: &Path, args: RunArgs) -> u8 {
     );
     let started = Instant::now();
     let label = format!("simulating {}", file_name(file));
-    let progress = Progress::new(&label, Measure::Time("simulated time"), &[scenario.horizon() + scenario.drain]);
+    let progress = Progress::new(&label, Measure::Time("simulated time"), &[scenario.end()]);
     let options = SimOptions { seed, bugs: BugSet::new(bugs) };
     let outcome = sim::run_observed(&scenario, options, &mut |now| progress.set(0, now));
     progress.finish();
@@ -781,8 +781,7 @@ fn live_one(member: &suite::Member, runner: &suite::live::Live<'_>, out: Option<
     let seed = runner.config.seed.unwrap_or(member.scenario.seed);
     let dir = out.unwrap_or_else(|| default_dir(&format!("{}-live", member.scenario.name), seed));
     let label = format!("live {}", member.file_name());
-    let progress =
-        Progress::new(&label, Measure::Time("runbook time"), &[member.scenario.horizon() + member.scenario.drain]);
+    let progress = Progress::new(&label, Measure::Time("runbook time"), &[member.scenario.end()]);
     let ran = runner.run(member, dir, &|at| progress.set(0, at));
     progress.finish();
     let ran = ran.map_err(|error| {

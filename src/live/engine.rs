@@ -106,7 +106,7 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
             return Err(error);
         }
     };
-    let simulated = scenario.horizon() + scenario.drain;
+    let simulated = scenario.end();
     let mut finished = finish(started).await;
     finished.notes.extend(fault_notes);
     let Finished { history, stack_requests, notes, launcher, trace_written } = finished;
@@ -259,7 +259,7 @@ async fn serve_world(world: &Arc<World>, options: &LiveOptions) -> Result<(u16, 
 async fn drive(shared: &Arc<Shared>, seed: u64) -> Result<(u64, Vec<String>), LiveError> {
     let scenario = &shared.scenario;
     first_deploy(shared).await?;
-    let end = scenario.horizon() + scenario.drain;
+    let end = scenario.end();
     write_partial_summary(shared, shared.clock().now(), end);
     let progress = tokio::spawn(progress(shared.clock(), Arc::clone(&shared.options.reached)));
     let traffic = tokio::spawn(super::terminals::arrivals(Arc::clone(shared), seed::stream(seed, "card")));

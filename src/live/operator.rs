@@ -51,7 +51,7 @@ impl Shared {
                 shared.operate(|operator, facts, now| operator.answered(send.token, reply, now, facts));
             }),
             // Like the simulator's agenda, nothing wakes after the drain.
-            Output::Wake { at, token } if at <= self.scenario.horizon() + self.scenario.drain => {
+            Output::Wake { at, token } if at <= self.scenario.end() => {
                 self.spawn_operation(async move {
                     shared.clock().sleep_until(at).await;
                     shared.operate(|operator, facts, _| operator.wake(token, facts));

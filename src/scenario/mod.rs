@@ -439,6 +439,12 @@ impl Scenario {
     pub fn horizon(&self) -> Millis {
         phases::phase_starts(&self.phases).1
     }
+
+    /// Where a run ends: the rollout, then the drain (what progress and a
+    /// live member's expected wall time are measured against).
+    pub fn end(&self) -> Millis {
+        self.horizon() + self.drain
+    }
 }
 
 /// The TTL, a few sweeps and the latest late delivery; bounded as a

@@ -88,7 +88,7 @@ pub fn run(scenario: &Scenario, options: SimOptions) -> SimOutcome {
 pub fn run_observed(scenario: &Scenario, options: SimOptions, progress: &mut dyn FnMut(Millis)) -> SimOutcome {
     let mut sim = Sim::new(scenario, options);
     sim.start();
-    let end = scenario.horizon() + scenario.drain;
+    let end = scenario.end();
     let mut handled = 0u64;
     while let Some((at, event)) = sim.agenda.pop_until(end) {
         debug_assert!(at >= sim.now, "time never goes back");

@@ -128,7 +128,7 @@ impl Runner for Live<'_> {
     /// Wall time: the runbook time over the member's time scale.
     fn expected_length(&self, member: &Member) -> f64 {
         let scenario = &member.scenario;
-        (scenario.horizon() + scenario.drain) as f64 / self.time_scale(scenario)
+        scenario.end() as f64 / self.time_scale(scenario)
     }
 }
 
@@ -145,7 +145,7 @@ pub fn runnable(members: Vec<Member>) -> Vec<Member> {
 
 /// `posim live · scenario rollout · seed 1 · time scale 60× · about 405 s of wall time`.
 fn header(scenario: &Scenario, seed: u64, time_scale: f64) -> String {
-    let wall = (scenario.horizon() + scenario.drain) as f64 / 1000.0 / time_scale;
+    let wall = scenario.end() as f64 / 1000.0 / time_scale;
     format!(
         "posim live · scenario {} · seed {seed} · time scale {time_scale}× · about {wall:.0} s of wall time",
         scenario.name

@@ -93,7 +93,7 @@ pub trait Runner: Sync {
     /// How long the member is expected to take, in any unit common to all
     /// members: the longest start first, so parallel members end together.
     fn expected_length(&self, member: &Member) -> f64 {
-        (member.scenario.horizon() + member.scenario.drain) as f64
+        member.scenario.end() as f64
     }
 }
 
@@ -111,7 +111,7 @@ fn longest_first<R: Runner>(members: &[Member], runner: &R) -> Vec<usize> {
 pub fn run<R: Runner>(members: &[Member], config: &SuiteConfig, runner: &R) -> Result<SuiteRun, R::Error> {
     let started = Instant::now();
     let threads = config.threads(members.len());
-    let lengths: Vec<Millis> = members.iter().map(|member| member.scenario.horizon() + member.scenario.drain).collect();
+    let lengths: Vec<Millis> = members.iter().map(|member| member.scenario.end()).collect();
     let progress = Progress::new(&format!("{} suite", config.command), R::MEASURE, &lengths);
     let mut slots: Vec<Option<Ran>> = members.iter().map(|_| None).collect();
     let mut failure = None;
