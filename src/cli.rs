@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 
+mod gameday;
+
 use crate::live::containers::ContainerImages;
 use crate::live::engine::LiveOptions;
 use crate::live::launcher::StackChoice;
@@ -80,6 +82,11 @@ enum Command {
     /// Re-render a run's or a suite's views (summary.md, junit.xml, oplog.jsonl)
     /// from its summary.json or suite.json alone.
     Report(ReportArgs),
+    /// A game day: the scenario live at a pace people follow, with people
+    /// deciding from a console served on loopback (and a facilitator's page).
+    Gameday(gameday::GamedayArgs),
+    /// The runbook's actions against a running game day, from a shell.
+    Op(gameday::OpArgs),
 }
 
 #[derive(Args)]
@@ -398,6 +405,8 @@ pub fn main() -> ExitCode {
         Command::Compare(args) => compare(args),
         Command::Clean(args) => clean(args),
         Command::Report(args) => report_again(&args.dir),
+        Command::Gameday(args) => gameday::gameday(args).unwrap_or_else(|code| code),
+        Command::Op(args) => gameday::op(args).unwrap_or_else(|code| code),
     };
     ExitCode::from(code)
 }
@@ -767,8 +776,14 @@ fn live(args: LiveArgs) -> Exit {
     let (bugs, trace) = (args.stack.stack_bugs.clone(), !args.no_trace);
     let config = suite_config("posim live", (args.seed, bugs), trace, jobs, args.out.clone());
     let (stack, world_port) = (args.stack.choice(), args.stack.world_port.unwrap_or(0));
-    let runner =
-        suite::live::Live { config: &config, time_scale: args.time_scale, stack, world_port, announce: single };
+    let runner = suite::live::Live {
+        config: &config,
+        time_scale: args.time_scale,
+        stack,
+        world_port,
+        announce: single,
+        desk: None,
+    };
     match members.as_slice() {
         [member] if single => live_one(member, &runner, args.out),
         _ => gate(&suite::live::runnable(members), &config, &runner),
@@ -840,6 +855,7 @@ fn load_run(args: LoadArgs) -> Exit {
         run: Arc::clone(&run),
         namespace: (!shape.shard.is_whole()).then(|| format!("s{}", shape.shard.index)),
         reached: Arc::default(),
+        desk: None,
     };
     let work = crate::load::run::run(&scenario, options, shape, &args.thresholds, pgbench);
     let outcome = until_stopped("posim load", &run, work)?;

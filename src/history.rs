@@ -57,6 +57,11 @@ pub enum DecisionKind {
     Reprocess,
     /// Incident C: a suspected duplicate audited.
     Audit,
+    /// A game day: the controller saw a criterion broken and raised the
+    /// runbook's alert; only people act on it.
+    Alert,
+    /// A game day: the facilitator set an incident off (hidden from the operators).
+    Inject,
 }
 
 impl DecisionKind {

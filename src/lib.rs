@@ -28,6 +28,7 @@ pub mod cli;
 pub mod contract;
 pub mod criteria;
 pub mod faults;
+pub mod gameday;
 pub mod history;
 pub mod judge;
 pub mod live;

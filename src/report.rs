@@ -29,6 +29,7 @@ pub mod latency;
 pub mod load;
 pub mod markup;
 pub mod oplog;
+pub mod scorecard;
 pub mod story;
 pub mod summary_md;
 pub mod views;
@@ -42,7 +43,10 @@ pub use summary_md::render as markdown;
 /// headroom, thresholds); absent from other runs' summaries.
 /// 4: `latency` (per endpoint, sent to heard: percentiles and a histogram);
 /// each criterion's `limit` (its cap); each rollback's `targets_ms`.
-pub const SCHEMA_VERSION: u32 = 4;
+/// 5: `scorecard` (game days: per incident the times to detect and to
+/// mitigate, rollbacks, adherence, customer impact, posim-auto's reference
+/// line); absent from other runs' summaries.
+pub const SCHEMA_VERSION: u32 = 5;
 /// Violations listed per code (all are counted).
 const LISTED_PER_CODE: usize = 20;
 
@@ -112,6 +116,10 @@ pub struct RunReport {
     /// A load run's numbers (`posim load` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<load::LoadSection>,
+    /// A game day's scorecard (`[controller] mode = "human"` only), with
+    /// posim-auto's reference line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorecard: Option<crate::gameday::scorecard::Scorecard>,
 }
 
 /// The rollout's outcome against the scenario's expectation (first in every view).
@@ -245,6 +253,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         stack_faults: stack_fault_lines(facts.history),
         latency: latency::per_endpoint(facts.history),
         load: None,
+        scorecard: None,
     }
 }
 
@@ -392,6 +401,9 @@ pub fn console(report: &RunReport) -> String {
                 let _ = writeln!(out, "      (and {context} records of what led to it, in junit.xml and summary.json)");
             }
         }
+    }
+    if let Some(card) = &report.scorecard {
+        out.push_str(&scorecard::console(card));
     }
     if report.load.is_none() {
         let _ = writeln!(out, "{}", report.outcome.line());

@@ -5,9 +5,11 @@
 //! which one ran.
 
 use crate::check::{self, kpi, rollback};
+use crate::gameday::scorecard::{self, Decider, Scorecard, score};
 use crate::history::History;
 use crate::judge::HistoryIndex;
 use crate::report::{self, RunFacts, RunReport};
+use crate::scenario::ControllerMode;
 use crate::scenario::Scenario;
 use crate::sim::{self, SimOptions, SimOutcome};
 use crate::stack::{BugSet, StackBug};
@@ -84,7 +86,22 @@ pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], recorded: Record
         purchases,
         notes,
     });
-    Judged { report, history }
+    let mut judged = Judged { report, history };
+    if scenario.controller == ControllerMode::Human {
+        judged.report.scorecard = Some(game_day_card(scenario, seed, bugs, &judged));
+    }
+    judged
+}
+
+/// A game day's scorecard, with posim-auto's reference line: the same
+/// scenario, seed and incidents simulated with posim-auto deciding.
+fn game_day_card(scenario: &Scenario, seed: u64, bugs: &[StackBug], judged: &Judged) -> Scorecard {
+    let people = score(&scorecard::Judged::of(&judged.report, &judged.history), Decider::People);
+    let automatic = Scenario { controller: ControllerMode::Auto, ..scenario.clone() };
+    let reference = simulate(&automatic, seed, bugs);
+    let mut reference = score(&scorecard::Judged::of(&reference.report, &reference.history), Decider::PosimAuto);
+    reference.outcome = format!("{} (simulated)", reference.outcome);
+    Scorecard { reference: Some(Box::new(reference)), ..people }
 }
 
 #[cfg(test)]

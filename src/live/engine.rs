@@ -50,6 +50,8 @@ pub struct LiveOptions {
     /// How far the run is, in runbook milliseconds (set every half second):
     /// whoever shows the progress reads it.
     pub reached: Arc<AtomicU64>,
+    /// A game day: the console and the facilitator's page, and where they listen.
+    pub desk: Option<super::desk::DeskOptions>,
 }
 
 /// What a live run produced.
@@ -197,6 +199,13 @@ pub(crate) async fn start(
                 .into(),
         );
     }
+    let (asks, inbox) = match options.desk {
+        Some(_) => {
+            let (asks, inbox) = super::desk::inbox();
+            (Some(asks), Some(inbox))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         scenario: scenario.clone(),
         options: options.clone(),
@@ -218,8 +227,28 @@ pub(crate) async fn start(
         operator: Mutex::new(Operator::new(scenario.fleet.clone())),
         operations: Mutex::new(JoinSet::new()),
         observer,
+        inbox,
     });
+    if let (Some(desk), Some(asks)) = (&options.desk, asks) {
+        open_desk(&shared, asks, desk).await?;
+    }
     Ok(Started { shared, recorder, notes })
+}
+
+/// Serves a game day's pages and says where: on the console and in
+/// `console.json` in the report's folder (for `posim op --run`).
+async fn open_desk(
+    shared: &Arc<Shared>,
+    asks: tokio::sync::mpsc::Sender<super::desk::Ask>,
+    desk: &super::desk::DeskOptions,
+) -> Result<(), LiveError> {
+    let address = super::desk::serve(Arc::clone(shared), asks, desk).await?;
+    let url = format!("http://{address}");
+    println!("console:     {url}/");
+    println!("facilitator: {url}/facilitator");
+    let record = serde_json::json!({ "url": url, "token_required": desk.token.is_some() });
+    std::fs::write(shared.options.report_dir.join("console.json"), record.to_string())?;
+    Ok(())
 }
 
 /// Shuts the stack down and takes the history out.
@@ -336,15 +365,30 @@ async fn background(shared: Arc<Shared>, end: Millis) {
     let mut next_tick = scenario.criteria.analysis_interval;
     let mut next_sweep = scenario.stack.sweep_interval;
     let mut steps: Vec<(Millis, usize)> = scenario.operator.iter().enumerate().map(|(i, s)| (s.at, i)).collect();
+    let mut injections = (0..scenario.inject.len()).peekable();
     loop {
         steps.sort_unstable();
         let next_step = steps.first().map_or(Millis::MAX, |s| s.0);
-        let at = next_tick.min(next_sweep).min(next_step);
+        let next_injection = injections.peek().map_or(Millis::MAX, |&index| scenario.inject[index].at);
+        let at = next_tick.min(next_sweep).min(next_step).min(next_injection);
         if at > end {
             break;
         }
-        clock.sleep_until(at).await;
-        if at == next_step {
+        tokio::select! {
+            () = clock.sleep_until(at) => {}
+            Some(ask) = next_ask(&shared) => {
+                shared.answer(ask, &mut tasks);
+                continue;
+            }
+        }
+        if at == next_injection {
+            let Some(index) = injections.next() else { unreachable!("peeked") };
+            let injection = &scenario.inject[index];
+            let commands = shared
+                .recorder
+                .with(|h| shared.controller.lock().expect("controller lock").inject(injection, now_in(h, at), h));
+            shared.carry_out(commands, &mut tasks);
+        } else if at == next_step {
             let (_, index) = steps.remove(0);
             let step = &scenario.operator[index];
             if let Some(every) = step.every {
@@ -371,6 +415,67 @@ async fn background(shared: Arc<Shared>, end: Millis) {
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(120), async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+/// A game day's next ask from its desk; never, for any other run.
+async fn next_ask(shared: &Shared) -> Option<super::desk::Ask> {
+    match &shared.inbox {
+        Some(inbox) => inbox.0.lock().await.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Shared {
+    /// Carries out a person's action or the facilitator's incident at the
+    /// runbook time it arrives, and answers with the log lines it produced.
+    fn answer(self: &Arc<Self>, ask: super::desk::Ask, tasks: &mut JoinSet<()>) {
+        use super::desk::Ask;
+        let now = self.clock().now();
+        let (outcome, reply) = match ask {
+            Ask::Act(request, reply) => (self.act(&request, now, tasks), reply),
+            Ask::Inject(request, reply) => (self.set_off(&request, now, tasks), reply),
+        };
+        let _ = reply.send(outcome);
+    }
+
+    fn act(
+        self: &Arc<Self>,
+        request: &crate::gameday::action::ActionRequest,
+        now: Millis,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
+        let step = request.step(now).map_err(|refusal| refusal.to_string())?;
+        self.decide(tasks, |controller, history| controller.operator(&step, now_in(history, now), history))
+    }
+
+    fn set_off(
+        self: &Arc<Self>,
+        request: &crate::gameday::action::InjectRequest,
+        now: Millis,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
+        let incident = request.incident().map_err(|refusal| refusal.to_string())?;
+        self.decide(tasks, |controller, history| {
+            let injection = crate::scenario::inject::Injection { at: now_in(history, now), incident };
+            controller.inject(&injection, injection.at, history)
+        })
+    }
+
+    /// Lets the controller decide, carries out what it asks, and returns
+    /// the decisions it logged, as the console lists them.
+    fn decide(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        decide: impl FnOnce(&mut Controller, &mut History) -> Vec<Command>,
+    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
+        let (commands, logged) = self.recorder.with(|history| {
+            let before = history.decisions.len();
+            let commands = decide(&mut self.controller.lock().expect("controller lock"), history);
+            (commands, crate::gameday::console::lines(history, before))
+        });
+        self.carry_out(commands, tasks);
+        Ok(logged)
+    }
 }
 
 /// Leaves a summary that parses however the run ends from here on.

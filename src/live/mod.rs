@@ -8,6 +8,7 @@ pub mod clean;
 pub mod clock;
 pub mod clock_skew;
 pub mod containers;
+pub mod desk;
 pub mod engine;
 pub mod group;
 pub mod http_client;

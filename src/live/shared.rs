@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(super) operations: Mutex<JoinSet<()>>,
     /// Told of every stack request's latency (a load run measures with it).
     pub(super) observer: Option<Arc<dyn Observe>>,
+    /// A game day: the asks of its console, `posim op` and the facilitator.
+    pub(super) inbox: Option<super::desk::Inbox>,
 }
 
 /// Watches the stack requests of a run as they are answered.

@@ -31,6 +31,9 @@ pub fn page(report: &RunReport) -> String {
         escape(&report.scenario)
     );
     header(report, &mut out);
+    if let Some(card) = &report.scorecard {
+        scorecard_section(card, &mut out);
+    }
     match &report.load {
         Some(load) => load_section(load, &mut out),
         None => rollout_sections(report, &mut out),
@@ -169,6 +172,23 @@ fn kpi_section(report: &RunReport, out: &mut String) {
     });
     table(&["window", "criterion", "judgement", "detail"], rows, out);
     out.push_str("</section>\n");
+}
+
+/// A game day: the people's times beside posim-auto's, first after the verdict.
+fn scorecard_section(card: &crate::gameday::scorecard::Scorecard, out: &mut String) {
+    use super::scorecard as view;
+    section("scorecard", "Game day scorecard", out);
+    table(&view::INCIDENT_HEADERS, view::incident_rows(card), out);
+    let rollbacks = view::rollback_rows(card);
+    if !rollbacks.is_empty() {
+        table(&view::ROLLBACK_HEADERS, rollbacks, out);
+    }
+    table(&view::IMPACT_HEADERS, view::impact_rows(card), out);
+    list("runbook adherence", &view::adherence_lines(card), out);
+    out.push_str(
+        "</section>
+",
+    );
 }
 
 fn rollback_section(report: &RunReport, out: &mut String) {

@@ -25,6 +25,9 @@ pub fn render(report: &RunReport) -> String {
     if !report.passed() {
         why_it_failed(report, &mut out);
     }
+    if let Some(card) = &report.scorecard {
+        out.push_str(&super::scorecard::markdown(card));
+    }
     invariants(report, &mut out);
     if !report.rollbacks.is_empty() {
         rollback_timing(report, &mut out);

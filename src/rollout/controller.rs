@@ -2,7 +2,10 @@
 //! controller judges the current deploy's window on the advance criteria and
 //! decides — advance, hold, partial rollback, total cut, freeze — and it
 //! carries out the operator's script on game days, refusing a bad env as a
-//! stack would. Every decision is written to the history with its evidence,
+//! stack would. On a game day with people (`mode = "human"`) it only
+//! watches and raises the runbook's alerts; people act through
+//! [`Controller::operator`], and the facilitator's incidents come in
+//! through [`Controller::inject`]. Every decision is written to the history with its evidence,
 //! which is what the operation log (§5) is made of. Engine-agnostic: it
 //! reads and writes only the history, and asks the engine for effects.
 
@@ -16,11 +19,23 @@ use crate::contract::{CanaryConfig, CanaryMode};
 use crate::criteria::details;
 use crate::history::{Decision, DecisionKind, DeployInfo, History};
 use crate::judge::{Criteria, CriterionResult, HistoryIndex, Judgement, OnInconclusive, judge};
+use crate::scenario::inject::{Incident, Injection};
 use crate::scenario::{ControllerMode, OperatorAction, OperatorStep, Scenario};
 use crate::time::{self, Millis};
 
 /// Who decides when no operator does.
 pub const AUTO: &str = "posim-auto";
+/// Who sets a game day's incidents off.
+pub const FACILITATOR: &str = "facilitator";
+/// Who carries out the plan's own steps (the first deploy, scheduled advances).
+pub const PLAN: &str = "plan";
+/// A person on a game day (or a scripted operator), not posim or the facilitator.
+pub fn is_person(who: &str) -> bool {
+    ![AUTO, PLAN, FACILITATOR].contains(&who)
+}
+
+/// How an operator's own evidence opens their decision's evidence.
+pub const EVIDENCE_PREFIX: &str = "evidence: ";
 
 /// What the controller asks of the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +84,12 @@ pub struct Controller {
     phase_started: Millis,
     /// Why the phase is held, once logged.
     held: Option<String>,
+    /// A game day: the alert last raised (the deploy and what broke), so
+    /// that one breach is raised once.
+    alerted: Option<(Option<u16>, Vec<String>)>,
+    /// The evidence the operator gave for the action being carried out:
+    /// it opens the evidence of the decision that action logs.
+    evidence: Option<String>,
 }
 
 impl Controller {
@@ -86,6 +107,8 @@ impl Controller {
             last_good: None,
             phase_started: 0,
             held: None,
+            alerted: None,
+            evidence: None,
         }
     }
 
@@ -95,7 +118,7 @@ impl Controller {
     }
 
     fn who(&self) -> &'static str {
-        if self.mode == ControllerMode::Auto { AUTO } else { "plan" }
+        if self.mode == ControllerMode::Auto { AUTO } else { PLAN }
     }
 
     /// Phase 1's deploy, at the start of the run.
@@ -117,6 +140,9 @@ impl Controller {
     pub fn tick(&mut self, now: Millis, history: &mut History) -> Vec<Command> {
         self.index.catch_up(history);
         let window = self.index.current().map(|w| w.rates()).unwrap_or_default();
+        if self.mode == ControllerMode::Human {
+            return self.watch(now, history, &window);
+        }
         if window.duplicates > 0 && self.stage != Stage::Frozen {
             return self.freeze(now, history, AUTO, "duplicates in the ground truth");
         }
@@ -128,7 +154,7 @@ impl Controller {
         }
         let results = judge(&window, &self.criteria);
         if results.iter().any(|r| r.judgement == Judgement::Fail) {
-            return self.roll_back(now, history, AUTO, results);
+            return self.roll_back(now, history, AUTO, results, None);
         }
         let phase = &self.phases[self.phase];
         let last = self.phase + 1 == self.phases.len();
@@ -177,7 +203,7 @@ impl Controller {
                     detail: why,
                     limit: None,
                 });
-                self.roll_back(now, history, AUTO, results)
+                self.roll_back(now, history, AUTO, results, None)
             }
         }
     }
@@ -187,14 +213,98 @@ impl Controller {
         let last = self.phase + 1 == self.phases.len();
         if now >= self.phase_started + phase.hold && (now < self.horizon || last) {
             let evidence = vec![format!("hold of {} elapsed (scripted game day)", time::human(phase.hold))];
-            return self.advance(now, history, "plan", Vec::new(), evidence);
+            return self.advance(now, history, PLAN, Vec::new(), evidence);
         }
         Vec::new()
     }
 
-    /// A step of the game-day operator's script.
+    /// A game day with people: judge the window as posim-auto would and
+    /// raise the runbook's alert when a criterion breaks or the ground
+    /// truth shows a duplicate — once per breach — but decide nothing.
+    fn watch(&mut self, now: Millis, history: &mut History, window: &crate::judge::WindowRates) -> Vec<Command> {
+        let results = judge(window, &self.criteria);
+        let mut breaches = details(&results, Judgement::Fail);
+        if window.duplicates > 0 {
+            breaches.push(format!("{} duplicate(s) in the ground truth: freeze and audit (§4C)", window.duplicates));
+        }
+        if breaches.is_empty() {
+            return Vec::new();
+        }
+        let names: Vec<String> =
+            results.iter().filter(|r| r.judgement == Judgement::Fail).map(|r| r.name.to_string()).collect();
+        let key = (self.serving, if window.duplicates > 0 { vec!["duplicates".into()] } else { names });
+        if self.alerted.as_ref() == Some(&key) {
+            return Vec::new();
+        }
+        self.alerted = Some(key);
+        let current = self.serving.map(|d| history.canary(d).clone()).unwrap_or_else(CanaryConfig::off);
+        let affected: Vec<String> = self.affected(&current).iter().map(Uuid::to_string).collect();
+        breaches.push(format!(
+            "affected condominiums: {}",
+            if affected.is_empty() { "none singled out".into() } else { affected.join(", ") }
+        ));
+        breaches.push("alert raised: the runbook's response is the operator's call (§2, §4)".into());
+        self.log(now, history, (AUTO, DecisionKind::Alert), breaches, results);
+        Vec::new()
+    }
+
+    /// The facilitator sets an incident off: logged for the scorecard
+    /// (the operators' console does not show it); a bad build (B) ships
+    /// on the serving config, a complaint (C) reaches the operators as an
+    /// alert — or, with posim-auto deciding, is handled as §4C says.
+    pub fn inject(&mut self, injection: &Injection, now: Millis, history: &mut History) -> Vec<Command> {
+        self.index.catch_up(history);
+        let evidence = vec![injection.incident.describe()];
+        match injection.incident {
+            Incident::BadDeploy { error_rate } => {
+                // What served until now was good: a rollback brings it back.
+                self.last_good = self.serving;
+                let canary = self.serving.map(|d| history.canary(d).clone()).unwrap_or_else(CanaryConfig::off);
+                self.deploy(
+                    now,
+                    history,
+                    (FACILITATOR, DecisionKind::Inject),
+                    ("release".to_string(), canary, error_rate),
+                    (evidence, Vec::new()),
+                )
+            }
+            Incident::Complaint => {
+                self.log(now, history, (FACILITATOR, DecisionKind::Inject), evidence, Vec::new());
+                self.customer_complains(now, history)
+            }
+            _ => {
+                self.log(now, history, (FACILITATOR, DecisionKind::Inject), evidence, Vec::new());
+                Vec::new()
+            }
+        }
+    }
+
+    fn customer_complains(&mut self, now: Millis, history: &mut History) -> Vec<Command> {
+        if self.mode != ControllerMode::Human {
+            return self.complaint(now, history, AUTO);
+        }
+        let suspect = self.index.double_confirmed.last().map_or("no purchase confirmed twice yet".to_string(), |p| {
+            self.index.payment_of(*p).map_or(format!("purchase {p}"), |id| format!("payment {id}"))
+        });
+        let evidence = vec![
+            format!("a customer reports a double charge ({suspect})"),
+            "alert raised: §4C says freeze, then audit by provider_ref and idempotency_key".into(),
+        ];
+        self.log(now, history, (AUTO, DecisionKind::Alert), evidence, Vec::new());
+        Vec::new()
+    }
+
+    /// A step of the game-day operator's script, or a person's action on a
+    /// game day (their evidence opens the decision's evidence).
     pub fn operator(&mut self, step: &OperatorStep, now: Millis, history: &mut History) -> Vec<Command> {
         self.index.catch_up(history);
+        self.evidence = step.evidence.clone();
+        let commands = self.operator_action(step, now, history);
+        self.evidence = None;
+        commands
+    }
+
+    fn operator_action(&mut self, step: &OperatorStep, now: Millis, history: &mut History) -> Vec<Command> {
         let who = step.who.as_str();
         match &step.action {
             OperatorAction::Deploy { mode, allowlist, blocklist, rollback } => {
@@ -211,7 +321,24 @@ impl Controller {
             OperatorAction::Freeze => self.freeze(now, history, who, "operator's call"),
             OperatorAction::Reprocess => self.reprocess(now, history, who),
             OperatorAction::Complaint => self.complaint(now, history, who),
+            OperatorAction::Rollback { total } => {
+                let window = self.index.current().map(|w| w.rates()).unwrap_or_default();
+                let results = judge(&window, &self.criteria);
+                self.roll_back(now, history, who, results, Some(*total))
+            }
+            OperatorAction::Audit => self.audit(now, history, who),
         }
+    }
+
+    /// §4C step 2 on the operator's call: audit the suspects, freeze or not.
+    fn audit(&mut self, now: Millis, history: &mut History, who: &str) -> Vec<Command> {
+        let suspects = self.suspects();
+        if suspects.is_empty() {
+            let evidence = vec!["audit: no purchase was confirmed twice, nothing to audit".into()];
+            self.log(now, history, (who, DecisionKind::Audit), evidence, Vec::new());
+            return Vec::new();
+        }
+        vec![Command::Audit { purchases: suspects, asked: self.asked(who) }]
     }
 
     /// Advances to the next phase (or completes the rollout) on `results`
@@ -265,13 +392,16 @@ impl Controller {
     }
 
     /// §2: a partial rollback to the stable condominiums, or a total cut of
-    /// the affected ones; the last good build comes back with it.
+    /// the affected ones; the last good build comes back with it. `total`
+    /// is the operator's choice; posim-auto (`None`) cuts only when nothing
+    /// is in canary mode and a minority of condominiums is affected.
     fn roll_back(
         &mut self,
         now: Millis,
         history: &mut History,
         who: &str,
         results: Vec<CriterionResult>,
+        total: Option<bool>,
     ) -> Vec<Command> {
         let mut evidence = details(&results, Judgement::Fail);
         let current = self.serving.map(|d| history.canary(d).clone()).unwrap_or_else(CanaryConfig::off);
@@ -281,10 +411,15 @@ impl Controller {
             "affected condominiums: {}",
             if names.is_empty() { "none singled out".into() } else { names.join(", ") }
         ));
-        let (kind, label, canary) = if current.mode == CanaryMode::Off
-            && !affected.is_empty()
-            && affected.len() * 2 < self.condominiums.len()
-        {
+        let total = total.unwrap_or(
+            current.mode == CanaryMode::Off && !affected.is_empty() && affected.len() * 2 < self.condominiums.len(),
+        );
+        if total && affected.is_empty() {
+            evidence.push("total cut refused: the window singles out no affected condominium to block".into());
+            self.log(now, history, (who, DecisionKind::Refused), evidence, results);
+            return Vec::new();
+        }
+        let (kind, label, canary) = if total {
             (DecisionKind::TotalCut, "rollback: total cut", CanaryConfig::new(CanaryMode::Blocklist, vec![], affected))
         } else {
             let stable = self.last_good.map(|d| history.canary(d).clone());
@@ -443,6 +578,7 @@ impl Controller {
             None => Vec::new(),
         };
         let info = DeployInfo { label, canary, phase: self.phase as u16, bad_build_error_rate };
+        let evidence = self.with_operators_evidence(evidence);
         let deploy = history.add_deploy(now, info);
         history.add_decision(Decision {
             at: now,
@@ -472,6 +608,7 @@ impl Controller {
         evidence: Vec<String>,
         criteria: Vec<CriterionResult>,
     ) {
+        let evidence = self.with_operators_evidence(evidence);
         let decision = Decision {
             at: now,
             who: who.to_string(),
@@ -483,6 +620,15 @@ impl Controller {
             criteria,
         };
         history.add_decision(decision);
+    }
+
+    /// The operator's own evidence first, then what posim adds (once: the
+    /// first decision an action logs carries it).
+    fn with_operators_evidence(&mut self, evidence: Vec<String>) -> Vec<String> {
+        match self.evidence.take() {
+            Some(theirs) => std::iter::once(format!("{EVIDENCE_PREFIX}{theirs}")).chain(evidence).collect(),
+            None => evidence,
+        }
     }
 
     /// Where the window being judged opened (the serving deploy's start).

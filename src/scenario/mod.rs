@@ -17,6 +17,7 @@ use crate::faults::{FaultKind, FaultSpec, StackFault, StackFaultAction};
 use crate::time::{self, Millis};
 use crate::world::Fleet;
 
+pub mod inject;
 pub mod live;
 pub mod load;
 pub mod phases;
@@ -65,6 +66,9 @@ pub struct Scenario {
     pub operator: Vec<OperatorStep>,
     /// Pauses, kills and database restarts at planned times, in time order.
     pub stack_faults: Vec<StackFault>,
+    /// A game day's sealed script (`[[inject]]`), in time order; its faults
+    /// are already in `faults`, after the scenario's own.
+    pub inject: Vec<inject::Injection>,
     /// After the last phase: no new purchases, sweeps go on, then the audit.
     pub drain: Millis,
     /// What `posim load` stops at and is gated on (`[load]`).
@@ -161,6 +165,8 @@ struct RawScenario {
     operator: Vec<RawOperatorStep>,
     #[serde(default)]
     stack_faults: Vec<RawStackFault>,
+    #[serde(default)]
+    inject: Vec<inject::RawInject>,
     #[serde(default)]
     load: load::RawLoad,
     #[serde(default)]
@@ -401,7 +407,7 @@ impl Scenario {
         let fleet = load_fleet(&source, raw.fleet.get_ref(), raw.fleet.span(), base)?;
         let stack = stack_spec(&source, &raw.stack)?;
         let phases = phases(&source, raw.phases, &fleet)?;
-        let faults: Vec<FaultSpec> =
+        let mut faults: Vec<FaultSpec> =
             raw.faults.iter().map(|fault| fault_spec(&source, fault, &phases, &fleet)).collect::<Result<_, _>>()?;
         let start = raw.start.as_ref().map_or(Ok(1_796_112_000), |start| {
             time::parse_instant(start.get_ref()).map_err(|message| source.error(start.span(), message))
@@ -410,6 +416,9 @@ impl Scenario {
             Some(drain) => source.duration(drain)?,
             None => default_drain(&source, &stack, &raw.faults, &faults)?,
         };
+        let end = phases::phase_starts(&phases).1.saturating_add(drain);
+        let (inject, injected_faults) = inject::injections(&source, &raw.inject, end)?;
+        faults.extend(injected_faults);
         Ok(Scenario {
             name: raw.name,
             description: raw.description,
@@ -424,7 +433,8 @@ impl Scenario {
             controller: runbook::controller(&raw.controller),
             rollback_targets: runbook::targets(&source, &raw.rollback_targets)?,
             operator: runbook::operator_steps(&source, &raw.operator)?,
-            stack_faults: stack_faults(&source, &raw.stack_faults, &stack, phases::phase_starts(&phases).1 + drain)?,
+            stack_faults: stack_faults(&source, &raw.stack_faults, &stack, end)?,
+            inject,
             fleet,
             stack,
             phases,

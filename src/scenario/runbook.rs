@@ -1,7 +1,8 @@
 //! The runbook's side of a scenario: the advance criteria of §1 as numbers,
 //! who decides (posim-auto or a scripted game-day operator), the rollback
 //! targets of §4B, and the operator's script — including wrong actions,
-//! whose canary lists stay raw text until a deploy refuses them.
+//! whose canary lists stay raw text until a deploy refuses them. A game
+//! day's people act through the same [`OperatorStep`]s, with evidence.
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -20,6 +21,9 @@ pub enum ControllerMode {
     Auto,
     /// Phases advance on schedule; only the operator's script changes course.
     Scripted,
+    /// A game day (`posim gameday`): the controller watches and raises the
+    /// runbook's alerts, but only people decide (from the console or `posim op`).
+    Human,
 }
 
 /// Rollback targets, from the decision (§4B); `None` is not judged.
@@ -45,6 +49,12 @@ pub enum OperatorAction {
     Reprocess,
     /// A customer reports a double charge: audit the latest double confirmation.
     Complaint,
+    /// §2 on the runbook's own terms: a partial rollback to the stable
+    /// condominiums with the last good build, or (`total`) a blocklist of
+    /// the affected ones — the affected read off the current window.
+    Rollback { total: bool },
+    /// §4C on demand: audit the suspects (double confirmations) without freezing.
+    Audit,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +64,9 @@ pub struct OperatorStep {
     pub every: Option<Millis>,
     pub who: String,
     pub action: OperatorAction,
+    /// What the operator saw that made them act (§5 "Evidências"); a
+    /// game day's console and `posim op` require it, a script may omit it.
+    pub evidence: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +145,7 @@ pub(super) struct RawOperatorStep {
     allowlist: Vec<String>,
     #[serde(default)]
     blocklist: Vec<String>,
+    evidence: Option<String>,
 }
 
 fn operator() -> String {
@@ -205,7 +219,13 @@ fn operator_step(source: &Source, raw: &RawOperatorStep) -> Result<OperatorStep,
         },
         None => None,
     };
-    Ok(OperatorStep { at: source.duration(&raw.at)?, every, who: raw.who.clone(), action })
+    Ok(OperatorStep {
+        at: source.duration(&raw.at)?,
+        every,
+        who: raw.who.clone(),
+        action,
+        evidence: raw.evidence.clone(),
+    })
 }
 
 /// The default drain: long enough for the TTL and a few sweeps.

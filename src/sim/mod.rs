@@ -120,6 +120,10 @@ enum SimEvent {
     Operator {
         step: u16,
     },
+    /// An incident of the game day's sealed script (`[[inject]]`).
+    Inject {
+        index: u16,
+    },
     /// The operator's wake-up (a probe or a reprocess retry is due).
     OperatorWake {
         token: Token,
@@ -410,6 +414,9 @@ impl<'s> Sim<'s> {
         for (index, step) in self.scenario.operator.iter().enumerate() {
             self.agenda.schedule(step.at, SimEvent::Operator { step: index as u16 });
         }
+        for (index, injection) in self.scenario.inject.iter().enumerate() {
+            self.agenda.schedule(injection.at, SimEvent::Inject { index: index as u16 });
+        }
         self.schedule_arrival();
         self.agenda.schedule(self.scenario.stack.sweep_interval, SimEvent::Sweep);
         for (index, fault) in self.scenario.stack_faults.iter().enumerate() {
@@ -421,6 +428,7 @@ impl<'s> Sim<'s> {
         match event {
             SimEvent::Analysis => self.analysis(),
             SimEvent::Operator { step } => self.operator_step(step),
+            SimEvent::Inject { index } => self.inject(index),
             SimEvent::OperatorWake { token } => self.operator_wake(token),
             SimEvent::DeployStep { config, replica } => self.deploy_step(config, replica),
             SimEvent::ReplicaRestarted { config, replica } => self.replica_restarted(config, replica),

@@ -72,6 +72,12 @@ impl Sim<'_> {
         self.carry_out(commands);
     }
 
+    pub(super) fn inject(&mut self, index: u16) {
+        let injection = &self.scenario.inject[usize::from(index)];
+        let commands = self.controller.inject(injection, self.now, &mut self.history);
+        self.carry_out(commands);
+    }
+
     pub(super) fn carry_out(&mut self, commands: Vec<Command>) {
         for command in commands {
             match command {

@@ -34,6 +34,8 @@ pub struct Live<'a> {
     pub world_port: u16,
     /// Print each run's header and notes (a single run; a suite's header says enough).
     pub announce: bool,
+    /// A game day's console (`posim gameday`); none for the gate.
+    pub desk: Option<crate::live::desk::DeskOptions>,
 }
 
 /// Why a live member could not be run or judged: the harness failed (exit 3).
@@ -78,6 +80,7 @@ impl Live<'_> {
             run: Arc::clone(run),
             namespace: None,
             reached: Arc::clone(reached),
+            desk: self.desk.clone(),
         }
     }
 }
