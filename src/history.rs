@@ -68,6 +68,12 @@ impl DecisionKind {
     pub fn is_rollback(self) -> bool {
         matches!(self, DecisionKind::PartialRollback | DecisionKind::TotalCut | DecisionKind::Freeze)
     }
+
+    /// A response to an incident: something done about it (a game day's
+    /// time to detect ends at the first one).
+    pub fn responds(self) -> bool {
+        self.is_rollback() || matches!(self, DecisionKind::Deploy | DecisionKind::Reprocess | DecisionKind::Audit)
+    }
 }
 
 /// One decision and its evidence, for the operation log (§5).

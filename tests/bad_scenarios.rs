@@ -34,6 +34,12 @@ const CASES: &[(&str, &str, &str)] = &[
     ("psp-timeout-beyond-the-stack.toml", ":7:15:", "psp_timeout must be at most 10m 0s"),
     ("live-time-scale-out-of-range.toml", ":13:14:", "time_scale must be between 1 and 10000"),
     ("live-skip-without-a-reason.toml", ":13:8:", "skip says why a live suite leaves the scenario out; it is empty"),
+    // A game day's sealed script.
+    ("inject-unknown-incident.toml", ":14:12:", "expected incident `A`, `B` or `C`, got `D`"),
+    ("inject-incident-and-fault.toml", ":13:6:", "an injection names either `incident` (A, B or C) or `fault`"),
+    ("inject-fault-without-probability.toml", ":13:6:", "an injected fault needs `probability`"),
+    ("inject-after-the-end.toml", ":13:6:", "an injection must come before the run ends (1h 0m)"),
+    ("inject-error-rate-above-one.toml", ":15:14:", "error_rate must be between 0 and 1, got 1.5"),
 ];
 
 #[test]

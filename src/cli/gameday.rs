@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use super::{EXIT_FAIL, EXIT_HARNESS, EXIT_PASS, Exit, LiveStackArgs, default_dir, load, suite_config, usage};
 use crate::gameday::action::{Action, ActionRequest, InjectKind, InjectRequest};
 use crate::live::desk::DeskOptions;
+use crate::progress::{Measure, Progress};
 use crate::report;
 use crate::scenario::ControllerMode;
 use crate::suite::{self, Runner as _};
@@ -72,7 +73,10 @@ pub(super) fn gameday(args: GamedayArgs) -> Exit {
     let label = scenario.name.clone();
     let member = suite::Member { label, file: args.scenario.clone(), scenario };
     let dir = args.out.unwrap_or_else(|| default_dir(&format!("{}-gameday", member.scenario.name), seed));
-    let ran = runner.run(&member, dir, &|_| {}).map_err(|error| {
+    let progress = Progress::new("game day", Measure::Time("runbook time"), &[member.scenario.end()]);
+    let ran = runner.run(&member, dir, &|at| progress.set(0, at));
+    progress.finish();
+    let ran = ran.map_err(|error| {
         eprintln!("error: {error}");
         EXIT_HARNESS
     })?;

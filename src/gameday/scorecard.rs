@@ -1,6 +1,8 @@
 //! The game day's scorecard, from the history alone: for each incident the
 //! facilitator set off, the time to detect (its start → the first action
-//! of whoever decides) and to mitigate (→ the affected condominiums denied
+//! of whoever decides that responds to an incident: a rollback, a cut, a
+//! freeze, a deploy that applied, a reprocess or an audit — not a refused
+//! deploy, an advance or a hold) and to mitigate (→ the affected condominiums denied
 //! and the rates under their caps, or the §4A/§4C step done); the rollback
 //! times against their targets; runbook adherence; and customer impact.
 //! The same card, made from posim-auto's run on the same seed, is the
@@ -143,7 +145,7 @@ fn incident(
     let description = injected.evidence.first().cloned().unwrap_or_default();
     let incident = label(&description);
     let after = || decisions.iter().enumerate().filter(|(_, d)| d.at >= injected.at && decider.decides(&d.who));
-    let acted = after().find(|(_, d)| d.kind != DecisionKind::Alert && d.kind != DecisionKind::Hold);
+    let acted = after().find(|(_, d)| d.kind.responds());
     let mitigation = after().find_map(|(index, decision)| mitigated(&incident, index, decision, rollbacks));
     IncidentScore {
         incident,
@@ -255,5 +257,67 @@ fn impact(run: &Judged<'_>) -> Impact {
         duplicated: count(Invariant::D1) + count(Invariant::D2),
         refunded,
         violations: run.violation_counts.iter().map(|(code, n)| (code.code().to_string(), *n)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(at: Millis, who: &str, kind: DecisionKind, evidence: &str) -> Decision {
+        Decision {
+            at,
+            who: who.into(),
+            kind,
+            deploy: None,
+            previous: None,
+            window_from: 0,
+            evidence: vec![evidence.into()],
+            criteria: Vec::new(),
+        }
+    }
+
+    fn kept(decisions: &[Decision]) -> Vec<bool> {
+        adherence(decisions).iter().map(|finding| finding.kept).collect()
+    }
+
+    #[test]
+    fn adherence_keeps_to_the_runbook() {
+        let alert = decision(10, AUTO, DecisionKind::Alert, "confirm above the cap");
+        let partial = decision(20, "ana", DecisionKind::PartialRollback, "evidence: confirm at 30%");
+        let total = decision(30, "ana", DecisionKind::TotalCut, "evidence: still failing");
+        assert_eq!(kept(&[alert.clone(), partial.clone(), total.clone()]), [true, true, true]);
+        assert_eq!(kept(&[alert.clone(), total.clone()]), [true, false, true], "a total cut before any partial");
+        let advance = decision(15, "ana", DecisionKind::Advance, "evidence: looks fine");
+        assert_eq!(kept(&[alert.clone(), advance.clone()]), [true, true, false], "an advance under the alert");
+        assert_eq!(kept(&[alert, partial, advance]), [true, true, true], "the alert was answered first");
+        let bare = decision(40, "bruno", DecisionKind::Freeze, "freeze: operator's call");
+        assert_eq!(kept(&[bare]), [false, true, true], "an action without evidence");
+    }
+
+    #[test]
+    fn detection_waits_for_a_response_and_mitigation_for_the_rates() {
+        let injected = decision(100, FACILITATOR, DecisionKind::Inject, "incident B: a bad build ships");
+        let refused = decision(150, "ana", DecisionKind::Refused, "evidence: typo");
+        let rollback = decision(400, "ana", DecisionKind::PartialRollback, "evidence: confirm at 30%");
+        let decisions = [injected.clone(), refused, rollback];
+        let timing = RollbackTiming {
+            decision: 2,
+            at_ms: 400,
+            kind: DecisionKind::PartialRollback,
+            label: "rollback: partial".into(),
+            affected: 3,
+            replicas_on_new_config_ms: Some(20),
+            affected_denied_ms: Some(30),
+            rates_under_caps_ms: Some(200),
+            stable_ms: None,
+            breaches: Vec::new(),
+            targets_ms: Default::default(),
+        };
+        let score = incident(&injected, &decisions, &[timing], Decider::People);
+        assert_eq!(score.incident, "B");
+        assert_eq!((score.detect_ms, score.mitigate_ms), (Some(300), Some(500)), "a refused deploy detects nothing");
+        let nobody = incident(&injected, &decisions[..1], &[], Decider::People);
+        assert_eq!((nobody.detect_ms, nobody.mitigate_ms), (None, None));
     }
 }

@@ -184,11 +184,12 @@ fn scorecard_section(card: &crate::gameday::scorecard::Scorecard, out: &mut Stri
         table(&view::ROLLBACK_HEADERS, rollbacks, out);
     }
     table(&view::IMPACT_HEADERS, view::impact_rows(card), out);
-    list("runbook adherence", &view::adherence_lines(card), out);
-    out.push_str(
-        "</section>
-",
-    );
+    out.push_str("<h3>Runbook adherence</h3><ul>");
+    for (finding, line) in card.adherence.iter().zip(view::adherence_lines(card)) {
+        let class = if finding.kept { "ok" } else { "bad" };
+        let _ = write!(out, "<li class=\"{class}\">{}</li>", escape(&line));
+    }
+    out.push_str("</ul></section>\n");
 }
 
 fn rollback_section(report: &RunReport, out: &mut String) {
