@@ -785,17 +785,18 @@ fn live(args: LiveArgs) -> Exit {
         desk: None,
     };
     match members.as_slice() {
-        [member] if single => live_one(member, &runner, args.out),
+        [member] if single => live_one(member, &runner, args.out, "live"),
         _ => gate(&suite::live::runnable(members), &config, &runner),
     }
 }
 
-/// One scenario live, as a suite's member is run, with its report on the console.
-fn live_one(member: &suite::Member, runner: &suite::live::Live<'_>, out: Option<PathBuf>) -> Exit {
+/// One scenario live, as a suite's member is run, with its report on the
+/// console; `what` (`live`, `gameday`) names its progress and report folder.
+fn live_one(member: &suite::Member, runner: &suite::live::Live<'_>, out: Option<PathBuf>, what: &str) -> Exit {
     use suite::Runner as _;
     let seed = runner.config.seed.unwrap_or(member.scenario.seed);
-    let dir = out.unwrap_or_else(|| default_dir(&format!("{}-live", member.scenario.name), seed));
-    let label = format!("live {}", member.file_name());
+    let dir = out.unwrap_or_else(|| default_dir(&format!("{}-{what}", member.scenario.name), seed));
+    let label = format!("{what} {}", member.file_name());
     let progress = Progress::new(&label, Measure::Time("runbook time"), &[member.scenario.end()]);
     let ran = runner.run(member, dir, &|at| progress.set(0, at));
     progress.finish();

@@ -5,6 +5,9 @@
 //! Faults on one boundary share one roll, split by their probabilities in
 //! plan order, so adding a fault at the end leaves the earlier ones alone.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 use crate::contract::Endpoint;
@@ -328,13 +331,26 @@ pub struct FaultPlan {
     faults: Vec<FaultSpec>,
     rolls: Vec<KeyedRoll>,
     extent: KeyedRoll,
+    /// Each fault's window `[from, until)`, shared by every clone of the
+    /// plan: a live game day's facilitator arms a dormant fault by moving
+    /// its window to now (the simulator never moves one).
+    windows: Arc<[(AtomicU64, AtomicU64)]>,
 }
 
 impl FaultPlan {
     pub fn new(seed: u64, faults: Vec<FaultSpec>) -> Self {
         let rolls = BOUNDARIES.iter().map(|boundary| KeyedRoll::new(seed, &format!("faults:{boundary:?}"))).collect();
         let extent = KeyedRoll::new(seed, "faults:extent");
-        FaultPlan { faults, rolls, extent }
+        let windows = faults.iter().map(|f| (AtomicU64::new(f.from), AtomicU64::new(f.until))).collect();
+        FaultPlan { faults, rolls, extent, windows }
+    }
+
+    /// Arms the fault at `index` for `[from, until)` (a facilitator's choice).
+    pub fn arm(&self, index: usize, from: Millis, until: Millis) {
+        assert!(from < until, "an armed fault's window is not empty");
+        let (start, end) = &self.windows[index];
+        end.store(until, Ordering::Relaxed);
+        start.store(from, Ordering::Relaxed);
     }
 
     /// How far a fault that fired on `key` goes, in `(0, bound]` (a late
@@ -371,7 +387,8 @@ impl FaultPlan {
             .faults
             .iter()
             .enumerate()
-            .filter(|(_, fault)| fault.kind.boundary() == boundary && in_scope(fault, crossing))
+            .filter(|(index, fault)| fault.kind.boundary() == boundary && self.in_window(*index, crossing.now))
+            .filter(|(_, fault)| in_scope(fault, crossing))
             .peekable();
         candidates.peek()?;
         let roll = self.rolls[boundary as usize].unit(key.ids());
@@ -386,14 +403,21 @@ impl FaultPlan {
     }
 }
 
+impl FaultPlan {
+    fn in_window(&self, index: usize, now: Millis) -> bool {
+        let (from, until) = &self.windows[index];
+        from.load(Ordering::Relaxed) <= now && now < until.load(Ordering::Relaxed)
+    }
+}
+
+/// The fault's scope (its window is the plan's: [`FaultPlan::arm`] moves it).
 fn in_scope(fault: &FaultSpec, crossing: &Crossing) -> bool {
-    let in_window = fault.from <= crossing.now && crossing.now < fault.until;
     let in_phase = fault.phases.is_empty() || fault.phases.contains(&crossing.phase);
     let in_condominium = fault.condominiums.is_empty()
         || crossing.condominium.is_some_and(|condominium| fault.condominiums.contains(&condominium));
     let on_endpoint =
         fault.endpoints.is_empty() || crossing.endpoint.is_some_and(|endpoint| fault.endpoints.contains(&endpoint));
-    in_window && in_phase && in_condominium && on_endpoint && fault.kind.applies_at(crossing.world)
+    in_phase && in_condominium && on_endpoint && fault.kind.applies_at(crossing.world)
 }
 
 #[cfg(test)]

@@ -321,6 +321,9 @@ pub struct History {
     pub decisions: Vec<Decision>,
     pub condominiums: Vec<Uuid>,
     pub machine_ids: Vec<Text>,
+    /// A game day's incidents as set off (sealed or by the facilitator), in
+    /// order: posim-auto's reference run meets the same ones.
+    pub injected: Vec<crate::incident::Injection>,
 }
 
 impl History {

@@ -30,6 +30,7 @@ pub mod criteria;
 pub mod faults;
 pub mod gameday;
 pub mod history;
+pub mod incident;
 pub mod judge;
 pub mod live;
 pub mod load;

@@ -97,7 +97,13 @@ pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], recorded: Record
 /// scenario, seed and incidents simulated with posim-auto deciding.
 fn game_day_card(scenario: &Scenario, seed: u64, bugs: &[StackBug], judged: &Judged) -> Scorecard {
     let people = score(&scorecard::Judged::of(&judged.report, &judged.history), Decider::People);
-    let automatic = Scenario { controller: ControllerMode::Auto, ..scenario.clone() };
+    // The incidents as they were set off: the sealed script's, and the
+    // facilitator's at the moments they chose (their faults added as theirs).
+    let mut automatic = Scenario { controller: ControllerMode::Auto, ..scenario.clone() };
+    for injection in judged.history.injected.iter().filter(|injection| !scenario.inject.contains(injection)) {
+        automatic.faults.extend(injection.incident.faults(injection.at));
+    }
+    automatic.inject = judged.history.injected.clone();
     let reference = simulate(&automatic, seed, bugs);
     let mut reference = score(&scorecard::Judged::of(&reference.report, &reference.history), Decider::PosimAuto);
     reference.outcome = format!("{} (simulated)", reference.outcome);

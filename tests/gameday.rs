@@ -67,9 +67,12 @@ fn a_game_day_nobody_acts_on_is_scored_undetected_beside_posim_autos_reference_l
 /// its impact counted; posim-auto's line: its own times and rollback.
 fn assert_nobody_acted(summary: &Value) {
     let card = &summary["scorecard"];
-    let incident = &card["incidents"][0];
+    let incidents = card["incidents"].as_array().expect("incidents");
+    let incident = incidents.iter().find(|i| i["incident"] == "B").expect("incident B on the card");
     assert_eq!(incident["incident"], "B", "{card}");
-    assert_eq!(incident["at_ms"], 20 * 60_000);
+    // Set off at 20m (a live run records it the moment it gets to it).
+    let at = incident["at_ms"].as_u64().expect("when");
+    assert!((20 * 60_000..21 * 60_000).contains(&at), "{incident}");
     assert!(incident["detect_ms"].is_null() && incident["mitigate_ms"].is_null(), "{card}");
     assert_eq!(card["rollbacks"].as_array().map(Vec::len), Some(0));
     assert!(card["impact"]["refunded"].is_u64() && card["impact"]["violations"].is_object(), "{card}");
@@ -77,17 +80,24 @@ fn assert_nobody_acted(summary: &Value) {
     assert_eq!(failing["name"], "release", "the bad build served to the end: {failing}");
     let reference = &card["reference"];
     assert_eq!(reference["decider"], "posim_auto");
+    // posim-auto acts on the first incident it sees, with its own times.
     let auto = &reference["incidents"][0];
+    assert_eq!(auto["incident"], incidents[0]["incident"]);
     let (detect, mitigate) = (auto["detect_ms"].as_u64(), auto["mitigate_ms"].as_u64());
-    assert!(detect.is_some_and(|d| d > 0) && mitigate >= detect, "posim-auto's own times: {auto}");
+    assert!(detect.is_some_and(|d| d > 0), "posim-auto's own times: {auto}");
     assert_eq!(reference["rollbacks"][0]["kind"], "partial_rollback", "{reference}");
+    if auto["incident"] == "B" {
+        assert!(mitigate >= detect, "posim-auto's own times: {auto}");
+    }
 }
 
-/// Starts `posim gameday` on the test game day; returns it and its console's URL.
-fn start_game_day(dir: &Path) -> (Child, String) {
+/// Starts `posim gameday` on the test game day with `extra` flags; returns
+/// it and its console's URL once the console listens.
+fn game_day(dir: &Path, time_scale: &str, extra: &[&str]) -> (Child, String) {
     let child = posim()
-        .args(["gameday", GAME_DAY, "--time-scale", TIME_SCALE, "--no-trace", "--out"])
+        .args(["gameday", GAME_DAY, "--time-scale", time_scale, "--out"])
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -101,6 +111,10 @@ fn start_game_day(dir: &Path) -> (Child, String) {
     std::thread::sleep(Duration::from_millis(100));
     let url = read_json(&record)["url"].as_str().expect("the console's url").to_string();
     (child, url)
+}
+
+fn start_game_day(dir: &Path) -> (Child, String) {
+    game_day(dir, TIME_SCALE, &["--no-trace"])
 }
 
 fn state(url: &str) -> Value {
@@ -276,18 +290,41 @@ fn the_console_in_chromium_and_posim_op_give_the_same_log_entries() {
     assert_eq!(from_page, from_shell);
 }
 
+/// Nobody acts; besides the sealed incident B, the facilitator sets
+/// incident A off from a shell at the start: its faults fire from then on,
+/// and posim-auto's reference run meets it too.
 #[test]
 #[ignore = "needs PostgreSQL"]
-fn a_live_game_day_nobody_acts_on_shows_the_incident_undetected() {
+fn a_live_game_day_nobody_acts_on_shows_the_incidents_undetected() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let output = posim()
-        .args(["gameday", GAME_DAY, "--time-scale", "120", "--no-trace", "--out"])
-        .arg(dir.path())
-        .output()
-        .expect("posim gameday runs");
+    let (child, _) = game_day(dir.path(), "120", &[]);
+    let op = |name: &str| posim().arg("op").arg("--run").arg(dir.path()).args(["inject", name]).output();
+    let unknown = op("psp_error").expect("posim op runs");
+    assert_eq!(unknown.status.code(), Some(1), "{}", said(&unknown));
+    assert!(said(&unknown).contains("not on this game day's menu"), "{}", said(&unknown));
+    let set_off = op("A").expect("posim op runs");
+    assert_eq!(set_off.status.code(), Some(0), "{}", said(&set_off));
+    assert!(said(&set_off).contains("inject by facilitator"), "{}", said(&set_off));
+    let output = child.wait_with_output().expect("posim gameday ends");
     assert_eq!(output.status.code(), Some(1), "nobody rolled back\n{}", said(&output));
     assert!(said(&output).contains("incident B: UNDETECTED"), "{}", said(&output));
-    assert_nobody_acted(&read_json(&dir.path().join("summary.json")));
+    assert!(said(&output).contains("incident A: UNDETECTED"), "{}", said(&output));
+    let summary = read_json(&dir.path().join("summary.json"));
+    assert_nobody_acted(&summary);
+    let set_at = summary["scorecard"]["incidents"][0]["at_ms"].as_u64().expect("A was set off first");
+    let auto = &summary["scorecard"]["reference"]["incidents"];
+    assert!(
+        auto.as_array().is_some_and(|all| all.iter().any(|i| i["incident"] == "A" && i["at_ms"] == set_at)),
+        "{auto}"
+    );
+    let trace = std::fs::read_to_string(dir.path().join("trace.jsonl")).expect("trace.jsonl");
+    let lost: Vec<Value> = trace
+        .lines()
+        .filter(|line| line.contains("iot_command_lost"))
+        .map(|line| serde_json::from_str(line).expect("a trace line"))
+        .collect();
+    assert!(!lost.is_empty(), "incident A's start commands were lost");
+    assert!(lost.iter().all(|record| record["at"].as_u64() >= Some(set_at)), "none before it was set off");
 }
 
 #[test]
@@ -298,19 +335,12 @@ fn beyond_loopback_the_console_needs_a_token_and_every_action_carries_it() {
     let open = open.expect("posim runs");
     assert_eq!(open.status.code(), Some(2), "{}", said(&open));
     assert!(said(&open).contains("--token"), "{}", said(&open));
-    let mut child = posim()
-        .args(["gameday", GAME_DAY, "--time-scale", "120", "--no-trace", "--token", "s3cret", "--out"])
-        .arg(out.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("posim gameday starts");
-    let record = out.path().join("console.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !record.exists() {
-        assert!(Instant::now() < deadline, "no console.json");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    let (mut child, url) = game_day(out.path(), "120", &["--no-trace", "--token", "s3cret"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let status =
+        |path: &str| runtime.block_on(async { reqwest::get(format!("{url}{path}")).await.map(|r| r.status()) });
+    assert_eq!(status("/api/state").ok().map(|s| s.as_u16()), Some(401), "the state needs the token too");
+    assert_eq!(status("/api/state?token=s3cret").ok().map(|s| s.as_u16()), Some(200));
     let op = |token: Option<&str>| {
         let mut command = posim();
         command.env_remove("POSIM_TOKEN").arg("op").arg("--run").arg(out.path());

@@ -7,13 +7,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{EXIT_FAIL, EXIT_HARNESS, EXIT_PASS, Exit, LiveStackArgs, default_dir, load, suite_config, usage};
-use crate::gameday::action::{Action, ActionRequest, InjectKind, InjectRequest};
+use super::{EXIT_FAIL, EXIT_HARNESS, EXIT_PASS, Exit, LiveStackArgs, load, suite_config, usage};
+use crate::gameday::action::{Action, ActionRequest, InjectRequest};
+use crate::incident::{self, DEFAULT_LASTS, Offer};
 use crate::live::desk::DeskOptions;
-use crate::progress::{Measure, Progress};
-use crate::report;
 use crate::scenario::ControllerMode;
-use crate::suite::{self, Runner as _};
+use crate::suite;
 
 /// The default game-day pace: five runbook minutes a wall minute.
 const DEFAULT_TIME_SCALE: f64 = 5.0;
@@ -54,13 +53,16 @@ pub(super) fn gameday(args: GamedayArgs) -> Exit {
     }
     let mut scenario = load(&args.scenario)?;
     scenario.controller = ControllerMode::Human;
+    // Incident A is on every game day's menu (B and C need no fault).
+    if !scenario.armed.iter().any(|armed| armed.offer == Offer::PaidNoWash) {
+        incident::offer(Offer::PaidNoWash, DEFAULT_LASTS, &mut scenario.faults, &mut scenario.armed);
+    }
     if args.time_scale > HUMAN_TIME_SCALE_MAX {
         println!(
             "note: at {}× people cannot follow; 1× to {HUMAN_TIME_SCALE_MAX}× is a game day's pace",
             args.time_scale
         );
     }
-    let seed = args.seed.unwrap_or(scenario.seed);
     let config = suite_config("posim gameday", (args.seed, args.stack.stack_bugs.clone()), !args.no_trace, 1, None);
     let runner = suite::live::Live {
         config: &config,
@@ -72,17 +74,7 @@ pub(super) fn gameday(args: GamedayArgs) -> Exit {
     };
     let label = scenario.name.clone();
     let member = suite::Member { label, file: args.scenario.clone(), scenario };
-    let dir = args.out.unwrap_or_else(|| default_dir(&format!("{}-gameday", member.scenario.name), seed));
-    let progress = Progress::new("game day", Measure::Time("runbook time"), &[member.scenario.end()]);
-    let ran = runner.run(&member, dir, &|at| progress.set(0, at));
-    progress.finish();
-    let ran = ran.map_err(|error| {
-        eprintln!("error: {error}");
-        EXIT_HARNESS
-    })?;
-    print!("{}", report::console(&ran.report));
-    println!("report: {}", ran.dir.display());
-    Ok(if ran.report.passed() { EXIT_PASS } else { EXIT_FAIL })
+    super::live_one(&member, &runner, args.out, "gameday")
 }
 
 #[derive(Args)]
@@ -136,30 +128,21 @@ enum OpCommand {
     Reprocess(Signed),
     /// §4C: audit the suspects by provider_ref and idempotency_key.
     Audit(Signed),
-    /// The facilitator: set incident B (a bad build) or C (a complaint) off now.
+    /// The facilitator: set off now incident A, B (a bad build), C (a
+    /// customer's complaint) or a fault the scenario put on the menu.
     Inject {
-        #[arg(value_enum)]
-        incident: Letter,
+        #[arg(value_name = "A|B|C|FAULT")]
+        incident: String,
         /// Incident B: the share of confirm and execute-cycle the build fails.
         #[arg(long)]
         error_rate: Option<f64>,
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Letter {
-    B,
-    C,
-}
-
 pub(super) fn op(args: OpArgs) -> Exit {
     let base = console_url(&args)?;
     let (path, body) = match args.action {
         OpCommand::Inject { incident, error_rate } => {
-            let incident = match incident {
-                Letter::B => InjectKind::B,
-                Letter::C => InjectKind::C,
-            };
             ("/api/inject", serde_json::to_value(InjectRequest { incident, error_rate }))
         }
         action => ("/api/actions", serde_json::to_value(action_request(action))),

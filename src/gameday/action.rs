@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::inject::{BAD_BUILD_ERROR_RATE, Incident};
+use crate::incident::{Armed, BAD_BUILD_ERROR_RATE, Incident};
 use crate::scenario::{OperatorAction, OperatorStep};
 use crate::time::Millis;
 
@@ -45,22 +45,24 @@ pub struct ActionRequest {
     pub action: Action,
 }
 
-/// What the facilitator sets off at the moment they choose.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InjectKind {
-    /// Incident B: a bad build ships on the serving config.
-    B,
-    /// Incident C's trigger: a customer reports a double charge.
-    C,
-}
-
+/// What the facilitator sets off at the moment they choose: incident A
+/// (`a`), B (`b`: a bad build), C's complaint (`c`), or a fault the
+/// scenario put on the menu (`[[inject]]` without `at`), by its name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InjectRequest {
-    pub incident: InjectKind,
+    pub incident: String,
     /// Incident B: the share of confirm and execute-cycle it fails (default 0.3).
     #[serde(default)]
     pub error_rate: Option<f64>,
+}
+
+/// An injection, resolved against the game day's menu.
+#[derive(Debug, PartialEq)]
+pub enum SetOff<'a> {
+    /// Carried out by the controller now (B, C's complaint).
+    Now(Incident),
+    /// An offer whose dormant faults are armed now.
+    Arm(&'a Armed),
 }
 
 /// Why an action or an injection is refused before it reaches the controller.
@@ -72,6 +74,8 @@ pub enum Refusal {
     NoEvidence,
     #[error("`{0}` is {1}: a share is between 0 and 1")]
     Share(&'static str, f64),
+    #[error("`{0}` is not on this game day's menu ({1}); put it there with an [[inject]] without `at`")]
+    NotOnTheMenu(String, String),
 }
 
 impl ActionRequest {
@@ -103,19 +107,29 @@ impl ActionRequest {
 }
 
 impl InjectRequest {
-    /// The incident, as the sealed script would have named it.
-    pub fn incident(&self) -> Result<Incident, Refusal> {
-        match self.incident {
-            InjectKind::B => {
+    /// What to set off: B and C at once, or an offer of `menu` to arm.
+    pub fn resolve<'a>(&self, menu: &'a [Armed]) -> Result<SetOff<'a>, Refusal> {
+        let name = self.incident.trim();
+        match name.to_ascii_lowercase().as_str() {
+            "b" => {
                 let error_rate = self.error_rate.unwrap_or(BAD_BUILD_ERROR_RATE);
                 if !(0.0..=1.0).contains(&error_rate) {
                     return Err(Refusal::Share("error_rate", error_rate));
                 }
-                Ok(Incident::BadDeploy { error_rate })
+                Ok(SetOff::Now(Incident::BadDeploy { error_rate }))
             }
-            InjectKind::C => Ok(Incident::Complaint),
+            "c" => Ok(SetOff::Now(Incident::Complaint)),
+            _ => match menu.iter().find(|armed| armed.name().eq_ignore_ascii_case(name)) {
+                Some(armed) => Ok(SetOff::Arm(armed)),
+                None => Err(Refusal::NotOnTheMenu(name.to_string(), menu_names(menu).join(", "))),
+            },
         }
     }
+}
+
+/// Everything a facilitator may set off on this game day.
+pub fn menu_names(menu: &[Armed]) -> Vec<String> {
+    ["B".to_string(), "C".to_string()].into_iter().chain(menu.iter().map(Armed::name)).collect()
 }
 
 #[cfg(test)]
@@ -144,6 +158,19 @@ mod tests {
             Action::Deploy { mode: "allowlist".into(), allowlist: "x".into(), blocklist: String::new() }
         );
         let inject: InjectRequest = serde_json::from_str(r#"{"incident":"b","error_rate":1.5}"#).expect("JSON");
-        assert_eq!(inject.incident(), Err(Refusal::Share("error_rate", 1.5)));
+        assert_eq!(inject.resolve(&[]), Err(Refusal::Share("error_rate", 1.5)));
+    }
+
+    #[test]
+    fn the_facilitator_sets_off_what_is_on_the_menu() {
+        let mut faults = Vec::new();
+        let mut menu = Vec::new();
+        crate::incident::offer(crate::incident::Offer::PaidNoWash, 60_000, &mut faults, &mut menu);
+        let ask = |name: &str| InjectRequest { incident: name.into(), error_rate: None };
+        assert_eq!(ask("c").resolve(&menu), Ok(SetOff::Now(Incident::Complaint)));
+        assert_eq!(ask("a").resolve(&menu), Ok(SetOff::Arm(&menu[0])));
+        let refused = ask("psp_error").resolve(&menu);
+        assert_eq!(refused, Err(Refusal::NotOnTheMenu("psp_error".into(), "B, C, A".into())));
+        assert_eq!((faults.len(), faults[0].from), (1, u64::MAX), "A's fault waits dormant");
     }
 }

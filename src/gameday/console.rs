@@ -78,6 +78,9 @@ pub struct ConsoleState {
     /// The facilitator's view only: what was set off, and when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub injected: Option<Vec<LogLine>>,
+    /// The facilitator's view only: what may be set off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub menu: Option<Vec<String>>,
 }
 
 /// Where the run is, for the header.
@@ -88,17 +91,18 @@ pub struct Clock {
     pub finished: bool,
 }
 
-/// The console at `clock.now`; `facilitator` adds what was set off.
+/// The console at `clock.now`; the facilitator's (with their menu) adds what was set off.
 pub fn snapshot(
     scenario: &str,
     (history, index, criteria): (&History, &HistoryIndex, &Criteria),
     replicas: Vec<ReplicaView>,
     clock: &Clock,
-    facilitator: bool,
+    facilitator: Option<Vec<String>>,
 ) -> ConsoleState {
     let lines: Vec<(DecisionKind, LogLine)> =
         history.decisions.iter().map(|decision| (decision.kind, line(history, decision))).collect();
     let injected = facilitator
+        .is_some()
         .then(|| lines.iter().filter(|(kind, _)| *kind == DecisionKind::Inject).map(|(_, l)| l.clone()).collect());
     let oplog: Vec<LogLine> = lines.into_iter().map(|(_, line)| line).filter(|l| l.who != FACILITATOR).collect();
     ConsoleState {
@@ -114,6 +118,7 @@ pub fn snapshot(
         open_alerts: open_alerts(&oplog),
         oplog,
         injected,
+        menu: facilitator,
     }
 }
 

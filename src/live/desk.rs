@@ -17,10 +17,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
-use super::shared::Shared;
-use crate::gameday::action::{ActionRequest, InjectRequest};
+use super::shared::{Shared, now_in};
+use crate::gameday::action::{ActionRequest, InjectRequest, menu_names};
 use crate::gameday::console::{self, ConsoleState, LogLine, ReplicaView};
+use crate::history::History;
+use crate::rollout::controller::{Command, Controller};
+use crate::time::Millis;
 
 const CONSOLE_PAGE: &str = include_str!("../gameday/console.html");
 const FACILITATOR_PAGE: &str = include_str!("../gameday/facilitator.html");
@@ -139,7 +143,8 @@ impl Desk {
             // decisions: every tick catches up first.
             controller.index.catch_up(history);
             let index = &controller.index;
-            console::snapshot(&scenario.name, (history, index, &scenario.criteria), replicas, &clock, facilitator)
+            let menu = facilitator.then(|| menu_names(&scenario.armed));
+            console::snapshot(&scenario.name, (history, index, &scenario.criteria), replicas, &clock, menu)
         })
     }
 }
@@ -175,18 +180,24 @@ async fn events(State(desk): State<Desk>, headers: HeaderMap, Query(query): Quer
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// The request, if its sender may act and its JSON reads.
+fn admitted<T>(desk: &Desk, headers: &HeaderMap, query: &TokenQuery, body: Body<T>) -> Result<T, Box<Response>> {
+    desk.admits(headers, query)?;
+    body.map(|Json(request)| request)
+        .map_err(|rejection| Box::new(refused(StatusCode::BAD_REQUEST, rejection.body_text())))
+}
+
 async fn act(
     State(desk): State<Desk>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
-    body: Result<Json<ActionRequest>, axum::extract::rejection::JsonRejection>,
+    body: Body<ActionRequest>,
 ) -> Response {
-    if let Err(refusal) = desk.admits(&headers, &query) {
-        return *refusal;
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return refused(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let request = match admitted(&desk, &headers, &query, body) {
+        Ok(request) => request,
+        Err(refusal) => return *refusal,
     };
     if let Err(refusal) = request.step(0) {
         return refused(StatusCode::BAD_REQUEST, refusal.to_string());
@@ -198,16 +209,13 @@ async fn inject(
     State(desk): State<Desk>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
-    body: Result<Json<InjectRequest>, axum::extract::rejection::JsonRejection>,
+    body: Body<InjectRequest>,
 ) -> Response {
-    if let Err(refusal) = desk.admits(&headers, &query) {
-        return *refusal;
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return refused(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let request = match admitted(&desk, &headers, &query, body) {
+        Ok(request) => request,
+        Err(refusal) => return *refusal,
     };
-    if let Err(refusal) = request.incident() {
+    if let Err(refusal) = request.resolve(&desk.shared.scenario.armed) {
         return refused(StatusCode::BAD_REQUEST, refusal.to_string());
     }
     ask(&desk, |reply| Ask::Inject(request, reply)).await
@@ -223,5 +231,90 @@ async fn ask(desk: &Desk, make: impl FnOnce(oneshot::Sender<Result<Vec<LogLine>,
         Ok(Ok(logged)) => Json(serde_json::json!({ "logged": logged })).into_response(),
         Ok(Err(why)) => refused(StatusCode::BAD_REQUEST, why),
         Err(_) => refused(StatusCode::CONFLICT, "the game day is over: nothing more can be done"),
+    }
+}
+
+/// Serves a game day's pages and says where: on the console and in
+/// `console.json` in the report's folder (for `posim op --run`).
+pub(crate) async fn open(
+    shared: &Arc<Shared>,
+    asks: tokio::sync::mpsc::Sender<Ask>,
+    desk: &DeskOptions,
+) -> Result<(), std::io::Error> {
+    let address = serve(Arc::clone(shared), asks, desk).await?;
+    let url = format!("http://{address}");
+    println!("console:     {url}/");
+    println!("facilitator: {url}/facilitator");
+    let record = serde_json::json!({ "url": url, "token_required": desk.token.is_some() });
+    std::fs::write(shared.options.report_dir.join("console.json"), record.to_string())?;
+    Ok(())
+}
+
+/// A game day's next ask from its desk; never, for any other run.
+pub(crate) async fn next_ask(shared: &Shared) -> Option<Ask> {
+    match &shared.inbox {
+        Some(inbox) => inbox.0.lock().await.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Shared {
+    /// Carries out a person's action or the facilitator's incident at the
+    /// runbook time it arrives, and answers with the log lines it produced.
+    pub(crate) fn answer(self: &Arc<Self>, ask: Ask, tasks: &mut JoinSet<()>) {
+        let now = self.clock().now();
+        let (outcome, reply) = match ask {
+            Ask::Act(request, reply) => (self.act(&request, now, tasks), reply),
+            Ask::Inject(request, reply) => (self.set_off(&request, now, tasks), reply),
+        };
+        let _ = reply.send(outcome);
+    }
+
+    fn act(
+        self: &Arc<Self>,
+        request: &crate::gameday::action::ActionRequest,
+        now: Millis,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
+        let step = request.step(now).map_err(|refusal| refusal.to_string())?;
+        self.decide(tasks, |controller, history| controller.operator(&step, now_in(history, now), history))
+    }
+
+    fn set_off(
+        self: &Arc<Self>,
+        request: &crate::gameday::action::InjectRequest,
+        now: Millis,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
+        use crate::gameday::action::SetOff;
+        let set_off = request.resolve(&self.scenario.armed).map_err(|refusal| refusal.to_string())?;
+        self.decide(tasks, |controller, history| {
+            let at = now_in(history, now);
+            let incident = match set_off {
+                SetOff::Now(incident) => incident,
+                SetOff::Arm(armed) => {
+                    let until = at.saturating_add(armed.lasts).max(at + 1);
+                    (0..armed.dormant().len()).for_each(|k| self.faults.arm(armed.first_fault + k, at, until));
+                    armed.incident(at)
+                }
+            };
+            controller.inject(&crate::incident::Injection { at, incident }, at, history)
+        })
+    }
+
+    /// Lets the controller decide, carries out what it asks, and returns
+    /// the decisions it logged, as the console lists them.
+    fn decide(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        decide: impl FnOnce(&mut Controller, &mut History) -> Vec<Command>,
+    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
+        let (commands, logged) = self.recorder.with(|history| {
+            let before = history.decisions.len();
+            let commands = decide(&mut self.controller.lock().expect("controller lock"), history);
+            (commands, crate::gameday::console::lines(history, before))
+        });
+        self.carry_out(commands, tasks);
+        Ok(logged)
     }
 }

@@ -230,25 +230,9 @@ pub(crate) async fn start(
         inbox,
     });
     if let (Some(desk), Some(asks)) = (&options.desk, asks) {
-        open_desk(&shared, asks, desk).await?;
+        super::desk::open(&shared, asks, desk).await?;
     }
     Ok(Started { shared, recorder, notes })
-}
-
-/// Serves a game day's pages and says where: on the console and in
-/// `console.json` in the report's folder (for `posim op --run`).
-async fn open_desk(
-    shared: &Arc<Shared>,
-    asks: tokio::sync::mpsc::Sender<super::desk::Ask>,
-    desk: &super::desk::DeskOptions,
-) -> Result<(), LiveError> {
-    let address = super::desk::serve(Arc::clone(shared), asks, desk).await?;
-    let url = format!("http://{address}");
-    println!("console:     {url}/");
-    println!("facilitator: {url}/facilitator");
-    let record = serde_json::json!({ "url": url, "token_required": desk.token.is_some() });
-    std::fs::write(shared.options.report_dir.join("console.json"), record.to_string())?;
-    Ok(())
 }
 
 /// Shuts the stack down and takes the history out.
@@ -376,7 +360,7 @@ async fn background(shared: Arc<Shared>, end: Millis) {
         }
         tokio::select! {
             () = clock.sleep_until(at) => {}
-            Some(ask) = next_ask(&shared) => {
+            Some(ask) = super::desk::next_ask(&shared) => {
                 shared.answer(ask, &mut tasks);
                 continue;
             }
@@ -415,67 +399,6 @@ async fn background(shared: Arc<Shared>, end: Millis) {
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(120), async { while tasks.join_next().await.is_some() {} }).await;
-}
-
-/// A game day's next ask from its desk; never, for any other run.
-async fn next_ask(shared: &Shared) -> Option<super::desk::Ask> {
-    match &shared.inbox {
-        Some(inbox) => inbox.0.lock().await.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-impl Shared {
-    /// Carries out a person's action or the facilitator's incident at the
-    /// runbook time it arrives, and answers with the log lines it produced.
-    fn answer(self: &Arc<Self>, ask: super::desk::Ask, tasks: &mut JoinSet<()>) {
-        use super::desk::Ask;
-        let now = self.clock().now();
-        let (outcome, reply) = match ask {
-            Ask::Act(request, reply) => (self.act(&request, now, tasks), reply),
-            Ask::Inject(request, reply) => (self.set_off(&request, now, tasks), reply),
-        };
-        let _ = reply.send(outcome);
-    }
-
-    fn act(
-        self: &Arc<Self>,
-        request: &crate::gameday::action::ActionRequest,
-        now: Millis,
-        tasks: &mut JoinSet<()>,
-    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
-        let step = request.step(now).map_err(|refusal| refusal.to_string())?;
-        self.decide(tasks, |controller, history| controller.operator(&step, now_in(history, now), history))
-    }
-
-    fn set_off(
-        self: &Arc<Self>,
-        request: &crate::gameday::action::InjectRequest,
-        now: Millis,
-        tasks: &mut JoinSet<()>,
-    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
-        let incident = request.incident().map_err(|refusal| refusal.to_string())?;
-        self.decide(tasks, |controller, history| {
-            let injection = crate::scenario::inject::Injection { at: now_in(history, now), incident };
-            controller.inject(&injection, injection.at, history)
-        })
-    }
-
-    /// Lets the controller decide, carries out what it asks, and returns
-    /// the decisions it logged, as the console lists them.
-    fn decide(
-        self: &Arc<Self>,
-        tasks: &mut JoinSet<()>,
-        decide: impl FnOnce(&mut Controller, &mut History) -> Vec<Command>,
-    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
-        let (commands, logged) = self.recorder.with(|history| {
-            let before = history.decisions.len();
-            let commands = decide(&mut self.controller.lock().expect("controller lock"), history);
-            (commands, crate::gameday::console::lines(history, before))
-        });
-        self.carry_out(commands, tasks);
-        Ok(logged)
-    }
 }
 
 /// Leaves a summary that parses however the run ends from here on.

@@ -254,6 +254,7 @@ impl Controller {
     /// alert — or, with posim-auto deciding, is handled as §4C says.
     pub fn inject(&mut self, injection: &Injection, now: Millis, history: &mut History) -> Vec<Command> {
         self.index.catch_up(history);
+        history.injected.push(injection.clone());
         let evidence = vec![injection.incident.describe()];
         match injection.incident {
             Incident::BadDeploy { error_rate } => {

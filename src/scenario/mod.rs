@@ -69,6 +69,9 @@ pub struct Scenario {
     /// A game day's sealed script (`[[inject]]`), in time order; its faults
     /// are already in `faults`, after the scenario's own.
     pub inject: Vec<inject::Injection>,
+    /// What a live game day's facilitator may set off when they choose
+    /// (`[[inject]]` without `at`); its faults wait dormant in `faults`.
+    pub armed: Vec<crate::incident::Armed>,
     /// After the last phase: no new purchases, sweeps go on, then the audit.
     pub drain: Millis,
     /// What `posim load` stops at and is gated on (`[load]`).
@@ -417,8 +420,7 @@ impl Scenario {
             None => default_drain(&source, &stack, &raw.faults, &faults)?,
         };
         let end = phases::phase_starts(&phases).1.saturating_add(drain);
-        let (inject, injected_faults) = inject::injections(&source, &raw.inject, end)?;
-        faults.extend(injected_faults);
+        let (inject, armed) = inject::injections(&source, &raw.inject, end, &mut faults)?;
         Ok(Scenario {
             name: raw.name,
             description: raw.description,
@@ -435,6 +437,7 @@ impl Scenario {
             operator: runbook::operator_steps(&source, &raw.operator)?,
             stack_faults: stack_faults(&source, &raw.stack_faults, &stack, end)?,
             inject,
+            armed,
             fleet,
             stack,
             phases,
