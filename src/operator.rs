@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::contract::{Charge, ChargeStatus, Endpoint, ErrorCode, ExecuteRequest, PaymentStatus, Reply, Request, Text};
 use crate::history::{Decision, DecisionKind, Event, History};
-use crate::rollout::controller::{Asked, Command, audit_line};
+use crate::rollout::controller::{Asked, Command, audit_line, opened_by};
 use crate::time::{Millis, SECOND};
 use crate::world::Fleet;
 
@@ -348,12 +348,12 @@ fn send(token: Token, request: Request, condominium: Option<u32>, read: bool) ->
 fn audit_decision(asked: Asked, evidence: Vec<String>, now: Millis) -> Decision {
     Decision {
         at: now,
-        who: asked.who,
         kind: DecisionKind::Audit,
         deploy: None,
         previous: asked.previous,
         window_from: asked.window_from,
-        evidence,
+        evidence: opened_by(asked.evidence.as_deref(), evidence),
+        who: asked.who,
         criteria: Vec::new(),
     }
 }
@@ -367,12 +367,12 @@ fn support_ticket(job: Reprocess, now: Millis) -> Decision {
     )];
     Decision {
         at: now,
-        who: job.asked.who,
         kind: DecisionKind::Reprocess,
         deploy: None,
         previous: job.asked.previous,
         window_from: job.asked.window_from,
-        evidence,
+        evidence: opened_by(job.asked.evidence.as_deref(), evidence),
+        who: job.asked.who,
         criteria: Vec::new(),
     }
 }
@@ -447,7 +447,16 @@ mod tests {
     }
 
     fn asked() -> Asked {
-        Asked { who: "ops".into(), previous: Some(1), window_from: 500 }
+        Asked { who: "ops".into(), evidence: None, previous: Some(1), window_from: 500 }
+    }
+
+    #[test]
+    fn a_persons_evidence_opens_the_decisions_their_action_ends_with() {
+        let theirs = Asked { evidence: Some("double charge reported".into()), ..asked() };
+        let audit = audit_decision(theirs, vec!["purchase 3: no duplicate".into()], 900);
+        assert_eq!(audit.evidence, ["evidence: double charge reported", "purchase 3: no duplicate"]);
+        let scripted = audit_decision(asked(), vec!["purchase 3: no duplicate".into()], 900);
+        assert_eq!(scripted.evidence, ["purchase 3: no duplicate"]);
     }
 
     fn sends(outputs: &[Output]) -> Vec<&Call> {

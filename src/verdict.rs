@@ -96,7 +96,7 @@ pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], recorded: Record
 /// A game day's scorecard, with posim-auto's reference line: the same
 /// scenario, seed and incidents simulated with posim-auto deciding.
 fn game_day_card(scenario: &Scenario, seed: u64, bugs: &[StackBug], judged: &Judged) -> Scorecard {
-    let people = score(&scorecard::Judged::of(&judged.report, &judged.history), Decider::People);
+    let people = score(&card_input(judged), Decider::People);
     // The incidents as they were set off: the sealed script's, and the
     // facilitator's at the moments they chose (their faults added as theirs).
     let mut automatic = Scenario { controller: ControllerMode::Auto, ..scenario.clone() };
@@ -105,9 +105,20 @@ fn game_day_card(scenario: &Scenario, seed: u64, bugs: &[StackBug], judged: &Jud
     }
     automatic.inject = judged.history.injected.clone();
     let reference = simulate(&automatic, seed, bugs);
-    let mut reference = score(&scorecard::Judged::of(&reference.report, &reference.history), Decider::PosimAuto);
+    let mut reference = score(&card_input(&reference), Decider::PosimAuto);
     reference.outcome = format!("{} (simulated)", reference.outcome);
     Scorecard { reference: Some(Box::new(reference)), ..people }
+}
+
+/// What a scorecard reads of a judged run.
+fn card_input(judged: &Judged) -> scorecard::Judged<'_> {
+    let report = &judged.report;
+    scorecard::Judged {
+        history: &judged.history,
+        rollbacks: &report.rollbacks,
+        violation_counts: &report.violation_counts,
+        outcome: report.outcome.text.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -96,17 +96,6 @@ pub struct Judged<'a> {
     pub outcome: String,
 }
 
-impl<'a> Judged<'a> {
-    pub fn of(report: &'a crate::report::RunReport, history: &'a History) -> Judged<'a> {
-        Judged {
-            history,
-            rollbacks: &report.rollbacks,
-            violation_counts: &report.violation_counts,
-            outcome: report.outcome.text.clone(),
-        }
-    }
-}
-
 /// The card of `decider` on a judged run.
 pub fn score(run: &Judged<'_>, decider: Decider) -> Scorecard {
     let decisions = &run.history.decisions;

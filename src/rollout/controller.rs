@@ -5,8 +5,9 @@
 //! stack would. On a game day with people (`mode = "human"`) it only
 //! watches and raises the runbook's alerts; people act through
 //! [`Controller::operator`], and the facilitator's incidents come in
-//! through [`Controller::inject`]. Every decision is written to the history with its evidence,
-//! which is what the operation log (§5) is made of. Engine-agnostic: it
+//! through [`Controller::inject`]. Every decision is written to the
+//! history with its evidence, which is what the operation log (§5) is
+//! made of. Engine-agnostic: it
 //! reads and writes only the history, and asks the engine for effects.
 
 use std::collections::BTreeMap;
@@ -18,8 +19,8 @@ use crate::contract::canary::{ALLOWLIST_VAR, BLOCKLIST_VAR, MODE_VAR};
 use crate::contract::{CanaryConfig, CanaryMode};
 use crate::criteria::details;
 use crate::history::{Decision, DecisionKind, DeployInfo, History};
+use crate::incident::{Incident, Injection};
 use crate::judge::{Criteria, CriterionResult, HistoryIndex, Judgement, OnInconclusive, judge};
-use crate::scenario::inject::{Incident, Injection};
 use crate::scenario::{ControllerMode, OperatorAction, OperatorStep, Scenario};
 use crate::time::{self, Millis};
 
@@ -36,6 +37,14 @@ pub fn is_person(who: &str) -> bool {
 
 /// How an operator's own evidence opens their decision's evidence.
 pub const EVIDENCE_PREFIX: &str = "evidence: ";
+
+/// `evidence` opened by the operator's own, when they gave it.
+pub fn opened_by(theirs: Option<&str>, evidence: Vec<String>) -> Vec<String> {
+    match theirs {
+        Some(theirs) => std::iter::once(format!("{EVIDENCE_PREFIX}{theirs}")).chain(evidence).collect(),
+        None => evidence,
+    }
+}
 
 /// What the controller asks of the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +66,9 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Asked {
     pub who: String,
+    /// The evidence they acted on (a game day's people give it): the
+    /// decisions the action ends with open with it too.
+    pub evidence: Option<String>,
     pub previous: Option<u16>,
     pub window_from: Millis,
 }
@@ -88,8 +100,11 @@ pub struct Controller {
     /// that one breach is raised once.
     alerted: Option<(Option<u16>, Vec<String>)>,
     /// The evidence the operator gave for the action being carried out:
-    /// it opens the evidence of the decision that action logs.
+    /// it opens the evidence of the first decision that action logs...
     evidence: Option<String>,
+    /// ...and of the decisions the operator's audits and reprocessing end
+    /// with, later ([`Asked`]).
+    acting_on: Option<String>,
 }
 
 impl Controller {
@@ -109,6 +124,7 @@ impl Controller {
             held: None,
             alerted: None,
             evidence: None,
+            acting_on: None,
         }
     }
 
@@ -299,9 +315,9 @@ impl Controller {
     /// game day (their evidence opens the decision's evidence).
     pub fn operator(&mut self, step: &OperatorStep, now: Millis, history: &mut History) -> Vec<Command> {
         self.index.catch_up(history);
-        self.evidence = step.evidence.clone();
+        (self.evidence, self.acting_on) = (step.evidence.clone(), step.evidence.clone());
         let commands = self.operator_action(step, now, history);
-        self.evidence = None;
+        (self.evidence, self.acting_on) = (None, None);
         commands
     }
 
@@ -509,7 +525,8 @@ impl Controller {
     }
 
     fn asked(&self, who: &str) -> Asked {
-        Asked { who: who.to_string(), previous: self.serving, window_from: self.window_from() }
+        let evidence = self.acting_on.clone();
+        Asked { who: who.to_string(), evidence, previous: self.serving, window_from: self.window_from() }
     }
 
     fn operator_deploy(
@@ -626,10 +643,7 @@ impl Controller {
     /// The operator's own evidence first, then what posim adds (once: the
     /// first decision an action logs carries it).
     fn with_operators_evidence(&mut self, evidence: Vec<String>) -> Vec<String> {
-        match self.evidence.take() {
-            Some(theirs) => std::iter::once(format!("{EVIDENCE_PREFIX}{theirs}")).chain(evidence).collect(),
-            None => evidence,
-        }
+        opened_by(self.evidence.take().as_deref(), evidence)
     }
 
     /// Where the window being judged opened (the serving deploy's start).
