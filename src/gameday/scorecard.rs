@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::check::invariant::Invariant;
 use crate::check::rollback::RollbackTiming;
 use crate::history::{Decision, DecisionKind, Event, History};
-use crate::rollout::controller::{AUTO, EVIDENCE_PREFIX, FACILITATOR, is_person};
+use crate::incident::Injection;
+use crate::rollout::controller::{AUTO, EVIDENCE_PREFIX, is_person};
 use crate::time::Millis;
 
 /// Whose decisions a card scores.
@@ -99,11 +100,8 @@ pub struct Judged<'a> {
 /// The card of `decider` on a judged run.
 pub fn score(run: &Judged<'_>, decider: Decider) -> Scorecard {
     let decisions = &run.history.decisions;
-    let incidents = decisions
-        .iter()
-        .filter(|d| d.kind == DecisionKind::Inject && d.who == FACILITATOR)
-        .map(|injected| incident(injected, decisions, run.rollbacks, decider))
-        .collect();
+    let incidents =
+        run.history.injected.iter().map(|injection| incident(injection, decisions, run.rollbacks, decider)).collect();
     let rollbacks = run
         .rollbacks
         .iter()
@@ -126,32 +124,23 @@ pub fn score(run: &Judged<'_>, decider: Decider) -> Scorecard {
 }
 
 fn incident(
-    injected: &Decision,
+    injection: &Injection,
     decisions: &[Decision],
     rollbacks: &[RollbackTiming],
     decider: Decider,
 ) -> IncidentScore {
-    let description = injected.evidence.first().cloned().unwrap_or_default();
-    let incident = label(&description);
-    let after = || decisions.iter().enumerate().filter(|(_, d)| d.at >= injected.at && decider.decides(&d.who));
+    let (incident, at) = (injection.incident.label(), injection.at);
+    let after = || decisions.iter().enumerate().filter(|(_, d)| d.at >= at && decider.decides(&d.who));
     let acted = after().find(|(_, d)| d.kind.responds());
     let mitigation = after().find_map(|(index, decision)| mitigated(&incident, index, decision, rollbacks));
     IncidentScore {
-        incident,
-        description,
-        at_ms: injected.at,
-        detect_ms: acted.map(|(_, d)| d.at - injected.at),
+        description: injection.incident.describe(),
+        at_ms: at,
+        detect_ms: acted.map(|(_, d)| d.at - at),
         first_action: acted.map(|(_, d)| format!("{} by {}", d.kind, d.who)),
-        mitigate_ms: mitigation.as_ref().map(|(at, _)| at.saturating_sub(injected.at)),
+        mitigate_ms: mitigation.as_ref().map(|(done, _)| done.saturating_sub(at)),
         mitigated_by: mitigation.map(|(_, by)| by),
-    }
-}
-
-/// The incident's letter, read off the facilitator's line (`incident B: …`).
-fn label(description: &str) -> String {
-    match description.strip_prefix("incident ").and_then(|rest| rest.split(':').next()) {
-        Some(letter) => letter.to_string(),
-        None => description.split('`').nth(1).unwrap_or("fault").to_string(),
+        incident,
     }
 }
 
@@ -286,10 +275,11 @@ mod tests {
 
     #[test]
     fn detection_waits_for_a_response_and_mitigation_for_the_rates() {
-        let injected = decision(100, FACILITATOR, DecisionKind::Inject, "incident B: a bad build ships");
+        let injected = Injection { at: 100, incident: crate::incident::Incident::BadDeploy { error_rate: 0.3 } };
+        let logged = decision(100, "facilitator", DecisionKind::Inject, "incident B: a bad build ships");
         let refused = decision(150, "ana", DecisionKind::Refused, "evidence: typo");
         let rollback = decision(400, "ana", DecisionKind::PartialRollback, "evidence: confirm at 30%");
-        let decisions = [injected.clone(), refused, rollback];
+        let decisions = [logged, refused, rollback];
         let timing = RollbackTiming {
             decision: 2,
             at_ms: 400,

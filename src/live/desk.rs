@@ -19,11 +19,9 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::shared::{Shared, now_in};
+use super::shared::Shared;
 use crate::gameday::action::{ActionRequest, InjectRequest, menu_names};
 use crate::gameday::console::{self, ConsoleState, LogLine, ReplicaView};
-use crate::history::History;
-use crate::rollout::controller::{Command, Controller};
 use crate::time::Millis;
 
 const CONSOLE_PAGE: &str = include_str!("../gameday/console.html");
@@ -277,7 +275,8 @@ impl Shared {
         tasks: &mut JoinSet<()>,
     ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
         let step = request.step(now).map_err(|refusal| refusal.to_string())?;
-        self.decide(tasks, |controller, history| controller.operator(&step, now_in(history, now), history))
+        let logged = self.decide(now, tasks, |controller, at, history| controller.operator(&step, at, history));
+        Ok(self.recorder.with(|history| console::lines(history, logged.start)))
     }
 
     fn set_off(
@@ -288,8 +287,7 @@ impl Shared {
     ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
         use crate::gameday::action::SetOff;
         let set_off = request.resolve(&self.scenario.armed).map_err(|refusal| refusal.to_string())?;
-        self.decide(tasks, |controller, history| {
-            let at = now_in(history, now);
+        let logged = self.decide(now, tasks, |controller, at, history| {
             let incident = match set_off {
                 SetOff::Now(incident) => incident,
                 SetOff::Arm(armed) => {
@@ -299,22 +297,7 @@ impl Shared {
                 }
             };
             controller.inject(&crate::incident::Injection { at, incident }, at, history)
-        })
-    }
-
-    /// Lets the controller decide, carries out what it asks, and returns
-    /// the decisions it logged, as the console lists them.
-    fn decide(
-        self: &Arc<Self>,
-        tasks: &mut JoinSet<()>,
-        decide: impl FnOnce(&mut Controller, &mut History) -> Vec<Command>,
-    ) -> Result<Vec<crate::gameday::console::LogLine>, String> {
-        let (commands, logged) = self.recorder.with(|history| {
-            let before = history.decisions.len();
-            let commands = decide(&mut self.controller.lock().expect("controller lock"), history);
-            (commands, crate::gameday::console::lines(history, before))
         });
-        self.carry_out(commands, tasks);
-        Ok(logged)
+        Ok(self.recorder.with(|history| console::lines(history, logged.start)))
     }
 }

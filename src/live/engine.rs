@@ -71,6 +71,25 @@ pub struct LiveOutcome {
 /// One replica as posim's load balancer sees it.
 impl Shared {
     /// Carries out the controller's commands (rollouts run in their own task).
+    /// Lets the controller decide at runbook time `at` (never before the
+    /// last record), carries out what it asks, and returns the indices of
+    /// the decisions it logged. Every decision of a live run goes through here.
+    pub(super) fn decide(
+        self: &Arc<Self>,
+        at: Millis,
+        tasks: &mut JoinSet<()>,
+        decide: impl FnOnce(&mut Controller, Millis, &mut History) -> Vec<Command>,
+    ) -> std::ops::Range<usize> {
+        let (commands, logged) = self.recorder.with(|history| {
+            let before = history.decisions.len();
+            let mut controller = self.controller.lock().expect("controller lock");
+            let commands = decide(&mut controller, now_in(history, at), history);
+            (commands, before..history.decisions.len())
+        });
+        self.carry_out(commands, tasks);
+        logged
+    }
+
     pub(super) fn carry_out(self: &Arc<Self>, commands: Vec<Command>, tasks: &mut JoinSet<()>) {
         for command in commands {
             let shared = Arc::clone(self);
@@ -368,27 +387,19 @@ async fn background(shared: Arc<Shared>, end: Millis) {
         if at == next_injection {
             let Some(index) = injections.next() else { unreachable!("peeked") };
             let injection = &scenario.inject[index];
-            let commands = shared
-                .recorder
-                .with(|h| shared.controller.lock().expect("controller lock").inject(injection, now_in(h, at), h));
-            shared.carry_out(commands, &mut tasks);
+            shared.decide(at, &mut tasks, |controller, now, h| controller.inject(injection, now, h));
         } else if at == next_step {
             let (_, index) = steps.remove(0);
             let step = &scenario.operator[index];
             if let Some(every) = step.every {
                 steps.push((at + every, index));
             }
-            let commands = shared
-                .recorder
-                .with(|h| shared.controller.lock().expect("controller lock").operator(step, now_in(h, at), h));
-            shared.carry_out(commands, &mut tasks);
+            shared.decide(at, &mut tasks, |controller, now, h| controller.operator(step, now, h));
         } else if at == next_tick {
             next_tick += scenario.criteria.analysis_interval;
-            let commands =
-                shared.recorder.with(|h| shared.controller.lock().expect("controller lock").tick(now_in(h, at), h));
+            shared.decide(at, &mut tasks, |controller, now, h| controller.tick(now, h));
             let phase = shared.controller.lock().expect("controller lock").phase();
             shared.world.set_phase(phase);
-            shared.carry_out(commands, &mut tasks);
             write_partial_summary(&shared, at, end);
         } else {
             next_sweep += scenario.stack.sweep_interval;
