@@ -452,7 +452,7 @@ fn run_one(file: &Path, args: RunArgs) -> u8 {
         return EXIT_HARNESS;
     }
     println!("report: {}", dir.display());
-    if judged.report.passed() { EXIT_PASS } else { EXIT_FAIL }
+    judged.report.verdict.exit_code()
 }
 
 fn report_again(dir: &Path) -> u8 {
@@ -523,7 +523,7 @@ where
     }
     print!("{}", suite::summary::console(&summary));
     println!("report: {}", config.dir.display());
-    Ok(if ran.passed() { EXIT_PASS } else { EXIT_FAIL })
+    Ok(ran.verdict().exit_code())
 }
 
 /// `rollout.toml`: a file's name as progress lines show it.
@@ -806,7 +806,7 @@ fn live_one(member: &suite::Member, runner: &suite::live::Live<'_>, out: Option<
     })?;
     print!("{}", report::console(&ran.report));
     println!("report: {}", ran.dir.display());
-    Ok(if ran.report.passed() { EXIT_PASS } else { EXIT_FAIL })
+    Ok(ran.report.verdict.exit_code())
 }
 
 fn load_run(args: LoadArgs) -> Exit {

@@ -70,6 +70,11 @@ pub enum Judgement {
     Fail,
     /// Too few samples to judge.
     Inconclusive,
+    /// Failed only through requests posim itself held up beyond its lag
+    /// bound ([`crate::harness::lag_bound`]): without them it would not fail.
+    /// posim could not judge the stack here: neither pass nor fail, and
+    /// never a reason to advance or roll back.
+    HarnessLimited,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,6 +97,11 @@ pub struct WindowRates {
     pub baseline: Option<(Rate, Rate)>,
     pub sweep_backlog_max: u32,
     pub duplicates: u64,
+    /// The part of `confirm` and `execute` that posim itself lagged on.
+    pub lagged: (Rate, Rate),
+    /// Requests of any kind posim lagged on in the window (an authorize it
+    /// held up may be why a rate is short of samples).
+    pub lagged_requests: u64,
 }
 
 /// Is what a terminal heard a failure of that step? A timeout, a 5xx, or a
@@ -128,16 +138,16 @@ pub fn wilson_interval(failures: u64, attempts: u64) -> (f64, f64) {
 pub fn judge(window: &WindowRates, criteria: &Criteria) -> Vec<CriterionResult> {
     let baseline = window.baseline;
     vec![
-        judge_rate(
+        judge_lagged_rate(
             ("confirm_failure_rate", "confirm failure"),
-            window.confirm,
+            (window.confirm, window.lagged.0, window.lagged_requests),
             (criteria.confirm_failure_rate_max, criteria.confirm_failure_rise_max),
             baseline.map(|b| b.0),
             criteria.min_samples,
         ),
-        judge_rate(
+        judge_lagged_rate(
             ("execute_failure_rate", "execute-cycle failure"),
-            window.execute,
+            (window.execute, window.lagged.1, window.lagged_requests),
             (criteria.execute_failure_rate_max, criteria.execute_failure_rise_max),
             baseline.map(|b| b.1),
             criteria.min_samples,
@@ -150,6 +160,48 @@ pub fn judge(window: &WindowRates, criteria: &Criteria) -> Vec<CriterionResult> 
             limit: Some(0.0),
         },
     ]
+}
+
+/// A rate judged with the part posim lagged on set apart: a failing rate
+/// that would not fail without the lagged requests is `HarnessLimited`, and
+/// so is a rate short of samples in a window where posim lagged (its lag may
+/// be why: a terminal that never heard its authorize never confirms).
+fn judge_lagged_rate(
+    names: (&'static str, &str),
+    (rate, lagged, lagged_requests): (Rate, Rate, u64),
+    limits: (f64, f64),
+    before: Option<Rate>,
+    min_samples: u64,
+) -> CriterionResult {
+    debug_assert!(lagged.attempts <= rate.attempts && lagged.failures <= rate.failures, "lagged is a part");
+    let judged = judge_rate(names, rate, limits, before, min_samples);
+    if judged.judgement == Judgement::Inconclusive && lagged_requests > 0 {
+        let detail = format!(
+            "{}, and posim itself lagged beyond its bound on {lagged_requests} request(s) in this window: \
+             posim could not judge the stack here (harness-limited)",
+            judged.detail
+        );
+        return CriterionResult { judgement: Judgement::HarnessLimited, detail, ..judged };
+    }
+    if judged.judgement != Judgement::Fail || lagged.failures == 0 {
+        return judged;
+    }
+    let clean = Rate {
+        attempts: rate.attempts.saturating_sub(lagged.attempts),
+        failures: rate.failures.saturating_sub(lagged.failures),
+    };
+    let without = judge_rate(names, clean, limits, before, min_samples);
+    if without.judgement == Judgement::Fail {
+        return judged; // the stack fails without posim's lag too
+    }
+    let detail = format!(
+        "{}; but {} of those failures came on requests posim itself lagged on beyond its bound, and without them \
+         the rate is {}: posim could not judge the stack here (harness-limited)",
+        judged.detail,
+        lagged.failures,
+        if without.judgement == Judgement::Pass { "within the criteria" } else { "short of samples" }
+    );
+    CriterionResult { judgement: Judgement::HarnessLimited, detail, ..judged }
 }
 
 fn judge_rate(
@@ -258,6 +310,32 @@ mod tests {
         assert_eq!(judge(&backlog, &criteria())[2].judgement, Judgement::Fail);
         let duplicated = WindowRates { duplicates: 1, ..healthy };
         assert_eq!(judge(&duplicated, &criteria())[3].judgement, Judgement::Fail);
+    }
+
+    #[test]
+    fn a_failure_posim_lagged_on_is_harness_limited_not_the_stacks() {
+        let window = |lagged_failures| WindowRates {
+            confirm: Rate { attempts: 100, failures: 30 },
+            execute: Rate { attempts: 100, failures: 1 },
+            lagged: (Rate { attempts: 40, failures: lagged_failures }, Rate::default()),
+            ..WindowRates::default()
+        };
+        let limited = judge(&window(29), &criteria());
+        assert_eq!(limited[0].judgement, Judgement::HarnessLimited, "{:?}", limited[0]);
+        assert!(limited[0].detail.contains("29 of those failures"), "{}", limited[0].detail);
+        // A stack that fails without posim's lagged requests still fails.
+        assert_eq!(judge(&window(5), &criteria())[0].judgement, Judgement::Fail);
+        assert_eq!(judge(&window(0), &criteria())[0].judgement, Judgement::Fail);
+        // Short of samples where posim lagged: not judged, never `on_inconclusive`.
+        let short = WindowRates {
+            confirm: Rate { attempts: 3, failures: 0 },
+            lagged: (Rate::default(), Rate::default()),
+            lagged_requests: 1,
+            ..window(0)
+        };
+        assert_eq!(judge(&short, &criteria())[0].judgement, Judgement::HarnessLimited);
+        let unlagged = WindowRates { lagged_requests: 0, ..short };
+        assert_eq!(judge(&unlagged, &criteria())[0].judgement, Judgement::Inconclusive);
     }
 
     #[test]

@@ -245,6 +245,23 @@ pub enum Event {
         payment: Option<Uuid>,
         answer: WorldAnswer,
     },
+    /// The stack's answer (its status line heard) broke the contract: its
+    /// body is not the contract's JSON for that endpoint and status (D9).
+    /// Live only; last, so earlier variants keep their place in the hash.
+    AnswerBroken {
+        request: u32,
+        status: u16,
+        /// The parse error, as posim read the body.
+        error: String,
+    },
+    /// posim itself lagged on a request beyond the bound it states (a tenth
+    /// of the time it gave the stack to answer): its send went out late, or
+    /// its runtime stalled while the request was open. Live only.
+    HarnessLag {
+        request: u32,
+        /// posim's own delay on this request, in runbook milliseconds.
+        lag_ms: Millis,
+    },
 }
 
 impl Event {
@@ -450,6 +467,14 @@ impl History {
                     _ => "PSP",
                 };
                 format!("the {world} answers the stack's {} call{about}: {}", snake(endpoint), answer.describe())
+            }
+            Event::AnswerBroken { request, status, error } => {
+                format!(
+                    "the stack answers request {request} with {status} and a body that breaks the contract: {error}"
+                )
+            }
+            Event::HarnessLag { request, lag_ms } => {
+                format!("posim lagged {} on request {request} (its own delay, not the stack's)", time::human(*lag_ms))
             }
             other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
         }

@@ -20,6 +20,7 @@
 //! - [`swarm`]: many seeds with a fault mix each, the failing seeds'
 //!   artifacts, their replay and shrinking;
 //! - [`suite`]: several scenarios as one gate, on the threads of [`pool`];
+//! - [`harness`]: posim's own limits (its lag), so a verdict never blames the stack for them;
 //! - [`progress`]: a long run's progress on stderr (a bar, or lines in CI logs);
 //! - [`cli`]: parsing and dispatch only.
 
@@ -29,6 +30,7 @@ pub mod contract;
 pub mod criteria;
 pub mod faults;
 pub mod gameday;
+pub mod harness;
 pub mod history;
 pub mod incident;
 pub mod judge;

@@ -46,7 +46,12 @@ pub use summary_md::render as markdown;
 /// 5: `scorecard` (game days: per incident the times to detect and to
 /// mitigate, rollbacks, adherence, customer impact, posim-auto's reference
 /// line); absent from other runs' summaries.
-pub const SCHEMA_VERSION: u32 = 5;
+/// 6: posim's own lag: the verdict `harness_limited` (exit 3) and the
+/// criterion judgement `harness_limited`, each window's
+/// `harness_lagged_requests` and `harness_max_lag_ms`, and `harness` (live
+/// runs: scheduling delay, CPU wait, lagged requests); the trace's
+/// `answer_broken` and `harness_lag` records.
+pub const SCHEMA_VERSION: u32 = 6;
 /// Violations listed per code (all are counted).
 const LISTED_PER_CODE: usize = 20;
 
@@ -77,11 +82,42 @@ pub struct ViolationReport {
 pub enum Verdict {
     Pass,
     Fail,
+    /// posim could not judge part of the run: it lagged itself, and the
+    /// result would rest on that (exit 3, never 0 or 1).
+    HarnessLimited,
 }
 
 impl Verdict {
     pub fn of(passed: bool) -> Verdict {
         if passed { Verdict::Pass } else { Verdict::Fail }
+    }
+
+    /// How a person reads it: `PASS`, `FAIL`, `HARNESS-LIMITED`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::HarnessLimited => "HARNESS-LIMITED",
+        }
+    }
+
+    /// The process's exit code: 0 pass, 1 fail, 3 posim could not judge.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Fail => 1,
+            Verdict::HarnessLimited => 3,
+        }
+    }
+
+    /// The verdict of several runs: any failure fails; else any run posim
+    /// could not judge makes the whole not judged.
+    pub fn of_all(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+        verdicts.into_iter().fold(Verdict::Pass, |all, one| match (all, one) {
+            (Verdict::Fail, _) | (_, Verdict::Fail) => Verdict::Fail,
+            (Verdict::HarnessLimited, _) | (_, Verdict::HarnessLimited) => Verdict::HarnessLimited,
+            _ => Verdict::Pass,
+        })
     }
 }
 
@@ -120,6 +156,9 @@ pub struct RunReport {
     /// posim-auto's reference line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scorecard: Option<crate::gameday::scorecard::Scorecard>,
+    /// posim's own lag (live runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness: Option<crate::harness::HarnessFigures>,
 }
 
 /// The rollout's outcome against the scenario's expectation (first in every view).
@@ -154,6 +193,13 @@ pub struct StackFaultLine {
     pub began_ms: Millis,
     /// None: not undone before the run ended.
     pub ended_ms: Option<Millis>,
+}
+
+/// Whether a decision judged a criterion posim could not judge (the
+/// controller held on it): the rollout's course rests on posim's lag.
+fn held_on_harness(history: &History) -> bool {
+    let limited = |c: &crate::criteria::CriterionResult| c.judgement == Judgement::HarnessLimited;
+    history.decisions.iter().any(|decision| decision.criteria.iter().any(limited))
 }
 
 /// Pairs each stack fault's begin and end records.
@@ -194,6 +240,8 @@ pub struct RunFacts<'a> {
     pub purchases: u64,
     /// What the engine could not do as asked (e.g. redeploy a stack given by URL).
     pub notes: Vec<String>,
+    /// posim's own lag (live runs).
+    pub harness: Option<crate::harness::HarnessFigures>,
 }
 
 pub fn build(facts: RunFacts<'_>) -> RunReport {
@@ -229,7 +277,14 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         facts.simulated,
     );
     let outcome = OutcomeReport::of(facts.history, facts.scenario.expect);
-    let passed = outcome.met && facts.violations.is_empty() && failed_criteria.is_empty();
+    let stack_failed = !facts.violations.is_empty() || !failed_criteria.is_empty();
+    let verdict = if stack_failed {
+        Verdict::Fail
+    } else if facts.windows.iter().any(Window::harness_limited) || held_on_harness(facts.history) {
+        Verdict::HarnessLimited // the outcome rests on windows posim could not judge
+    } else {
+        Verdict::of(outcome.met)
+    };
     RunReport {
         schema_version: SCHEMA_VERSION,
         scenario: facts.scenario.name.clone(),
@@ -238,7 +293,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         engine: facts.engine,
         stack_bugs: facts.stack_bugs,
         trace_hash: facts.history.trace_hash(),
-        verdict: Verdict::of(passed),
+        verdict,
         outcome,
         simulated_ms: facts.simulated,
         stack_requests: facts.stack_requests,
@@ -254,6 +309,7 @@ pub fn build(facts: RunFacts<'_>) -> RunReport {
         latency: latency::per_endpoint(facts.history),
         load: None,
         scorecard: None,
+        harness: facts.harness,
     }
 }
 
@@ -310,6 +366,8 @@ fn judgement(window: &Window) -> &'static str {
         "FAIL"
     } else if window.breached() {
         "breached → rolled back"
+    } else if window.harness_limited() {
+        "harness-limited"
     } else if window.criteria.iter().any(|c| c.judgement == Judgement::Inconclusive) {
         "inconclusive"
     } else {
@@ -383,6 +441,12 @@ pub fn console(report: &RunReport) -> String {
     for note in &report.notes {
         let _ = writeln!(out, "note: {note}");
     }
+    if let Some(harness) = &report.harness {
+        let _ = writeln!(out, "{}", harness.line());
+    }
+    for line in harness_limited_lines(report) {
+        let _ = writeln!(out, "harness-limited: {line}");
+    }
     for line in &report.failed_criteria {
         let _ = writeln!(out, "criterion broken: {line}");
     }
@@ -408,12 +472,22 @@ pub fn console(report: &RunReport) -> String {
     if report.load.is_none() {
         let _ = writeln!(out, "{}", report.outcome.line());
     }
-    let _ = writeln!(out, "verdict: {}", if report.passed() { "PASS" } else { "FAIL" });
+    let _ = writeln!(out, "verdict: {}", report.verdict.label());
     let _ = writeln!(out, "trace-hash: {}", report.trace_hash);
     out
 }
 
 /// The console's rollout part: the outcome, per-phase KPIs, decisions, rollbacks.
+/// Each criterion posim could not judge, by window: `5%: confirm_failure_rate (…)`.
+pub fn harness_limited_lines(report: &RunReport) -> Vec<String> {
+    let limited = |c: &&crate::criteria::CriterionResult| c.judgement == Judgement::HarnessLimited;
+    report
+        .phases
+        .iter()
+        .flat_map(|w| w.criteria.iter().filter(limited).map(move |c| format!("{}: {} ({})", w.name, c.name, c.detail)))
+        .collect()
+}
+
 fn console_rollout(report: &RunReport, out: &mut String) {
     let mut rows = vec![HEADERS.map(str::to_string)];
     rows.extend(phase_rows(report));

@@ -30,6 +30,8 @@ pub struct Recorded {
     /// The history already indexed (the simulator's controller kept it up to
     /// date as the run went); `None`: the judge indexes the history itself.
     pub index: Option<HistoryIndex>,
+    /// posim's own lag (live runs; the simulator has none).
+    pub harness: Option<crate::harness::HarnessFigures>,
 }
 
 impl Recorded {
@@ -37,7 +39,8 @@ impl Recorded {
     pub fn simulated(outcome: SimOutcome) -> Recorded {
         let SimOutcome { history, stack_requests, simulated, purchases, index } = outcome;
         let engine = "simulator".into();
-        Recorded { history, stack_requests, simulated, purchases, engine, notes: Vec::new(), index: Some(index) }
+        let notes = Vec::new();
+        Recorded { history, stack_requests, simulated, purchases, engine, notes, index: Some(index), harness: None }
     }
 }
 
@@ -65,7 +68,7 @@ pub fn simulate_observed(
 
 /// Checks a recorded run and builds its report.
 pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], recorded: Recorded) -> Judged {
-    let Recorded { history, stack_requests, simulated, purchases, engine, notes, index } = recorded;
+    let Recorded { history, stack_requests, simulated, purchases, engine, notes, index, harness } = recorded;
     let violations = check::check(&history);
     let index = index.unwrap_or_else(|| HistoryIndex::of(&history));
     let windows = kpi::windows(&history, &index, simulated, &scenario.criteria);
@@ -85,6 +88,7 @@ pub fn judge(scenario: &Scenario, seed: u64, bugs: &[StackBug], recorded: Record
         stack_requests,
         purchases,
         notes,
+        harness,
     });
     let mut judged = Judged { report, history };
     if scenario.controller == ControllerMode::Human {

@@ -42,7 +42,7 @@ fn the_summary_has_what_ci_reads() {
     assert_eq!(code, 0);
     let text = std::fs::read_to_string(dir.path().join("summary.json")).expect("summary.json");
     let summary: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-    assert_eq!(summary["schema_version"], 5);
+    assert_eq!(summary["schema_version"], 6);
     assert_eq!(summary["scenario"], "rollout");
     assert_eq!(summary["seed"], 5);
     assert_eq!(summary["trace_hash"], hash.as_str());

@@ -7,13 +7,8 @@
 
 use std::process::{Command, Output};
 
-/// The live engine's embedded stack needs PostgreSQL's server binaries.
-fn need_postgres() {
-    assert!(
-        posim::live::postgres::find_binaries().is_some(),
-        "PostgreSQL server binaries not found; install postgresql to run the live tests"
-    );
-}
+mod common;
+use common::need_postgres;
 
 /// 120×, but the rollback with payments in flight at 40×: on a loaded
 /// two-core CI host a rolling restart takes seconds of wall time, which at
@@ -130,37 +125,14 @@ fn a_stack_that_cannot_start_ends_the_run_with_its_own_words() {
     assert!(stderr.contains("PAYMENTS_POS_CANARY_MODE=`sideways` is refused"), "the stack's own message: {stderr}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 #[test]
 #[ignore = "needs PostgreSQL"]
 fn a_running_stack_is_driven_by_url_and_never_redeployed() {
     need_postgres();
-    let postgres = posim::live::postgres::ThrowawayPostgres::start().expect("a throwaway PostgreSQL");
-    let (world_port, stack_port) = (free_port(), free_port());
-    let world = format!("http://127.0.0.1:{world_port}");
-    let mut stack = Command::new(env!("CARGO_BIN_EXE_posim"))
-        .args(["stack", "serve"])
-        .env("PORT", stack_port.to_string())
-        .env("DATABASE_URL", postgres.url())
-        .env("PSP_BASE_URL", &world)
-        .env("IOT_GATEWAY_URL", &world)
-        // The scenario's 5m cycle TTL at 120×: an authorization a customer
-        // left (a declined card, a walk-away) must expire before the end (D7).
-        .env("PAYMENTS_CYCLE_TTL_SECONDS", "3")
-        .spawn()
-        .expect("the stack starts");
-    let up = (0..200).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", stack_port)).is_ok()
-    });
-    assert!(up, "the stack listens");
-    let url = format!("http://127.0.0.1:{stack_port}");
-    let (output, summary) = live("live-smoke", &["--stack-url", &url, "--world-port", &world_port.to_string()]);
-    let _ = stack.kill();
-    let _ = stack.wait();
+    let world_port = common::free_port();
+    let stack = common::ServedStack::start(world_port);
+    let (output, summary) = live("live-smoke", &["--stack-url", &stack.url, "--world-port", &world_port.to_string()]);
+    drop(stack);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("posim could not redeploy it"), "the report says so: {stdout}");

@@ -50,7 +50,7 @@ fn find_knee_finds_a_knee_with_per_step_percentiles_and_d1_d8_hold() {
     let output = load(dir.path(), &args);
     assert_eq!(output.status.code(), Some(0), "the reference stack keeps D1–D8 under load");
     let summary = summary(dir.path());
-    assert_eq!(summary["schema_version"], 5);
+    assert_eq!(summary["schema_version"], 6);
     assert!(summary["violation_counts"].as_object().is_some_and(|v| v.is_empty()));
     let load = &summary["load"];
     let steps = load["steps"].as_array().expect("steps");

@@ -51,6 +51,13 @@ pub(super) fn contract_breaches(history: &History, facts: &Facts, out: &mut Vec<
                     _ => {}
                 }
             }
+            Event::AnswerBroken { request, status, error } => {
+                let sent = facts.requests.get(*request as usize).copied().flatten();
+                let purchase = sent.map(|(purchase, ..)| purchase).filter(|p| *p != NO_PURCHASE);
+                let summary =
+                    format!("request {request}: answered {status} with a body that breaks the contract: {error}");
+                out.push(violation(CODE, summary, None, purchase, vec![index]));
+            }
             Event::AuditedKey { idempotency_key, payments } if payments.len() > 1 => {
                 let summary =
                     format!("the audit of idempotency key {idempotency_key} names {} payments", payments.len());
@@ -284,6 +291,19 @@ mod tests {
         assert!(found[0].0.contains("503 with `iot_failed`, which the contract pairs with 502"), "{found:?}");
         assert!(found[1].0.contains("only a new payment"), "{found:?}");
         assert!(found[2].0.contains("204 without an error code"), "{found:?}");
+    }
+
+    #[test]
+    fn a_broken_body_is_d9_quoting_its_parse_error() {
+        let error = "missing field `payment_id` at line 1 column 2".to_string();
+        let h = history(vec![sent(0, Endpoint::Authorize), Event::AnswerBroken { request: 0, status: 201, error }]);
+        let found = breaches(&h);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].0.contains("201 with a body that breaks the contract: missing field `payment_id`"),
+            "{found:?}"
+        );
+        assert_eq!(found[0].1, [2]);
     }
 
     #[test]

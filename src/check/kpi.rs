@@ -62,11 +62,22 @@ pub struct Window {
     /// The decision that closed the window, if a rollback or freeze did:
     /// a breach that was rolled back is the runbook working, not a failure.
     pub closed_by_rollback: bool,
+    /// Requests posim itself held up beyond its lag bound in this window,
+    /// and the longest such lag (runbook ms): live runs only.
+    #[serde(default)]
+    pub harness_lagged_requests: u64,
+    #[serde(default)]
+    pub harness_max_lag_ms: Millis,
 }
 
 impl Window {
     pub fn breached(&self) -> bool {
         self.criteria.iter().any(|criterion| criterion.judgement == Judgement::Fail)
+    }
+
+    /// posim could not judge a criterion here: its own lag made it fail.
+    pub fn harness_limited(&self) -> bool {
+        self.criteria.iter().any(|criterion| criterion.judgement == Judgement::HarnessLimited)
     }
 
     /// A breach nobody acted on fails the run.
@@ -117,6 +128,8 @@ fn window(
         expired: stats.expired,
         criteria: judge(&stats.rates(), criteria),
         closed_by_rollback,
+        harness_lagged_requests: stats.lagged_requests,
+        harness_max_lag_ms: stats.max_lag_ms,
     }
 }
 

@@ -16,6 +16,8 @@ pub const ALLOWLIST_VAR: &str = "PAYMENTS_POS_CANARY_ALLOWLIST";
 pub const BLOCKLIST_VAR: &str = "PAYMENTS_POS_CANARY_BLOCKLIST";
 pub const TTL_VAR: &str = "PAYMENTS_CYCLE_TTL_SECONDS";
 pub const IOT_TIMEOUT_VAR: &str = "PAYMENTS_IOT_TIMEOUT_MS";
+/// The gateway's command expiry in the stack's wall time (CONTRACT.md §4.2).
+pub const COMMAND_EXPIRY_VAR: &str = "IOT_GATEWAY_COMMAND_EXPIRY_MS";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

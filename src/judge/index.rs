@@ -38,6 +38,8 @@ pub struct RequestInfo {
     window_sent: Option<usize>,
     /// The window of the deploy of the replica that took it.
     window_served: Option<usize>,
+    /// posim itself held it up beyond its lag bound (live runs).
+    lagged: bool,
 }
 
 /// Attempts, failures and latencies of one terminal endpoint in one window.
@@ -77,6 +79,12 @@ pub struct WindowStats {
     pub purchases: u64,
     pub washed: u64,
     pub not_in_canary: u64,
+    /// The confirm and execute-cycle attempts posim itself lagged on.
+    pub lagged: (Rate, Rate),
+    /// Requests posim held up beyond its bound while the window was open,
+    /// and the longest such lag (runbook ms).
+    pub lagged_requests: u64,
+    pub max_lag_ms: Millis,
     /// The rates as judged when the window closed.
     frozen: Option<WindowRates>,
 }
@@ -94,6 +102,8 @@ impl WindowStats {
             baseline: self.baseline,
             sweep_backlog_max: self.sweep_backlog_max,
             duplicates: self.duplicates.len() as u64,
+            lagged: self.lagged,
+            lagged_requests: self.lagged_requests,
         }
     }
 
@@ -214,6 +224,7 @@ impl HistoryIndex {
                 }
             }
             Event::Heard { request, status, error } => self.heard(at, *request, *status, *error),
+            Event::HarnessLag { request, lag_ms } => self.harness_lag(*request, *lag_ms),
             Event::Told { purchase, payment, status } => self.told(*purchase, *payment, *status),
             Event::Swept { expired, compensated, backlog } => self.in_current(|w| {
                 w.sweeps += 1;
@@ -279,7 +290,16 @@ impl HistoryIndex {
     fn sent(&mut self, at: Millis, request: u32, purchase: u32, endpoint: Endpoint, twin: bool) {
         let condominium = (purchase != NO_PURCHASE).then(|| self.condominium_of(purchase)).flatten();
         let window_sent = self.windows.len().checked_sub(1);
-        let info = RequestInfo { endpoint, purchase, condominium, twin, sent_at: at, window_sent, window_served: None };
+        let info = RequestInfo {
+            endpoint,
+            purchase,
+            condominium,
+            twin,
+            sent_at: at,
+            window_sent,
+            window_served: None,
+            lagged: false,
+        };
         let slot = request as usize;
         if self.requests.len() <= slot {
             self.requests.resize(slot + 1, None);
@@ -304,11 +324,26 @@ impl HistoryIndex {
             return; // heard after the window was judged: not part of its rates
         }
         stats.rate.note(failed);
+        match info.endpoint {
+            Endpoint::Confirm if info.lagged => window.lagged.0.note(failed),
+            Endpoint::ExecuteCycle if info.lagged => window.lagged.1.note(failed),
+            _ => {}
+        }
         if matches!(info.endpoint, Endpoint::Confirm | Endpoint::ExecuteCycle)
             && let Some(condominium) = info.condominium
         {
             window.by_condominium.entry(condominium).or_default().note(failed);
         }
+    }
+
+    /// posim lagged on `request`: its answer, when heard, is set apart.
+    fn harness_lag(&mut self, request: u32, lag_ms: Millis) {
+        let Some(info) = self.requests.get_mut(request as usize).and_then(Option::as_mut) else { return };
+        info.lagged = true;
+        self.in_current(|w| {
+            w.lagged_requests += 1;
+            w.max_lag_ms = w.max_lag_ms.max(lag_ms);
+        });
     }
 
     fn told(&mut self, purchase: u32, payment: Uuid, status: PaymentStatus) {

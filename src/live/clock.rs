@@ -31,6 +31,11 @@ impl Clock {
         Duration::from_secs_f64(runbook as f64 / 1000.0 / self.scale)
     }
 
+    /// A wall duration as runbook time.
+    pub fn runbook(&self, wall: Duration) -> Millis {
+        (wall.as_secs_f64() * 1000.0 * self.scale) as Millis
+    }
+
     pub async fn sleep(&self, runbook: Millis) {
         tokio::time::sleep(self.wall(runbook)).await;
     }

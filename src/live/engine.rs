@@ -66,6 +66,8 @@ pub struct LiveOutcome {
     pub launcher: &'static str,
     /// Whether `trace.jsonl` already holds every record (streamed as it went).
     pub trace_written: bool,
+    /// posim's own lag over the run.
+    pub harness: crate::harness::HarnessFigures,
 }
 
 /// One replica as posim's load balancer sees it.
@@ -130,8 +132,8 @@ pub async fn run(scenario: &Scenario, options: LiveOptions) -> Result<LiveOutcom
     let simulated = scenario.end();
     let mut finished = finish(started).await;
     finished.notes.extend(fault_notes);
-    let Finished { history, stack_requests, notes, launcher, trace_written } = finished;
-    Ok(LiveOutcome { history, stack_requests, simulated, purchases, notes, launcher, trace_written })
+    let Finished { history, stack_requests, notes, launcher, trace_written, harness } = finished;
+    Ok(LiveOutcome { history, stack_requests, simulated, purchases, notes, launcher, trace_written, harness })
 }
 
 /// A live run's parts, up: the world serving, the launcher ready (no
@@ -140,6 +142,8 @@ pub(crate) struct Started {
     pub(crate) shared: Arc<Shared>,
     recorder: Arc<Recorder>,
     notes: Vec<String>,
+    /// Samples posim's scheduling delay from the start to the finish.
+    lag_ticker: tokio::task::JoinHandle<()>,
 }
 
 /// What a live run leaves once its stack is shut down.
@@ -149,6 +153,7 @@ pub(crate) struct Finished {
     pub(crate) notes: Vec<String>,
     pub(crate) launcher: &'static str,
     pub(crate) trace_written: bool,
+    pub(crate) harness: crate::harness::HarnessFigures,
 }
 
 /// Starts the world and the launcher of a run of `scenario` (`observer`
@@ -206,6 +211,7 @@ pub(crate) async fn start(
         run,
     )
     .await?;
+    launcher.set_command_expiry(scale(crate::faults::COMMAND_EXPIRY));
     let mut notes = Vec::new();
     if scenario.faults.iter().any(|fault| fault.kind == crate::faults::FaultKind::ClockSkew)
         && let Err(note) = launcher.skew_clocks(faults.clone(), options.time_scale)
@@ -218,6 +224,12 @@ pub(crate) async fn start(
                 .into(),
         );
     }
+    let send_delay = super::lag::SendDelay::from_env().map_err(LaunchError::Spawn)?;
+    let lag = Arc::new(super::lag::LagWatch::new());
+    let lag_ticker = tokio::spawn({
+        let lag = Arc::clone(&lag);
+        async move { lag.tick().await }
+    });
     let (asks, inbox) = match options.desk {
         Some(_) => {
             let (asks, inbox) = super::desk::inbox();
@@ -247,25 +259,29 @@ pub(crate) async fn start(
         operations: Mutex::new(JoinSet::new()),
         observer,
         inbox,
+        lag: Arc::clone(&lag),
+        send_delay,
     });
     if let (Some(desk), Some(asks)) = (&options.desk, asks) {
         super::desk::open(&shared, asks, desk).await?;
     }
-    Ok(Started { shared, recorder, notes })
+    Ok(Started { shared, recorder, notes, lag_ticker })
 }
 
 /// Shuts the stack down and takes the history out.
 pub(crate) async fn finish(started: Started) -> Finished {
-    let Started { shared, recorder, notes } = started;
+    let Started { shared, recorder, notes, lag_ticker } = started;
+    lag_ticker.abort();
     let mut stack = shared.launcher.lock().await;
     let launcher = stack.kind();
     stack.shutdown().await;
     drop(stack);
     let stack_requests = shared.stack_requests.load(Ordering::Relaxed);
+    let harness = shared.lag.figures(shared.options.time_scale);
     drop(shared);
     // The world's server may still hold the recorder: take the history out.
     let (history, trace_written) = recorder.finish();
-    Finished { history, stack_requests, notes, launcher, trace_written }
+    Finished { history, stack_requests, notes, launcher, trace_written, harness }
 }
 
 /// Serves the world on loopback and, for containers, on the Docker bridge

@@ -16,7 +16,7 @@ use super::containers::{self, ContainerImages, Containers};
 pub use super::launch_error::LaunchError;
 use super::processes::{Processes, Program};
 use super::runs::Run;
-use crate::contract::canary::{IOT_TIMEOUT_VAR, TTL_VAR};
+use crate::contract::canary::{COMMAND_EXPIRY_VAR, IOT_TIMEOUT_VAR, TTL_VAR};
 use crate::contract::{CanaryConfig, StackSettings};
 use crate::faults::{Crossing, FaultPlan};
 use crate::world::outcomes::Fired;
@@ -49,6 +49,8 @@ pub struct Launcher {
     world_url: String,
     settings: StackSettings,
     psp_timeout: u64,
+    /// The gateway's command expiry in the stack's wall time (ms).
+    command_expiry: u64,
     urls: Vec<Option<String>>,
     /// Per replica, how many times it was started: a late restart after a
     /// kill must not replace a replica that a deploy already replaced.
@@ -108,6 +110,7 @@ impl Launcher {
             world_url,
             settings,
             psp_timeout,
+            command_expiry: crate::faults::COMMAND_EXPIRY,
             urls,
             generations: vec![0; replicas],
             http: reqwest::Client::new(),
@@ -163,6 +166,7 @@ impl Launcher {
         env.insert(TTL_VAR.into(), (self.settings.cycle_ttl / 1000).max(1).to_string());
         env.insert(IOT_TIMEOUT_VAR.into(), self.settings.iot_timeout.max(1).to_string());
         env.insert("PAYMENTS_PSP_TIMEOUT_MS".into(), self.psp_timeout.max(1).to_string());
+        env.insert(COMMAND_EXPIRY_VAR.into(), self.command_expiry.max(1).to_string());
         if let Some(url) = database_url {
             env.insert("DATABASE_URL".into(), url);
         }
@@ -170,6 +174,11 @@ impl Launcher {
             env.insert("POSIM_STACK_BUG".into(), self.bugs.join(","));
         }
         env
+    }
+
+    /// The gateway's command expiry as the stack's wall time (scaled).
+    pub fn set_command_expiry(&mut self, wall_ms: u64) {
+        self.command_expiry = wall_ms;
     }
 
     /// Stops the replica (its process or container).

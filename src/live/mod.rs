@@ -15,6 +15,7 @@ pub mod http_client;
 pub mod images;
 pub mod interrupt;
 pub mod journal;
+pub mod lag;
 pub mod launch_error;
 pub mod launcher;
 mod operator;

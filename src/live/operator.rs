@@ -23,10 +23,37 @@ impl Shared {
     /// terminal was given, and every captured charge, read back (§4C).
     pub(crate) async fn final_audit(self: &Arc<Self>) {
         self.operator_settled(Some(SETTLE_WALL_MAX)).await;
-        let payments = self.registry.lock().expect("registry lock").values().filter_map(|(_, p)| *p).collect();
+        let payments: Vec<_> = self.registry.lock().expect("registry lock").values().filter_map(|(_, p)| *p).collect();
         let charges = self.recorder.with(|history| operator::captured_charges(history));
+        let from = self.recorder.with(|history| history.records.len());
+        let total = payments.len() + charges.len();
         self.operate(|operator, facts, now| operator.final_audit((payments, charges), now, facts));
+        let shown = self.show_audit(from, total);
         self.operator_settled(None).await;
+        shown.abort();
+    }
+
+    /// The final audit's progress on stderr, every ten seconds while it
+    /// goes (a slow stack can take minutes to read every payment back).
+    fn show_audit(self: &Arc<Self>, from: usize, total: usize) -> tokio::task::JoinHandle<()> {
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::progress::LINE_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let done = shared.recorder.with(|history| {
+                    let audited = |r: &&crate::history::Record| {
+                        matches!(
+                            r.event,
+                            crate::history::Event::Audited { .. } | crate::history::Event::AuditedCharge { .. }
+                        )
+                    };
+                    history.records.get(from..).map_or(0, |records| records.iter().filter(audited).count())
+                });
+                eprintln!("{}: final audit, {done} of {total} payments and charges read back", shared.scenario.name);
+            }
+        })
     }
 
     /// Feeds the operator one input, at the runbook time now.

@@ -63,6 +63,10 @@ pub(crate) struct Shared {
     pub(super) observer: Option<Arc<dyn Observe>>,
     /// A game day: the asks of its console, `posim op` and the facilitator.
     pub(super) inbox: Option<super::desk::Inbox>,
+    /// posim's own lag, measured as the run goes.
+    pub(super) lag: Arc<super::lag::LagWatch>,
+    /// The test hook that starves posim's sends ([`super::lag::TEST_SEND_DELAY_VAR`]).
+    pub(super) send_delay: Option<super::lag::SendDelay>,
 }
 
 /// Watches the stack requests of a run as they are answered.
@@ -107,7 +111,11 @@ impl Shared {
 
     /// Sends `request` to a serving replica and records what the stack
     /// answered; `drop_answer` is a response lost after the stack acted.
+    /// `timeout` (runbook time) runs from this call, as a terminal's runs
+    /// from the moment it sends: posim's own lateness is inside it, measured,
+    /// and recorded as `HarnessLag` when beyond the bound.
     pub(super) async fn send(&self, id: u32, request: &Request, timeout: Millis, drop_answer: bool) -> Heard {
+        let due = std::time::Instant::now();
         let Some((replica, url, deploy, rate)) = self.pick() else {
             let reply = Reply::error(ErrorCode::Unavailable, "no replica is serving");
             self.record(Event::answered(id, reply.http_status(), &reply));
@@ -121,26 +129,66 @@ impl Shared {
             self.record(Event::answered(id, reply.http_status(), &reply));
             return Heard::Reply(reply);
         }
+        let deadline = due + self.clock().wall(timeout);
+        if let Some(delay) = self.send_delay.and_then(|hook| hook.at(self.clock().now())) {
+            tokio::time::sleep(delay).await; // the test hook: posim starved before it sends
+        }
+        let sent = std::time::Instant::now();
+        let mut status = None;
+        let body = tokio::time::timeout_at(deadline.into(), self.exchange(&url, request, &mut status)).await;
+        self.note_lag(id, timeout, (due, sent));
+        if status.is_some() {
+            self.record(Event::Received { request: id, replica, config: deploy });
+        }
+        // A status line without its whole body before the timeout (or a cut
+        // connection) is nothing heard, as a terminal would have it: never a breach.
+        let (Some(status), Ok(Some(body))) = (status, body) else {
+            self.observe(request, sent, Some("no answer".into()));
+            return Heard::Nothing;
+        };
+        let parsed = serde_json::from_slice::<Value>(&body)
+            .map_err(|error| error.to_string())
+            .and_then(|json| reply_from_json(request.endpoint(), status, &json).map_err(|error| error.to_string()));
+        let reply = match parsed {
+            Ok(reply) => {
+                self.record(Event::answered(id, status, &reply));
+                reply
+            }
+            Err(error) => {
+                let reply = Reply::error(ErrorCode::Unavailable, format!("the stack broke the contract: {error}"));
+                self.record(Event::AnswerBroken { request: id, status, error });
+                reply
+            }
+        };
+        self.observe(request, sent, reply.error_code().map(|code| code.to_string()));
+        if drop_answer { Heard::Nothing } else { Heard::Reply(reply) }
+    }
+
+    /// One HTTP exchange: the status line (kept in `status` as soon as it
+    /// comes), then the whole body; `None`: the body never came whole.
+    async fn exchange(&self, url: &str, request: &Request, status: &mut Option<u16>) -> Option<Vec<u8>> {
         let (method, path, body) = request_to_http(request);
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a contract method");
-        let mut call = self.http.request(method, format!("{url}{path}")).timeout(self.clock().wall(timeout));
+        let mut call = self.http.request(method, format!("{url}{path}"));
         if let Some(body) = body {
             call = call.json(&body);
         }
-        let started = std::time::Instant::now();
-        let Ok(response) = call.send().await else {
-            self.observe(request, started, Some("no answer".into()));
-            return Heard::Nothing;
-        };
-        self.record(Event::Received { request: id, replica, config: deploy });
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let reply = reply_from_json(request.endpoint(), status, &body).unwrap_or_else(|error| {
-            Reply::error(ErrorCode::Unavailable, format!("the stack broke the contract: {error}"))
-        });
-        self.observe(request, started, reply.error_code().map(|code| code.to_string()));
-        self.record(Event::answered(id, status, &reply));
-        if drop_answer { Heard::Nothing } else { Heard::Reply(reply) }
+        let response = call.send().await.ok()?;
+        *status = Some(response.status().as_u16());
+        response.bytes().await.ok().map(|body| body.to_vec())
+    }
+
+    /// Records posim's own lag on request `id` when beyond the bound: how
+    /// late it went out (`due` → `sent`), or the runtime's worst stall while
+    /// it was open, whichever is longer.
+    fn note_lag(&self, id: u32, timeout: Millis, (due, sent): (std::time::Instant, std::time::Instant)) {
+        let late = sent.saturating_duration_since(due);
+        let held = late.max(self.lag.worst_stall(due, std::time::Instant::now()));
+        let lag_ms = self.clock().runbook(held);
+        if lag_ms > crate::harness::lag_bound(timeout) {
+            self.lag.note_lagged(lag_ms);
+            self.record(Event::HarnessLag { request: id, lag_ms });
+        }
     }
 
     fn observe(&self, request: &Request, started: std::time::Instant, error: Option<String>) {

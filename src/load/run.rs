@@ -82,6 +82,7 @@ pub async fn run(
         engine,
         notes: finished.notes,
         index: None,
+        harness: Some(finished.harness),
     };
     Ok(LoadOutcome { recorded, section, steps: records, trace_written: finished.trace_written })
 }

@@ -30,6 +30,8 @@ pub const PASS: RGBColor = RGBColor(46, 125, 50);
 pub const FAIL: RGBColor = RGBColor(198, 40, 40);
 pub const ROLLED_BACK: RGBColor = RGBColor(230, 110, 0);
 pub const INCONCLUSIVE: RGBColor = RGBColor(130, 130, 130);
+/// posim could not judge (its own lag): neither the stack's pass nor its fail.
+pub const HARNESS_LIMITED: RGBColor = RGBColor(106, 27, 154);
 const INK: RGBColor = RGBColor(40, 40, 40);
 const SERIES: [RGBColor; 6] = [
     RGBColor(21, 101, 192),
@@ -76,6 +78,8 @@ pub fn window_colour(window: &Window) -> RGBColor {
         FAIL
     } else if window.breached() {
         ROLLED_BACK
+    } else if window.harness_limited() {
+        HARNESS_LIMITED
     } else if window.criteria.iter().any(|c| c.judgement == Judgement::Inconclusive) {
         INCONCLUSIVE
     } else {
@@ -232,6 +236,7 @@ fn bar_colour(window: &Window, criterion: &str) -> RGBColor {
         Some(Judgement::Fail) if window.closed_by_rollback => ROLLED_BACK,
         Some(Judgement::Fail) => FAIL,
         Some(Judgement::Inconclusive) | None => INCONCLUSIVE,
+        Some(Judgement::HarnessLimited) => HARNESS_LIMITED,
         Some(Judgement::Pass) => SERIES[0],
     }
 }

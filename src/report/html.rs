@@ -21,7 +21,7 @@ pub use super::markup::attribute as escape;
 
 /// The whole page.
 pub fn page(report: &RunReport) -> String {
-    let verdict = if report.passed() { "PASS" } else { "FAIL" };
+    let verdict = report.verdict.label();
     let mut out = String::new();
     let _ = write!(
         out,
@@ -52,7 +52,12 @@ pub fn page(report: &RunReport) -> String {
 
 /// The verdict and the outcome first, then what was run.
 fn header(report: &RunReport, out: &mut String) {
-    let (class, verdict) = if report.passed() { ("pass", "PASS") } else { ("fail", "FAIL") };
+    let class = match report.verdict {
+        super::Verdict::Pass => "pass",
+        super::Verdict::Fail => "fail",
+        super::Verdict::HarnessLimited => "harness",
+    };
+    let verdict = report.verdict.label();
     let _ = write!(
         out,
         "<header class=\"verdict {class}\"><h1><span class=\"badge\">{verdict}</span> {}</h1>",
@@ -77,6 +82,9 @@ fn header(report: &RunReport, out: &mut String) {
     }
     out.push_str("</dl>");
     list("note", &report.notes, out);
+    let own_lag: Vec<String> = report.harness.iter().map(crate::harness::HarnessFigures::line).collect();
+    list("posim itself", &own_lag, out);
+    list("harness-limited (not judged)", &super::harness_limited_lines(report), out);
     list("criterion broken", &report.failed_criteria, out);
     invariants_line(report, out);
     out.push_str("</section>\n");
@@ -143,6 +151,7 @@ fn legend(out: &mut String) {
         (charts::ROLLED_BACK, "breached, rolled back"),
         (charts::FAIL, "breached, not answered / rollback decision"),
         (charts::INCONCLUSIVE, "inconclusive (too few samples)"),
+        (charts::HARNESS_LIMITED, "harness-limited (posim lagged: not judged)"),
     ];
     out.push_str("<p class=\"legend\">");
     for (colour, words) in keys {

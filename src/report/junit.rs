@@ -31,6 +31,8 @@ enum Verdict {
         message: String,
         text: String,
     },
+    /// posim could not judge it (its own lag): an `<error>`, not a `<failure>`.
+    Errored(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +52,10 @@ impl Case {
     fn skipped(&self) -> bool {
         matches!(self.verdict, Verdict::Skipped(_))
     }
+
+    fn errored(&self) -> bool {
+        matches!(self.verdict, Verdict::Errored(_))
+    }
 }
 
 /// One run's cases, with the counts its `<testsuite>` carries.
@@ -63,6 +69,10 @@ impl Suite<'_> {
     fn failures(&self) -> usize {
         self.cases.iter().filter(|case| case.failed()).count()
     }
+
+    fn errors(&self) -> usize {
+        self.cases.iter().filter(|case| case.errored()).count()
+    }
 }
 
 /// A JUnit XML document of several runs, one `<testsuite>` each, named by its label.
@@ -71,11 +81,12 @@ pub fn testsuites(runs: &[(&str, &RunReport)]) -> String {
         runs.iter().map(|&(label, report)| Suite { label, report, cases: cases(report) }).collect();
     let tests: usize = suites.iter().map(|suite| suite.cases.len()).sum();
     let failures: usize = suites.iter().map(Suite::failures).sum();
+    let errors: usize = suites.iter().map(Suite::errors).sum();
     let time_ms = suites.iter().fold(0, |sum: Millis, suite| sum.saturating_add(suite.report.simulated_ms));
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites name=\"posim\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" time=\"{}\">",
+        "<testsuites name=\"posim\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{}\">",
         seconds(time_ms)
     );
     for suite in &suites {
@@ -150,6 +161,7 @@ fn criterion_cases(report: &RunReport) -> Vec<Case> {
             let verdict = match criterion.judgement {
                 Judgement::Pass => Verdict::Passed(detail),
                 Judgement::Inconclusive => Verdict::Skipped(detail),
+                Judgement::HarnessLimited => Verdict::Errored(detail),
                 Judgement::Fail if window.closed_by_rollback => {
                     Verdict::Passed(format!("breached, answered by a rollback: {detail}"))
                 }
@@ -242,10 +254,11 @@ fn write_suite(suite: &Suite<'_>, out: &mut String) {
     let skipped = suite.cases.iter().filter(|case| case.skipped()).count();
     let _ = writeln!(
         out,
-        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{skipped}\" time=\"{}\">",
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{skipped}\" time=\"{}\">",
         attribute(suite.label),
         suite.cases.len(),
         suite.failures(),
+        suite.errors(),
         seconds(report.simulated_ms)
     );
     let properties = [
@@ -277,6 +290,14 @@ fn write_case(case: &Case, out: &mut String) {
         }
         Verdict::Skipped(text) => {
             let _ = writeln!(out, "      <skipped message=\"{}\"/>", attribute(text));
+        }
+        Verdict::Errored(text) => {
+            let _ = writeln!(
+                out,
+                "      <error type=\"harness-limited\" message=\"{}\">{}</error>",
+                attribute(text),
+                text_node(text)
+            );
         }
         Verdict::Failed { message, text } => {
             let _ = writeln!(

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use super::Verdict;
 use super::{HEADERS, RunReport, ViolationReport, decision_line, four_times, phase_rows};
 use crate::check::Invariant;
 use crate::time;
@@ -44,7 +45,11 @@ pub fn render(report: &RunReport) -> String {
 
 /// `# ❌ FAIL · rollout — outcome: rolled back at 45m … — expected `complete`: NOT what the scenario expects`.
 fn headline(report: &RunReport) -> String {
-    let verdict = if report.passed() { "✅ PASS" } else { "❌ FAIL" };
+    let verdict = match report.verdict {
+        Verdict::Pass => "✅ PASS",
+        Verdict::Fail => "❌ FAIL",
+        Verdict::HarnessLimited => "⚠️ HARNESS-LIMITED",
+    };
     // A load run has no rollout: an outcome would mislead.
     let outcome = match report.load {
         Some(_) => "load run".to_string(),
@@ -57,6 +62,12 @@ fn why_it_failed(report: &RunReport, out: &mut String) {
     let _ = writeln!(out, "\n## Why it failed\n");
     if report.load.is_none() && !report.outcome.met {
         let _ = writeln!(out, "- outcome: {}, not the expected `{}`", report.outcome.text, report.outcome.expected);
+    }
+    for line in super::harness_limited_lines(report) {
+        let _ = writeln!(out, "- harness-limited (posim lagged; not the stack's failure): {line}");
+    }
+    if let Some(harness) = report.harness.as_ref().filter(|_| report.verdict == Verdict::HarnessLimited) {
+        let _ = writeln!(out, "- {}", harness.line());
     }
     for line in report.failed_criteria.iter().take(CRITERIA_SHOWN) {
         let _ = writeln!(out, "- criterion broken: {line}");

@@ -107,6 +107,10 @@ pub struct Controller {
     acting_on: Option<String>,
 }
 
+/// Why the controller holds on a window posim could not judge.
+const HARNESS_LIMITED: &str = "harness-limited: posim lagged beyond its bound on the requests that failed; held, \
+     neither advanced nor rolled back, until the window can be judged";
+
 impl Controller {
     pub fn new(scenario: &Scenario) -> Self {
         Controller {
@@ -179,6 +183,11 @@ impl Controller {
         }
         if results.iter().all(|r| r.judgement == Judgement::Pass) {
             return self.advance(now, history, AUTO, results, Vec::new());
+        }
+        if results.iter().any(|r| r.judgement == Judgement::HarnessLimited) {
+            // posim's own lag is no evidence about the build: never advance
+            // or roll back on it, not even at hold_max (on_inconclusive).
+            return self.hold(now, history, results, HARNESS_LIMITED.to_string());
         }
         if now < self.phase_started + phase.hold_max {
             return self.hold(now, history, results, "inconclusive".to_string());
@@ -397,6 +406,7 @@ impl Controller {
             return Vec::new();
         }
         let mut evidence = details(&results, Judgement::Inconclusive);
+        evidence.extend(details(&results, Judgement::HarnessLimited));
         if why == "inconclusive" {
             let until = self.phase_started + self.phases[self.phase].hold_max;
             evidence.push(format!("inconclusive: hold until {} at the most", time::clock(until)));

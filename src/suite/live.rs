@@ -116,11 +116,20 @@ impl Runner for Live<'_> {
         let outcome = crate::live::interrupt::until_stopped(runtime, &run, "posim live", work)
             .ok_or_else(|| LiveFailed::Interrupted { dir: dir.clone() })?
             .map_err(|source| LiveFailed::Harness { file: member.file.display().to_string(), source })?;
-        let LiveOutcome { history, stack_requests, simulated, purchases, notes: engine_notes, launcher, trace_written } =
-            outcome;
+        let LiveOutcome {
+            history,
+            stack_requests,
+            simulated,
+            purchases,
+            notes: engine_notes,
+            launcher,
+            trace_written,
+            harness,
+        } = outcome;
         notes.extend(engine_notes);
         let engine = format!("live, stack as {launcher}, time scale {time_scale}×");
-        let recorded = Recorded { history, stack_requests, simulated, purchases, engine, notes, index: None };
+        let harness = Some(harness);
+        let recorded = Recorded { history, stack_requests, simulated, purchases, engine, notes, index: None, harness };
         let judged = judge(scenario, seed, &self.config.bugs, recorded);
         // A streamed trace already holds every record.
         report::write(&dir, &judged.report, &judged.history, self.config.trace && !trace_written)

@@ -68,6 +68,11 @@ impl SuiteRun {
         self.runs.iter().all(|ran| ran.report.passed())
     }
 
+    /// One verdict for all: a failure fails; else a run posim could not judge.
+    pub fn verdict(&self) -> crate::report::Verdict {
+        crate::report::Verdict::of_all(self.runs.iter().map(|ran| ran.report.verdict))
+    }
+
     /// Each member's label and report, in input order (what a JUnit writer takes).
     pub fn labelled(&self) -> Vec<(&str, &RunReport)> {
         self.labels.iter().map(String::as_str).zip(self.runs.iter().map(|ran| &ran.report)).collect()

@@ -64,7 +64,7 @@ impl SuiteSummary {
         let passed = runs.iter().filter(|run| run.verdict == Verdict::Pass).count();
         SuiteSummary {
             schema_version: SCHEMA_VERSION,
-            verdict: Verdict::of(suite.passed()),
+            verdict: suite.verdict(),
             scenarios: runs.len(),
             passed,
             failed: runs.len() - passed,
@@ -124,11 +124,11 @@ pub fn is_suite(dir: &Path) -> bool {
 pub fn rerender_folder(dir: &Path) -> Result<String, Rerender> {
     if is_suite(dir) {
         let summary = rerender(dir)?;
-        let verdict = if summary.verdict == Verdict::Pass { "PASS" } else { "FAIL" };
+        let verdict = summary.verdict.label();
         return Ok(format!("re-rendered suite {} ({}: {verdict})", dir.display(), tally(&summary)));
     }
     let report = views::rerender(dir)?;
-    let verdict = if report.passed() { "PASS" } else { "FAIL" };
+    let verdict = report.verdict.label();
     Ok(format!("re-rendered run {} ({}: {verdict})", dir.display(), report.scenario))
 }
 
@@ -171,7 +171,7 @@ const CRITERIA_SHOWN: usize = 3;
 /// The verdict first, then each failing member and why, then every member
 /// in a folded table.
 pub fn markdown(summary: &SuiteSummary) -> String {
-    let verdict = if summary.verdict == Verdict::Pass { "✅ PASS" } else { "❌ FAIL" };
+    let verdict = format!("{} {}", mark(summary.verdict), summary.verdict.label());
     let mut out = format!("# posim suite — {verdict}: {}\n\n", tally(summary));
     let failing: Vec<&MemberSummary> = summary.runs.iter().filter(|run| run.verdict != Verdict::Pass).collect();
     if !failing.is_empty() {
@@ -191,7 +191,7 @@ pub fn markdown(summary: &SuiteSummary) -> String {
     let _ = writeln!(out, "<details><summary>All {} scenarios</summary>\n", summary.scenarios);
     let _ = writeln!(out, "| | scenario | outcome | invariants | wall | report |\n|---|---|---|---|---|---|");
     for run in &summary.runs {
-        let mark = if run.verdict == Verdict::Pass { "✅" } else { "❌" };
+        let mark = mark(run.verdict);
         let outcome = run.outcome.strip_prefix("outcome: ").unwrap_or(&run.outcome);
         let _ = writeln!(
             out,
@@ -239,13 +239,23 @@ pub fn progress_line(done: usize, total: usize, member: &Member, ran: &Ran) -> S
         line += &format!("PASS {:.1} s", ran.wall_seconds);
     } else {
         line += &format!(
-            "FAIL {:.1} s · {} · {}",
+            "{} {:.1} s · {} · {}",
+            report.verdict.label(),
             ran.wall_seconds,
             violations(&report.violation_counts),
             report.outcome.line()
         );
     }
     line
+}
+
+/// A verdict's mark in Markdown.
+fn mark(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Pass => "✅",
+        Verdict::Fail => "❌",
+        Verdict::HarnessLimited => "⚠️",
+    }
 }
 
 /// The console's last lines: the members that failed (input order), the verdict.
@@ -257,7 +267,7 @@ pub fn console(summary: &SuiteSummary) -> String {
             let _ = writeln!(out, "  criterion broken: {criterion}");
         }
     }
-    let verdict = if summary.verdict == Verdict::Pass { "PASS" } else { "FAIL" };
+    let verdict = summary.verdict.label();
     let _ = writeln!(out, "suite: {} in {:.1} s on {} threads", tally(summary), summary.wall_seconds, summary.threads);
     let _ = writeln!(out, "verdict: {verdict}");
     out
