@@ -864,8 +864,13 @@ fn load_run(args: LoadArgs) -> Exit {
     // A load run has no rollout: it is judged on D1–D8 and its thresholds.
     let breached: Vec<String> =
         outcome.section.breached().map(|t| format!("{} (actual {})", t.threshold, t.actual)).collect();
-    let passed = judged.report.violation_counts.is_empty() && breached.is_empty();
-    judged.report.verdict = report::Verdict::of(passed);
+    let stack_held = judged.report.violation_counts.is_empty();
+    // A load that posim's generator or fleet stopped measured posim, not the stack.
+    judged.report.verdict = match (&outcome.section.stopped_by, stack_held) {
+        (_, false) => report::Verdict::Fail,
+        (Some(_), true) => report::Verdict::HarnessLimited,
+        (None, true) => report::Verdict::of(breached.is_empty()),
+    };
     // The rollout's KPI criteria do not apply (double taps are load, not confirm failures).
     judged.report.failed_criteria.clear();
     judged
@@ -886,7 +891,7 @@ fn load_run(args: LoadArgs) -> Exit {
     for threshold in &breached {
         println!("threshold breached: {threshold}");
     }
-    Ok(if passed { EXIT_PASS } else { EXIT_FAIL })
+    Ok(judged.report.verdict.exit_code())
 }
 
 fn generator(args: GeneratorArgs) -> Exit {

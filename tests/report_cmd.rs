@@ -167,7 +167,14 @@ fn load_section() -> LoadSection {
     LoadSection {
         model: "open".into(),
         steps: vec![step],
-        knee: Some(KneeReport { step: 1, throughput: 11.9, p99_ms: 3.0, next_step: None, reason: "last".into() }),
+        knee: Some(KneeReport {
+            step: 1,
+            throughput: 11.9,
+            p99_ms: 3.0,
+            next_step: None,
+            reason: "last".into(),
+            limited_by: Default::default(),
+        }),
         headroom: Some(2.0 / 3.0),
         thresholds: vec![ThresholdResult { threshold: "p99 < 50ms".into(), met: true, actual: "3 ms".into() }],
         database_ceiling: Some(Ceiling {

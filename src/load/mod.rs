@@ -11,6 +11,7 @@ pub mod customer;
 pub mod gate;
 pub mod generator;
 pub mod knee;
+pub mod limit;
 pub mod merge;
 pub mod meter;
 pub mod open;

@@ -12,12 +12,13 @@ use tokio::task::JoinSet;
 use super::customer::{self, Customers, Turn};
 use super::gate::{self, Measured};
 use super::knee::{self, Caps, Point};
+use super::limit;
 use super::merge::StepRecord;
 use super::meter::Meter;
 use super::pgbench::{self, Ceiling};
 use super::shape::{Model, Shape};
 use crate::live::engine::{self, LiveError, LiveOptions};
-use crate::report::load::{KneeReport, LoadSection, StepReport};
+use crate::report::load::{KneeReport, LoadSection, StepReport, StoppedBy};
 use crate::scenario::Scenario;
 use crate::scenario::load::Threshold;
 use crate::verdict::Recorded;
@@ -192,16 +193,29 @@ pub struct Head {
 }
 
 /// The load section of `steps` (one run's, or shards' merged).
-pub fn summarize(head: Head, steps: Vec<StepReport>, thresholds: &[Threshold]) -> LoadSection {
+pub fn summarize(head: Head, mut steps: Vec<StepReport>, thresholds: &[Threshold]) -> LoadSection {
     let Head { model, caps, peak_rate, shard } = head;
     let points: Vec<Point> = steps.iter().map(point).collect();
+    classify_steps(&mut steps, &points, caps);
     let found = knee::knee(&points, caps);
-    let knee = found.knee.map(|index| KneeReport {
+    let crossed = found.next.map(|next| steps[next].limited_by);
+    // The knee is the stack's only if the stack (or its database) limited the step past it.
+    let stopped_by = match (found.next, crossed) {
+        (Some(step), Some(limit)) if !limit.is_the_stacks() => Some(StoppedBy {
+            step,
+            limit,
+            reason: found.reason.clone(),
+            suggestion: limit.suggestion().unwrap_or_default().to_string(),
+        }),
+        _ => None,
+    };
+    let knee = found.knee.filter(|_| stopped_by.is_none()).map(|index| KneeReport {
         step: index,
         throughput: points[index].throughput,
         p99_ms: points[index].p99_ms,
         next_step: found.next,
         reason: found.reason.clone(),
+        limited_by: crossed.unwrap_or_default(),
     });
     let headroom = knee.as_ref().and_then(|k| knee::headroom(k.throughput, peak_rate));
     let purchases: u64 = steps.iter().map(|s| s.succeeded + s.failed).sum();
@@ -228,13 +242,26 @@ pub fn summarize(head: Head, steps: Vec<StepReport>, thresholds: &[Threshold]) -
         not_started,
         error_rate,
         thresholds,
+        stopped_by,
         ..LoadSection::default()
+    }
+}
+
+/// Sets what limited each step: nothing while it stays within the caps, or
+/// the rule of [`crate::load::limit`] for the step that crossed them.
+fn classify_steps(steps: &mut [StepReport], points: &[Point], caps: Caps) {
+    for index in 0..steps.len() {
+        let found = knee::knee(&points[..=index], caps);
+        let past = found.next == Some(index);
+        let best_p99 = found.knee.map(|best| points[best].p99_ms);
+        steps[index].limited_by = limit::classify(&steps[index].figures(), caps, past, best_p99);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::limit::Limit;
 
     fn step(index: usize, throughput: f64, p99_ms: f64, error_rate: f64) -> StepReport {
         let all = crate::report::load::Percentiles { count: 10, p99_ms, ..Default::default() };
@@ -269,5 +296,31 @@ mod tests {
         let none = summarize(head(), vec![step(0, 50.0, 900.0, 0.3)], &gates);
         assert!(none.knee.is_none());
         assert!(none.thresholds.iter().all(|t| !t.met), "no knee: judged on the run, and no headroom");
+    }
+
+    /// A step past the caps only through purchases never started (no free
+    /// machine): the fleet ran out, not the stack: no knee is the stack's.
+    #[test]
+    fn a_load_stopped_by_the_fleet_names_it_and_reports_no_stack_knee() {
+        let head =
+            Head { model: "open".into(), caps: Caps { p99_ms: 300.0, error_rate: 0.01 }, peak_rate: 10.0, shard: None };
+        let turned_away = StepReport { not_started: 40, error_rate: 40.0 / 1040.0, ..step(1, 120.0, 12.0, 0.0) };
+        let section = summarize(head, vec![step(0, 100.0, 10.0, 0.0), turned_away], &[]);
+        assert!(section.knee.is_none(), "no stack knee: {:?}", section.knee);
+        let stopped = section.stopped_by.clone().expect("the limit is named");
+        assert_eq!((stopped.step, stopped.limit), (1, Limit::Fleet));
+        assert!(stopped.suggestion.contains("bigger fleet"), "{}", stopped.suggestion);
+        assert_eq!(section.steps[0].limited_by, Limit::WithinCaps);
+        assert!(section.markdown().contains("limited by the fleet"), "{}", section.markdown());
+    }
+
+    #[test]
+    fn a_knee_past_which_the_stack_failed_is_the_stacks() {
+        let head =
+            Head { model: "open".into(), caps: Caps { p99_ms: 300.0, error_rate: 0.01 }, peak_rate: 10.0, shard: None };
+        let section = summarize(head, vec![step(0, 100.0, 10.0, 0.0), step(1, 120.0, 900.0, 0.0)], &[]);
+        let knee = section.knee.expect("a knee");
+        assert_eq!((knee.step, knee.limited_by), (0, Limit::StackLatency));
+        assert!(section.stopped_by.is_none());
     }
 }

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::load::limit::{Limit, StepFigures};
+
 /// Latency percentiles in milliseconds (from an hdrhistogram).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
@@ -44,6 +46,24 @@ pub struct StepReport {
     /// Whole purchases, from their planned start (open model) or their start.
     pub purchase: Percentiles,
     pub errors: BTreeMap<String, u64>,
+    /// What limited the step (see `load::limit` for the rule).
+    #[serde(default)]
+    pub limited_by: Limit,
+}
+
+impl StepReport {
+    /// What the limit rule reads of the step.
+    pub fn figures(&self) -> StepFigures {
+        StepFigures {
+            started: self.started,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            not_started: self.not_started,
+            late_starts: self.late_starts,
+            error_rate: self.error_rate,
+            p99_ms: self.latency.get("all").map_or(0.0, |p| p.p99_ms),
+        }
+    }
 }
 
 /// The knee: the highest step within the caps, and the step after it.
@@ -55,6 +75,18 @@ pub struct KneeReport {
     /// The step after the knee, and why it is past it.
     pub next_step: Option<usize>,
     pub reason: String,
+    /// What limited the step after it: the stack's latency or errors, or its database.
+    #[serde(default)]
+    pub limited_by: Limit,
+}
+
+/// A load that posim itself, not the stack, stopped: no knee is the stack's.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StoppedBy {
+    pub step: usize,
+    pub limit: Limit,
+    pub reason: String,
+    pub suggestion: String,
 }
 
 /// One threshold, judged.
@@ -125,6 +157,10 @@ pub struct LoadSection {
     pub knee_over_ceiling: Option<f64>,
     /// Why there is no ceiling (skipped, or pgbench failed).
     pub database_ceiling_note: Option<String>,
+    /// The load ended on a limit of posim's (its generator, its fleet) or
+    /// one it cannot name: no stack knee is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<StoppedBy>,
 }
 
 impl LoadSection {
@@ -136,6 +172,9 @@ impl LoadSection {
         };
         let flows = ceiling.flows_per_second;
         self.knee_over_ceiling = self.knee.as_ref().filter(|_| flows > 0.0).map(|knee| knee.throughput / flows);
+        if let Some(knee) = self.knee.as_mut() {
+            knee.limited_by = crate::load::limit::on_the_database(knee.limited_by, knee.throughput, flows);
+        }
         self.database_ceiling = Some(ceiling);
     }
 
@@ -189,11 +228,20 @@ impl LoadSection {
             Some(knee) => {
                 let _ = writeln!(
                     out,
-                    "\nknee: step {} at {:.1} purchases/s, p99 {:.1} ms; {}",
-                    knee.step, knee.throughput, knee.p99_ms, knee.reason
+                    "\nknee: step {} at {:.1} purchases/s, p99 {:.1} ms; {} (limited by: {})",
+                    knee.step, knee.throughput, knee.p99_ms, knee.reason, knee.limited_by
                 );
             }
-            None => out.push_str("\nknee: none (no step within the caps)\n"),
+            None => match &self.stopped_by {
+                Some(stopped) => {
+                    let _ = writeln!(
+                        out,
+                        "\nknee: none of the stack's: step {} was limited by the {} ({}); {}",
+                        stopped.step, stopped.limit, stopped.reason, stopped.suggestion
+                    );
+                }
+                None => out.push_str("\nknee: none (no step within the caps)\n"),
+            },
         }
         let headroom = self.headroom.map_or("n/a".to_string(), |h| format!("{h:.1}×"));
         let _ = writeln!(out, "peak at 100% (busiest hour): {:.2} purchases/s; headroom {headroom}", self.peak_rate);
@@ -235,7 +283,14 @@ mod tests {
     }
 
     fn with_knee() -> LoadSection {
-        let knee = KneeReport { step: 2, throughput: 124.0, p99_ms: 20.0, next_step: Some(3), reason: String::new() };
+        let knee = KneeReport {
+            step: 2,
+            throughput: 124.0,
+            p99_ms: 20.0,
+            next_step: Some(3),
+            reason: String::new(),
+            limited_by: Default::default(),
+        };
         LoadSection { knee: Some(knee), ..LoadSection::default() }
     }
 
