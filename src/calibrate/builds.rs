@@ -130,7 +130,8 @@ impl FromStr for BuildChoice {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let expected = "expected `sound`, `confirm`, `execute` or `duplicates`, optionally with `@0.5x`, `@1x`, `@2x` or `@4x`";
+        let expected =
+            "expected `sound`, `confirm`, `execute` or `duplicates`, optionally with `@0.5x`, `@1x`, `@2x` or `@4x`";
         let text = text.trim();
         if text == "sound" {
             return Ok(BuildChoice::Sound);
@@ -147,7 +148,8 @@ impl FromStr for BuildChoice {
             None => None,
             Some(written) => {
                 let number = written.strip_suffix('x').unwrap_or(written);
-                let value: f64 = number.parse().map_err(|_| format!("`{text}`: `{written}` is not a multiple: {expected}"))?;
+                let value: f64 =
+                    number.parse().map_err(|_| format!("`{text}`: `{written}` is not a multiple: {expected}"))?;
                 let known = MULTIPLES.into_iter().find(|m| (m - value).abs() < 1e-9);
                 Some(known.ok_or_else(|| format!("`{text}`: the multiples are 0.5x, 1x, 2x and 4x"))?)
             }

@@ -139,7 +139,10 @@ impl BuildResult {
             .phases
             .iter()
             .zip(&tally.stopped_by_phase)
-            .map(|(phase, count)| PhaseProportion { phase: phase.name.clone(), proportion: Proportion::of(*count, runs) })
+            .map(|(phase, count)| PhaseProportion {
+                phase: phase.name.clone(),
+                proportion: Proportion::of(*count, runs),
+            })
             .collect();
         let bad = build != Build::Sound;
         let detected = bad.then(|| Proportion::of(tally.detected_after.len() as u64, runs));

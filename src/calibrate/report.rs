@@ -36,9 +36,9 @@ pub fn sound(calibration: &Calibration) -> Option<&BuildResult> {
 
 /// The builds at `fault` and `multiple`, one per phase.
 fn at<'a>(calibration: &'a Calibration, fault: BuildFault, multiple: f64) -> impl Iterator<Item = &'a BuildResult> {
-    calibration.builds.iter().filter(move |result| {
-        matches!(result.build, Build::Bad { fault: f, multiple: m, .. } if f == fault && m == multiple)
-    })
+    calibration.builds.iter().filter(
+        move |result| matches!(result.build, Build::Bad { fault: f, multiple: m, .. } if f == fault && m == multiple),
+    )
 }
 
 /// The headline: point estimates with their 95% intervals.
@@ -68,7 +68,8 @@ pub fn console(calibration: &Calibration) -> String {
     }
     let caught: Vec<&BuildResult> = calibration.builds.iter().filter(|r| r.detected.is_some()).collect();
     if !caught.is_empty() {
-        let _ = writeln!(out, "{} bad builds: {} missed their aim", caught.len(), caught.iter().filter(|r| !r.met).count());
+        let _ =
+            writeln!(out, "{} bad builds: {} missed their aim", caught.len(), caught.iter().filter(|r| !r.met).count());
     }
     if let Some(suggestion) = &calibration.suggestion {
         let _ = writeln!(out, "{}", suggestion_line(suggestion));
@@ -138,7 +139,8 @@ pub fn markdown(calibration: &Calibration) -> String {
          start commands run twice.\n",
         percent(calibration.duplicate_unit)
     );
-    let _ = writeln!(out, "| build | rate | detected | false promote | time to detect | aim |\n|---|---|---|---|---|---|");
+    let _ =
+        writeln!(out, "| build | rate | detected | false promote | time to detect | aim |\n|---|---|---|---|---|---|");
     for result in calibration.builds.iter().filter(|r| r.detected.is_some()) {
         let _ = writeln!(
             out,
@@ -153,10 +155,8 @@ pub fn markdown(calibration: &Calibration) -> String {
     }
     if let Some(suggestion) = &calibration.suggestion {
         let _ = writeln!(out, "\n## Settings: the trade-off\n\n{}\n", suggestion.note);
-        let _ = writeln!(
-            out,
-            "| setting | false rollback | false promote at 2× | rollout time (p50) |\n|---|---|---|---|"
-        );
+        let _ =
+            writeln!(out, "| setting | false rollback | false promote at 2× | rollout time (p50) |\n|---|---|---|---|");
         for (index, result) in suggestion.candidates.iter().enumerate() {
             let mark = match (suggestion.chosen == Some(index), result.current) {
                 (true, true) => " **(suggested; as written)**",
@@ -248,7 +248,10 @@ pub fn html(calibration: &Calibration) -> String {
     if !lines.is_empty() {
         let _ = writeln!(out, "<h2>Detection</h2>\n{}", charts::svg((720, 400), |root| draw_detection(root, &lines)));
     }
-    let _ = writeln!(out, "<h2>Builds</h2>\n<table>\n<tr><th>build</th><th>rate</th><th>stopped (rolled back, frozen, held)</th><th>detected</th><th>false promote</th><th>time to detect</th><th>aim</th></tr>");
+    let _ = writeln!(
+        out,
+        "<h2>Builds</h2>\n<table>\n<tr><th>build</th><th>rate</th><th>stopped (rolled back, frozen, held)</th><th>detected</th><th>false promote</th><th>time to detect</th><th>aim</th></tr>"
+    );
     for result in &calibration.builds {
         let aim = match (&result.aim, result.met) {
             (None, _) => "—".to_string(),
@@ -282,7 +285,8 @@ pub fn junit(calibration: &Calibration) -> String {
     let failures = calibration.builds.iter().filter(|result| !result.met).count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let name = attribute(&format!("calibrate {}", calibration.scenario));
-    let _ = writeln!(out, "<testsuites name=\"{name}\" tests=\"{}\" failures=\"{failures}\">", calibration.builds.len());
+    let _ =
+        writeln!(out, "<testsuites name=\"{name}\" tests=\"{}\" failures=\"{failures}\">", calibration.builds.len());
     let _ = writeln!(
         out,
         "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\">",

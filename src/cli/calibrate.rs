@@ -61,7 +61,8 @@ pub(super) fn calibrate(args: CalibrateArgs) -> Exit {
     let started = std::time::Instant::now();
     let calibration = gate::calibrate(&scenario, &config).map_err(usage)?;
     print!("{}", gate::report::console(&calibration));
-    let dir = args.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("calibrate-{}-{}", scenario.name, stamp())));
+    let dir =
+        args.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("calibrate-{}-{}", scenario.name, stamp())));
     if let Err(error) = gate::report::write(&dir, &calibration) {
         eprintln!("error: cannot write the calibration to {}: {error}", dir.display());
         return Err(EXIT_HARNESS);

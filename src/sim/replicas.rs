@@ -421,7 +421,12 @@ impl Sim<'_> {
             let again = match (&truth, doubled) {
                 (Some(Truth::CycleStarted { machine, payment, execute_key, cycle }), true) => {
                     let cycle = crate::contract::Text::from(format!("{cycle}-again"));
-                    Some(Event::CycleStarted { machine: *machine, payment: *payment, execute_key: execute_key.clone(), cycle })
+                    Some(Event::CycleStarted {
+                        machine: *machine,
+                        payment: *payment,
+                        execute_key: execute_key.clone(),
+                        cycle,
+                    })
                 }
                 _ => None,
             };
