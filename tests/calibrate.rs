@@ -48,16 +48,19 @@ fn the_sound_builds_false_rollbacks_are_the_swarms_stopped_seeds() {
     let swarm_out = dir.path().join("swarm");
     let swarm = posim(&[&["swarm", path(&scenario), "--no-mix", "--out", path(&swarm_out)][..], &seeds].concat());
     assert!(matches!(swarm.status.code(), Some(0 | 1)), "{}", said(&swarm));
-    let stopped = std::fs::read_dir(&swarm_out)
+    let mut stopped_seeds: Vec<u64> = std::fs::read_dir(&swarm_out)
         .map(|entries| entries.map(|entry| entry.expect("an entry").path()).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
-        .filter(|file| {
-            let artifact = Artifact::read(file).expect("a swarm artifact");
-            let outcome = artifact.result.outcome;
+        .map(|file| Artifact::read(&file).expect("a swarm artifact"))
+        .filter(|artifact| {
+            let outcome = &artifact.result.outcome;
             ["rolled back", "frozen", "held in phase"].iter().any(|word| outcome.contains(word))
         })
-        .count() as u64;
+        .map(|artifact| artifact.seed)
+        .collect();
+    stopped_seeds.sort_unstable();
+    let stopped = stopped_seeds.len() as u64;
 
     let out = dir.path().join("calibration");
     let args = ["calibrate", path(&scenario), "--builds", "sound", "--candidate-seeds", "0", "--out", path(&out)];
@@ -66,6 +69,7 @@ fn the_sound_builds_false_rollbacks_are_the_swarms_stopped_seeds() {
     let sound = calibration.builds.iter().find(|build| build.build == Build::Sound).expect("the sound build ran");
     assert_eq!(sound.runs, 12);
     assert_eq!(sound.stopped.count, stopped, "calibrate and swarm count the same stopped seeds\n{}", said(&calibrated));
+    assert_eq!(sound.stopped_seeds, stopped_seeds, "the very same seeds");
     assert!(stopped > 0 && stopped < 12, "the strict caps stop some seeds but not all: {stopped}");
     let by_phase: u64 = sound.stopped_by_phase.iter().map(|phase| phase.proportion.count).sum();
     assert_eq!(by_phase, stopped, "every stopped seed is in one phase");

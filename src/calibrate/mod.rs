@@ -69,11 +69,11 @@ pub fn run_cases(cases: &[Case], seeds: &Seeds, ran: &dyn Fn(u64)) -> Vec<BuildT
         let seed = seeds.first.saturating_add(index % seeds.count);
         let Case { scenario, build } = &cases[case];
         let outcome = sim::run(scenario, SimOptions { seed, bugs: BugSet::default() });
-        (case, Observed::of(&outcome.history, build))
+        (case, seed, Observed::of(&outcome.history, build))
     };
     let mut done = 0;
-    crate::pool::run(total, threads, work, |(case, observed)| {
-        tallies[case].add(&observed);
+    crate::pool::run(total, threads, work, |(case, seed, observed)| {
+        tallies[case].add(seed, &observed);
         done += 1;
         ran(done);
         true
@@ -112,6 +112,9 @@ pub struct BuildResult {
     /// rollbacks; for a bad build, the runs it did not promote.
     pub stopped: Proportion,
     pub stopped_by_phase: Vec<PhaseProportion>,
+    /// The stopped runs' seeds, in seed order (`posim run SCENARIO --seed N`
+    /// replays the sound build's).
+    pub stopped_seeds: Vec<u64>,
     /// A bad build rolled back or frozen after its deploy.
     pub detected: Option<Proportion>,
     /// A bad build that reached 100% and stayed.
@@ -144,6 +147,8 @@ impl BuildResult {
                 proportion: Proportion::of(*count, runs),
             })
             .collect();
+        let mut stopped_seeds = tally.stopped_seeds.clone();
+        stopped_seeds.sort_unstable();
         let bad = build != Build::Sound;
         let detected = bad.then(|| Proportion::of(tally.detected_after.len() as u64, runs));
         let false_promote = bad.then(|| Proportion::of(tally.promoted, runs));
@@ -165,6 +170,7 @@ impl BuildResult {
             runs,
             stopped,
             stopped_by_phase,
+            stopped_seeds,
             detected,
             false_promote,
             time_to_detect: Spread::of(&tally.detected_after),

@@ -35,7 +35,7 @@ pub fn sound(calibration: &Calibration) -> Option<&BuildResult> {
 }
 
 /// The builds at `fault` and `multiple`, one per phase.
-fn at<'a>(calibration: &'a Calibration, fault: BuildFault, multiple: f64) -> impl Iterator<Item = &'a BuildResult> {
+fn at(calibration: &Calibration, fault: BuildFault, multiple: f64) -> impl Iterator<Item = &BuildResult> {
     calibration.builds.iter().filter(
         move |result| matches!(result.build, Build::Bad { fault: f, multiple: m, .. } if f == fault && m == multiple),
     )
@@ -53,6 +53,13 @@ pub fn console(calibration: &Calibration) -> String {
         );
         for phase in &sound.stopped_by_phase {
             let _ = writeln!(out, "  in phase {}: {}", phase.phase, phase.proportion.text());
+        }
+        if !sound.stopped_seeds.is_empty() {
+            let _ = writeln!(
+                out,
+                "  seeds (replay with `posim run SCENARIO --seed N`): {}",
+                seed_list(&sound.stopped_seeds)
+            );
         }
     }
     for result in at(calibration, BuildFault::ConfirmFailures, AIM_MULTIPLE) {
@@ -73,9 +80,17 @@ pub fn console(calibration: &Calibration) -> String {
     }
     if let Some(suggestion) = &calibration.suggestion {
         let _ = writeln!(out, "{}", suggestion_line(suggestion));
+        let _ = writeln!(out, "  ({})", suggestion.note);
     }
     let _ = writeln!(out, "aims: {}", if calibration.aims_met { "met" } else { "MISSED" });
     out
+}
+
+/// The first ten seeds, and how many more.
+fn seed_list(seeds: &[u64]) -> String {
+    let listed: Vec<String> = seeds.iter().take(10).map(u64::to_string).collect();
+    let more = seeds.len().saturating_sub(10);
+    if more > 0 { format!("{} and {more} more", listed.join(", ")) } else { listed.join(", ") }
 }
 
 fn suggestion_line(suggestion: &Suggestion) -> String {
@@ -130,6 +145,13 @@ pub fn markdown(calibration: &Calibration) -> String {
             let _ = writeln!(out, "| {} | {} |", phase.phase, phase.proportion.text());
         }
         let _ = writeln!(out, "| **all** | **{}** ({}) |", sound.stopped.text(), met(sound));
+        if !sound.stopped_seeds.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nseeds: {} (`posim run SCENARIO --seed N` replays one)",
+                seed_list(&sound.stopped_seeds)
+            );
+        }
         let _ = writeln!(out, "\nrollout time when complete: {}\n", spread(sound.rollout_time));
     }
     let _ = writeln!(out, "## Bad builds\n");

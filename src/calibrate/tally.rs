@@ -165,6 +165,8 @@ pub struct BuildTally {
     pub detected_after: Vec<Millis>,
     /// Completion times (the rollout's length when it completed).
     pub completed_at: Vec<Millis>,
+    /// The seeds of the stopped runs (to replay one with `posim run --seed`).
+    pub stopped_seeds: Vec<u64>,
 }
 
 impl BuildTally {
@@ -172,13 +174,14 @@ impl BuildTally {
         BuildTally { stopped_by_phase: vec![0; phases], ..BuildTally::default() }
     }
 
-    pub fn add(&mut self, observed: &Observed) {
+    pub fn add(&mut self, seed: u64, observed: &Observed) {
         self.runs += 1;
         let phases = self.stopped_by_phase.len();
         if observed.ending == Ending::Completed {
             self.completed_at.extend(observed.decided_at);
         } else if let Some(count) = self.stopped_by_phase.get_mut(observed.phase) {
             *count += 1;
+            self.stopped_seeds.push(seed);
         }
         if observed.promoted(phases) {
             self.promoted += 1;
@@ -213,8 +216,9 @@ mod tests {
         assert_eq!(caught.detected_after(), Some(900));
         assert!(!caught.promoted(3) && caught.false_alarm());
         let mut tally = BuildTally::new(3);
-        tally.add(&caught);
-        tally.add(&held(2));
+        tally.add(4, &caught);
+        tally.add(9, &held(2));
         assert_eq!((tally.stopped(), tally.promoted, tally.stopped_by_phase.clone()), (2, 1, vec![1, 0, 1]));
+        assert_eq!(tally.stopped_seeds, [4, 9]);
     }
 }
