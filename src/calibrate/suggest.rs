@@ -142,12 +142,20 @@ pub fn search(scenario: &Scenario, grid: &[Candidate], seeds: &Seeds, target: f6
         })
         .collect();
     // The quickest rollout (median) among those that meet both aims; then
-    // the fewer false rollbacks.
+    // the fewer false rollbacks; then, as few seeds rarely tell candidates
+    // apart, the more cautious: more samples per judgement, hold_max as written.
     let chosen = results
         .iter()
         .enumerate()
         .filter(|(_, result)| result.meets(target))
-        .min_by_key(|(_, result)| (result.rollout_time.map_or(u64::MAX, |t| t.p50_ms), result.false_rollback.count))
+        .min_by_key(|(_, result)| {
+            (
+                result.rollout_time.map_or(u64::MAX, |t| t.p50_ms),
+                result.false_rollback.count,
+                std::cmp::Reverse(result.candidate.min_samples),
+                result.candidate.hold_max != HoldMax::AsWritten,
+            )
+        })
         .map(|(index, _)| index);
     let resolution = 1.0 / seeds.count as f64;
     let note = format!(
