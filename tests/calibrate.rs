@@ -152,4 +152,11 @@ fn bad_input_exits_2_with_a_clear_message() {
         assert!(!text.contains("panicked"), "{args:?}: {text}");
     }
     assert!(!out.exists(), "nothing is written for bad input");
+    // A report folder that cannot be made is the harness's failure: exit 3, before any run.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").expect("a plain file");
+    let output = posim(&["calibrate", "scenarios/rollout.toml", "--seeds", "1", "--out", path(&file.join("inside"))]);
+    assert_eq!(output.status.code(), Some(3), "{}", said(&output));
+    assert!(said(&output).contains("cannot make the report folder"), "{}", said(&output));
+    assert!(!said(&output).contains("false rollback"), "no run before the folder exists: {}", said(&output));
 }

@@ -51,6 +51,13 @@ pub(super) fn calibrate(args: CalibrateArgs) -> Exit {
     };
     let builds = gate::builds::family(&scenario, &config.builds);
     config.check(builds.len()).map_err(usage)?;
+    let stamped = || PathBuf::from("reports").join(format!("calibrate-{}-{}", scenario.name, stamp()));
+    let dir = args.out.unwrap_or_else(stamped);
+    // Found out before the runs, not after minutes of them.
+    if let Err(error) = std::fs::create_dir_all(&dir) {
+        eprintln!("error: cannot make the report folder {}: {error}", dir.display());
+        return Err(EXIT_HARNESS);
+    }
     println!(
         "posim calibrate · scenario {} · seeds {}..={} · {jobs} threads · {} builds · the scenario's faults as written",
         scenario.name,
@@ -61,8 +68,6 @@ pub(super) fn calibrate(args: CalibrateArgs) -> Exit {
     let started = std::time::Instant::now();
     let calibration = gate::calibrate(&scenario, &config).map_err(usage)?;
     print!("{}", gate::report::console(&calibration));
-    let dir =
-        args.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("calibrate-{}-{}", scenario.name, stamp())));
     if let Err(error) = gate::report::write(&dir, &calibration) {
         eprintln!("error: cannot write the calibration to {}: {error}", dir.display());
         return Err(EXIT_HARNESS);
