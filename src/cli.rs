@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 
+mod calibrate;
 mod gameday;
 
 use crate::live::containers::ContainerImages;
@@ -48,6 +49,9 @@ enum Command {
     /// Run a scenario over many seeds, each with its own fault mix, on
     /// several threads; write an artifact for every seed that fails.
     Swarm(SwarmArgs),
+    /// Gate quality: false rollbacks, false promotes and time to detect of
+    /// the canary gate over many seeds, and settings that reach a target.
+    Calibrate(calibrate::CalibrateArgs),
     /// Play a swarm artifact again; say whether the trace and violations are identical.
     Replay(ReplayArgs),
     /// Make a failing artifact smaller while its D-code keeps failing.
@@ -393,6 +397,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run(args),
         Command::Swarm(args) => swarm(args).unwrap_or_else(|code| code),
+        Command::Calibrate(args) => calibrate::calibrate(args).unwrap_or_else(|code| code),
         Command::Replay(args) => replay(args).unwrap_or_else(|code| code),
         Command::Shrink(args) => shrink(args).unwrap_or_else(|code| code),
         Command::Live(args) => live(args).unwrap_or_else(|code| code),

@@ -19,11 +19,14 @@
 //!   proves, and how it is shown;
 //! - [`swarm`]: many seeds with a fault mix each, the failing seeds'
 //!   artifacts, their replay and shrinking;
+//! - [`calibrate`]: the canary gate's quality over many seeds (false
+//!   rollbacks, false promotes, time to detect) and settings that reach a target;
 //! - [`suite`]: several scenarios as one gate, on the threads of [`pool`];
 //! - [`harness`]: posim's own limits (its lag), so a verdict never blames the stack for them;
 //! - [`progress`]: a long run's progress on stderr (a bar, or lines in CI logs);
 //! - [`cli`]: parsing and dispatch only.
 
+pub mod calibrate;
 pub mod check;
 pub mod cli;
 pub mod contract;

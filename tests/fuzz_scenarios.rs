@@ -154,6 +154,9 @@ const KEYS: &[&str] = &[
     "hold",
     "hold_max",
     "bad_build_error_rate",
+    "bad_build_confirm_failure_rate",
+    "bad_build_execute_failure_rate",
+    "bad_build_duplicate_rate",
     "probability",
     "from",
     "until",
@@ -311,6 +314,10 @@ fn accepted_is_bounded(scenario: &Scenario) -> Result<(), TestCaseError> {
     for phase in &scenario.phases {
         prop_assert!(0 < phase.hold && phase.hold <= phase.hold_max && phase.hold_max <= DURATION_MAX);
         prop_assert!(share(phase.bad_build_error_rate));
+        let build = phase.bad_build;
+        prop_assert!(
+            share(build.confirm_failure_rate) && share(build.execute_failure_rate) && share(build.duplicate_rate)
+        );
     }
     for fault in &scenario.faults {
         prop_assert!(share(fault.probability) && fault.from < fault.until && fault.duration <= DURATION_MAX);

@@ -20,12 +20,12 @@ use crate::check::rollback::RollbackTiming;
 use crate::criteria::Judgement;
 use crate::time::{self, Millis};
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
-type Drawn = Result<(), Box<dyn Error>>;
+pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub(crate) type Drawn = Result<(), Box<dyn Error>>;
 /// A named percentile read off a step's latency.
 type Percentile = (&'static str, fn(&Percentiles) -> f64);
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 pub const PASS: RGBColor = RGBColor(46, 125, 50);
 pub const FAIL: RGBColor = RGBColor(198, 40, 40);
 pub const ROLLED_BACK: RGBColor = RGBColor(230, 110, 0);
@@ -45,7 +45,7 @@ const MINUTE_MS: f64 = 60_000.0;
 const HOUR_MS: f64 = 3_600_000.0;
 
 /// Draws on a `width`×`height` canvas and returns the `<svg>` to inline.
-fn svg(size: (u32, u32), draw: impl FnOnce(&Area) -> Drawn) -> String {
+pub(crate) fn svg(size: (u32, u32), draw: impl FnOnce(&Area) -> Drawn) -> String {
     let mut out = String::new();
     let drawn = {
         let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
@@ -58,7 +58,7 @@ fn svg(size: (u32, u32), draw: impl FnOnce(&Area) -> Drawn) -> String {
     }
 }
 
-fn series(index: usize) -> RGBColor {
+pub(crate) fn series(index: usize) -> RGBColor {
     SERIES[index % SERIES.len()]
 }
 

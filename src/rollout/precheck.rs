@@ -77,6 +77,7 @@ pub fn smoke_scenario(scenario: &Scenario, canary: CanaryConfig) -> Scenario {
         hold_max: SMOKE_HOLD,
         canary,
         bad_build_error_rate: 0.0,
+        bad_build: Default::default(),
     }];
     smoke
 }

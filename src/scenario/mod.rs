@@ -289,6 +289,9 @@ struct RawPhase {
     hold: Spanned<String>,
     hold_max: Option<Spanned<String>>,
     bad_build_error_rate: Option<Spanned<f64>>,
+    bad_build_confirm_failure_rate: Option<Spanned<f64>>,
+    bad_build_execute_failure_rate: Option<Spanned<f64>>,
+    bad_build_duplicate_rate: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -674,7 +677,14 @@ fn one_phase(source: &Source, raw: RawPhase, fleet: &Fleet) -> Result<Phase, Sce
     };
     let bad_build_error_rate =
         raw.bad_build_error_rate.as_ref().map_or(Ok(0.0), |rate| source.share(rate, "bad_build_error_rate"))?;
-    Ok(Phase { name: raw.name.into_inner(), mode: raw.mode, selection, hold, hold_max, canary, bad_build_error_rate })
+    let rate = |value: &Option<Spanned<f64>>, what| value.as_ref().map_or(Ok(0.0), |rate| source.share(rate, what));
+    let bad_build = phases::BadBuild {
+        confirm_failure_rate: rate(&raw.bad_build_confirm_failure_rate, "bad_build_confirm_failure_rate")?,
+        execute_failure_rate: rate(&raw.bad_build_execute_failure_rate, "bad_build_execute_failure_rate")?,
+        duplicate_rate: rate(&raw.bad_build_duplicate_rate, "bad_build_duplicate_rate")?,
+    };
+    let name = raw.name.into_inner();
+    Ok(Phase { name, mode: raw.mode, selection, hold, hold_max, canary, bad_build_error_rate, bad_build })
 }
 
 fn known_condominiums(source: &Source, ids: &[Spanned<String>], fleet: &Fleet) -> Result<Vec<Uuid>, ScenarioError> {

@@ -34,8 +34,32 @@ pub struct Phase {
     /// The phase's build fails this share of confirm and execute-cycle
     /// requests (a bad deploy, incident B); a rollback restores the last good build.
     pub bad_build_error_rate: f64,
+    /// The phase's build fails or duplicates per endpoint (simulator only;
+    /// `posim calibrate`'s graded bad builds); all zero: a sound build.
+    pub bad_build: BadBuild,
     /// The config the phase deploys, resolved against the fleet.
     pub canary: CanaryConfig,
+}
+
+/// A bad build's faults, each on its own endpoint, on the deploys of the
+/// phase that carries it (a rollback restores the last good build). Apart
+/// from `bad_build_error_rate` (both endpoints at one rate) so that a build
+/// can be bad on one KPI alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BadBuild {
+    /// Share of confirm requests the build fails (503 before the domain logic).
+    pub confirm_failure_rate: f64,
+    /// Share of execute-cycle requests the build fails.
+    pub execute_failure_rate: f64,
+    /// Share of the build's start commands that run the machine twice: a
+    /// second cycle for one payment, the duplicate of §1 ("duplicidade").
+    pub duplicate_rate: f64,
+}
+
+impl BadBuild {
+    pub fn is_sound(&self) -> bool {
+        *self == BadBuild::default()
+    }
 }
 
 /// How many condominiums a fraction names: at least one for any fraction

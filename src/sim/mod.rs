@@ -258,6 +258,8 @@ struct InFlightCommand {
     round_trip: Millis,
     /// The world's key of the call (the cycle's length is drawn on it).
     key: crate::faults::FaultKey,
+    /// A bad build sent it twice: the machine runs a second cycle.
+    doubled: bool,
 }
 
 /// The purchases by number. A planned customer who found every machine
@@ -339,6 +341,8 @@ struct Sim<'s> {
     /// The deploy the controller decided last (older rollouts stop).
     latest_deploy: u16,
     bad_build: KeyedRoll,
+    /// Each deploy's per-endpoint bad build (all zero: sound), by deploy.
+    builds: Vec<crate::scenario::phases::BadBuild>,
     operator: Operator,
     /// The operator's requests in flight, by request id.
     operator_requests: HashMap<u32, Token>,
@@ -397,6 +401,7 @@ impl<'s> Sim<'s> {
             controller: Controller::new(scenario),
             latest_deploy: 0,
             bad_build: KeyedRoll::new(options.seed, "bad-build"),
+            builds: Vec::new(),
             operator: Operator::new(fleet.clone()),
             operator_requests: HashMap::default(),
             horizon: scenario.horizon(),

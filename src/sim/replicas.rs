@@ -8,7 +8,8 @@ use std::rc::Rc;
 use super::{InFlightCommand, Leg, OpSlot, Origin, Sim, SimEvent};
 use crate::contract::{Reply, Request, StartCycleCommand};
 use crate::faults::{Boundary, Crossing, FaultKey, FaultKind};
-use crate::history::{DownCause, Event, served_events};
+use crate::history::{DecisionKind, DownCause, Event, served_events};
+use crate::scenario::phases::BadBuild;
 use crate::stack::core::{Effect, Input, IotCall, IotOutcome, PspCall, PspOutcome};
 use crate::stack::store::Store as _;
 use crate::stack::{Stack, StackBug};
@@ -24,6 +25,8 @@ impl Sim<'_> {
         let stack = Stack::new(info.canary.clone(), self.scenario.stack.settings, self.bugs);
         assert_eq!(usize::from(deploy), self.stacks.len(), "deploys are rolled out in order");
         self.stacks.push(Rc::new(stack));
+        let build = self.build_of(deploy);
+        self.builds.push(build);
         self.latest_deploy = deploy;
         if deploy == 0 {
             for replica in 0..self.replicas.len() as u16 {
@@ -31,6 +34,23 @@ impl Sim<'_> {
             }
         } else {
             self.agenda.schedule(self.now, SimEvent::DeployStep { config: deploy, replica: 0 });
+        }
+    }
+
+    /// A deploy's per-endpoint bad build, as the controller carries
+    /// `bad_build_error_rate`: a phase's deploy brings its phase's build, an
+    /// operator's deploy keeps the build serving, a rollback restores a good one.
+    fn build_of(&self, deploy: u16) -> BadBuild {
+        let decision = self.history.decisions.iter().rev().find(|decision| decision.deploy == Some(deploy));
+        match decision.map(|decision| (decision.kind, decision.previous)) {
+            Some((DecisionKind::Start | DecisionKind::Advance, _)) => {
+                let phase = self.history.deploys[usize::from(deploy)].phase;
+                self.scenario.phases.get(usize::from(phase)).map_or_else(BadBuild::default, |phase| phase.bad_build)
+            }
+            Some((DecisionKind::Deploy, Some(previous))) => {
+                self.builds.get(usize::from(previous)).copied().unwrap_or_default()
+            }
+            _ => BadBuild::default(),
         }
     }
 
@@ -186,7 +206,26 @@ impl Sim<'_> {
         let deploy = self.replicas[usize::from(replica)].config;
         let rate = self.history.deploys[usize::from(deploy)].bad_build_error_rate;
         let exposed = matches!(request, Request::Confirm(_) | Request::ExecuteCycle(_));
-        exposed && rate > 0.0 && self.bad_build.unit([self.op_serial, u64::from(deploy), 0]) < rate
+        if exposed && rate > 0.0 && self.bad_build.unit([self.op_serial, u64::from(deploy), 0]) < rate {
+            return true;
+        }
+        // The per-endpoint build: a roll of its own (third id 1), drawn only
+        // when its rate is above zero, so that runs without it do not change.
+        let build = self.builds.get(usize::from(deploy)).copied().unwrap_or_default();
+        let rate = match request {
+            Request::Confirm(_) => build.confirm_failure_rate,
+            Request::ExecuteCycle(_) => build.execute_failure_rate,
+            _ => 0.0,
+        };
+        rate > 0.0 && self.bad_build.unit([self.op_serial, u64::from(deploy), 1]) < rate
+    }
+
+    /// Whether a bad build sends this start command twice (third id 2; no
+    /// roll at a zero rate).
+    fn bad_build_doubles(&self, slot: &OpSlot) -> bool {
+        let deploy = self.replicas[usize::from(slot.replica)].config;
+        let rate = self.builds.get(usize::from(deploy)).map_or(0.0, |build| build.duplicate_rate);
+        rate > 0.0 && self.bad_build.unit([slot.serial, u64::from(deploy), 2]) < rate
     }
 
     /// Resolves effects until one has to wait for the network, or the reply.
@@ -354,6 +393,7 @@ impl Sim<'_> {
             sent_at: self.now,
             round_trip,
             key: served.key,
+            doubled: self.bad_build_doubles(slot),
         };
         self.commands.push(in_flight);
         let command = (self.commands.len() - 1) as u32;
@@ -367,6 +407,7 @@ impl Sim<'_> {
         let in_flight = &self.commands[command_id as usize];
         let (op, serial, sent_at, round_trip, fault) =
             (in_flight.op, in_flight.serial, in_flight.sent_at, in_flight.round_trip, in_flight.fault);
+        let doubled = in_flight.doubled;
         let outcome = if in_flight.machine == u32::MAX {
             IotOutcome::NoAnswer
         } else {
@@ -375,7 +416,24 @@ impl Sim<'_> {
             let cycle_length = self.latency(Leg::Cycle, in_flight.key.ids());
             let AtMachine { answer, truth, called } =
                 self.world.at_machine(machine, &command, (fault, self.now), (self.now, cycle_length));
+            // The bad build's second send runs the machine again: a second
+            // cycle for the same payment, recorded as the ground truth sees it.
+            let again = match (&truth, doubled) {
+                (Some(Truth::CycleStarted { machine, payment, execute_key, cycle }), true) => {
+                    let cycle = crate::contract::Text::from(format!("{cycle}-again"));
+                    Some(Event::CycleStarted {
+                        machine: *machine,
+                        payment: *payment,
+                        execute_key: execute_key.clone(),
+                        cycle,
+                    })
+                }
+                _ => None,
+            };
             self.record_served(None, called, truth);
+            if let Some(again) = again {
+                self.record(again);
+            }
             if fault == Some(FaultKind::CommandLate) {
                 return; // the stack heard its 504 long ago
             }
