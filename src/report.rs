@@ -50,7 +50,9 @@ pub use summary_md::render as markdown;
 /// criterion judgement `harness_limited`, each window's
 /// `harness_lagged_requests` and `harness_max_lag_ms`, and `harness` (live
 /// runs: scheduling delay, CPU wait, lagged requests); the trace's
-/// `answer_broken` and `harness_lag` records.
+/// `answer_broken` and `harness_lag` records; a load run's steps'
+/// `limited_by`, its knee's `limited_by`, and `stopped_by` when posim's
+/// generator or fleet, not the stack, ended the load.
 pub const SCHEMA_VERSION: u32 = 6;
 /// Violations listed per code (all are counted).
 const LISTED_PER_CODE: usize = 20;

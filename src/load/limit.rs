@@ -6,7 +6,10 @@
 //!
 //! The rule, in the order it is applied to a step past the caps:
 //! 1. **generator**: more than [`LATE_SHARE_MAX`] of the step's purchases
-//!    started late (posim could not keep its own schedule);
+//!    started late (posim could not keep its own schedule) while posim
+//!    itself spent at least [`POSIM_CPU_SHARE`] of the CPU the machine
+//!    spent (or nobody knows where the CPU went); a posim that fell behind
+//!    on less was starved by the stack beside it, and the rules below apply;
 //! 2. **fleet**: the failure rate is above its cap only through purchases
 //!    never started (no free machine, the in-flight cap), or throughput
 //!    stalled while purchases were turned away;
@@ -37,10 +40,14 @@ pub struct StepFigures {
     /// (failed + not started) ÷ offered.
     pub error_rate: f64,
     pub p99_ms: f64,
+    /// Where the step's CPU went (None: unknown).
+    pub cpu: Option<super::cpu::StepCpu>,
 }
 
 /// A step with more late starts than this share was limited by posim.
 pub const LATE_SHARE_MAX: f64 = 0.05;
+/// posim was its own limit only if it spent at least this share of the machine's busy CPU.
+pub const POSIM_CPU_SHARE: f64 = 0.5;
 /// A knee at this share of the database's own ceiling or above is the database's.
 pub const DATABASE_SHARE: f64 = 0.8;
 
@@ -90,7 +97,8 @@ pub fn classify(step: &StepFigures, caps: Caps, past: bool, best_p99_ms: Option<
         return Limit::WithinCaps;
     }
     let started = step.started.max(1) as f64;
-    if step.late_starts as f64 / started > LATE_SHARE_MAX {
+    let posim_was_the_hog = step.cpu.is_none_or(|cpu| cpu.posim_share() >= POSIM_CPU_SHARE);
+    if step.late_starts as f64 / started > LATE_SHARE_MAX && posim_was_the_hog {
         return Limit::Generator;
     }
     let ended = step.succeeded + step.failed;
@@ -138,6 +146,7 @@ mod tests {
             late_starts: late,
             error_rate: (failed + not_started) as f64 / offered as f64,
             p99_ms,
+            cpu: None,
         }
     }
 
@@ -146,6 +155,12 @@ mod tests {
         assert_eq!(classify(&step(1000, (0, 0, 0), 20.0), CAPS, false, None), Limit::WithinCaps);
         assert_eq!(classify(&step(1000, (2, 30, 0), 20.0), CAPS, true, None), Limit::Fleet);
         assert_eq!(classify(&step(1000, (2, 30, 200), 20.0), CAPS, true, None), Limit::Generator);
+        // Late, but the stack beside posim took the CPU: the stack's latency.
+        let cpu = |posim_s| Some(crate::load::cpu::StepCpu { posim_s, others_s: 6.0, wall_s: 5.0, cores: 2 });
+        let starved = StepFigures { cpu: cpu(2.0), ..step(1000, (0, 0, 200), 900.0) };
+        assert_eq!(classify(&starved, CAPS, true, None), Limit::StackLatency);
+        let hog = StepFigures { cpu: cpu(7.0), ..starved };
+        assert_eq!(classify(&hog, CAPS, true, None), Limit::Generator);
         assert_eq!(classify(&step(1000, (50, 0, 0), 20.0), CAPS, true, None), Limit::StackErrors);
         assert_eq!(classify(&step(1000, (0, 0, 0), 900.0), CAPS, true, None), Limit::StackLatency);
         assert_eq!(classify(&step(1000, (0, 0, 0), 50.0), CAPS, true, Some(20.0)), Limit::StackLatency);

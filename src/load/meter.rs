@@ -110,6 +110,7 @@ impl StepCounts {
             purchase: self.purchase.as_ref().map(percentiles).unwrap_or_default(),
             errors: t.errors.clone(),
             limited_by: crate::load::limit::Limit::WithinCaps, // set once the steps around it are known
+            cpu: None,                                         // measured by the load's shell
         }
     }
 }

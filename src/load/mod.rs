@@ -7,6 +7,7 @@
 //! efficiency beside wrk's on the same endpoint (`posim generator`).
 
 pub mod closed;
+pub mod cpu;
 pub mod customer;
 pub mod gate;
 pub mod generator;

@@ -102,6 +102,7 @@ async fn steps(customers: &Arc<Customers>, shape: Shape, scenario: &Scenario) ->
         let target = shape.target(index);
         customers.meter.begin_step(step);
         let began = Instant::now();
+        let cpu_began = super::cpu::CpuMark::now();
         let (tasks, spent) = match &mut goose {
             None => super::open::step(customers, step, target, shape.step).await,
             Some(users) => (users.hold(shape.step).await, false),
@@ -109,7 +110,8 @@ async fn steps(customers: &Arc<Customers>, shape: Shape, scenario: &Scenario) ->
         let seconds = began.elapsed().as_secs_f64();
         customers.meter.drain();
         wait(tasks, bound).await;
-        let report = customers.meter.report(step, target, seconds);
+        let mut report = customers.meter.report(step, target, seconds);
+        report.cpu = cpu_began.zip(super::cpu::CpuMark::now()).map(|(began, ended)| began.until(&ended));
         eprintln!("{}", LoadSection::step_line(&report));
         reports.push(report);
         let points: Vec<Point> = reports.iter().map(point).collect();

@@ -49,6 +49,9 @@ pub struct StepReport {
     /// What limited the step (see `load::limit` for the rule).
     #[serde(default)]
     pub limited_by: Limit,
+    /// Where the step's CPU went: posim against the rest of the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<crate::load::cpu::StepCpu>,
 }
 
 impl StepReport {
@@ -62,6 +65,7 @@ impl StepReport {
             late_starts: self.late_starts,
             error_rate: self.error_rate,
             p99_ms: self.latency.get("all").map_or(0.0, |p| p.p99_ms),
+            cpu: self.cpu,
         }
     }
 }
@@ -203,14 +207,14 @@ impl LoadSection {
         let _ = writeln!(out, "## Load ({} model; caps {}{shard})\n", self.model, self.caps);
         let _ = writeln!(
             out,
-            "| step | target | purchases/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | failures | late | not started |"
+            "| step | target | purchases/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | failures | late | not started | CPU s posim/rest | limited by |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for step in &self.steps {
             let all = step.latency.get("all").cloned().unwrap_or_default();
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}% | {} | {} |",
+                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}% | {} | {} | {} | {} |",
                 step.step,
                 step.target,
                 step.throughput,
@@ -221,7 +225,9 @@ impl LoadSection {
                 all.max_ms,
                 100.0 * step.error_rate,
                 step.late_starts,
-                step.not_started
+                step.not_started,
+                step.cpu.map_or("n/a".to_string(), |cpu| format!("{:.1}/{:.1}", cpu.posim_s, cpu.others_s)),
+                step.limited_by
             );
         }
         match &self.knee {
