@@ -869,13 +869,13 @@ fn load_run(args: LoadArgs) -> Exit {
     // A load run has no rollout: it is judged on D1–D8 and its thresholds.
     let breached: Vec<String> =
         outcome.section.breached().map(|t| format!("{} (actual {})", t.threshold, t.actual)).collect();
-    let stack_held = judged.report.violation_counts.is_empty();
-    // A load that posim's generator or fleet stopped measured posim, not the stack.
-    judged.report.verdict = match (&outcome.section.stopped_by, stack_held) {
-        (_, false) => report::Verdict::Fail,
-        (Some(_), true) => report::Verdict::HarnessLimited,
-        (None, true) => report::Verdict::of(breached.is_empty()),
-    };
+    let knee_sought = shape.find_knee
+        || args
+            .thresholds
+            .iter()
+            .chain(&scenario.load.thresholds)
+            .any(|t| matches!(t, crate::scenario::load::Threshold::KneeAbove { .. }));
+    judged.report.verdict = outcome.section.verdict(judged.report.violation_counts.is_empty(), knee_sought);
     // The rollout's KPI criteria do not apply (double taps are load, not confirm failures).
     judged.report.failed_criteria.clear();
     judged

@@ -8,8 +8,14 @@ use std::process::{Command, Output};
 const SMOKE: &str = "fixtures/scenarios/load-smoke.toml";
 
 fn load(out: &std::path::Path, args: &[&str]) -> Output {
+    load_scenario(std::path::Path::new(SMOKE), out, args)
+}
+
+fn load_scenario(scenario: &std::path::Path, out: &std::path::Path, args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_posim"))
-        .args(["load", SMOKE, "--out"])
+        .arg("load")
+        .arg(scenario)
+        .arg("--out")
         .arg(out)
         .args(args)
         .output()
@@ -64,6 +70,12 @@ fn find_knee_finds_a_knee_with_per_step_percentiles_and_d1_d8_hold() {
     }
     let knee = &load["knee"];
     assert!(knee["throughput"].as_f64().is_some_and(|t| t > 10.0), "a knee: {knee}");
+    // The step past a knee was the stack's limit (or no step crossed the caps).
+    let limited = knee["limited_by"].as_str();
+    match knee["next_step"].is_null() {
+        true => assert_eq!(limited, Some("within_caps"), "{knee}"),
+        false => assert!(matches!(limited, Some("stack_latency" | "stack_errors" | "database")), "{knee}"),
+    }
     assert!(load["headroom"].as_f64().is_some_and(|h| h > 1.0));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.matches("load step ").count(), steps.len(), "a progress line per step");
@@ -223,4 +235,28 @@ fn out_of_range_flags_exit_2_with_a_message() {
         let flag = args.iter().rev().find(|arg| arg.starts_with("--")).expect("a flag");
         assert!(stderr.contains(flag), "{args:?}: {stderr}");
     }
+}
+
+/// Two machines a condominium: purchases find no free machine long before
+/// the stack is busy. posim names the fleet, reports no knee and exits 3.
+#[test]
+#[ignore = "needs PostgreSQL"]
+fn a_fleet_too_small_is_named_as_the_limit_and_no_stack_knee_is_reported() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let smoke = std::fs::read_to_string(SMOKE).expect("the smoke scenario");
+    let small = smoke.replace("machines_per_condominium = 40", "machines_per_condominium = 2");
+    assert_ne!(small, smoke, "the fixture's fleet line is where the test expects it");
+    let scenario = dir.path().join("small-fleet.toml");
+    std::fs::write(&scenario, small).expect("the scenario is written");
+    let out = dir.path().join("out");
+    let args = ["--find-knee", "--rate", "100", "--step-rate", "100", "--steps", "3", "--step-duration", "3s"];
+    let output = load_scenario(&scenario, &out, &[&args[..], &["--no-pgbench", "--no-trace"]].concat());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "posim could not measure the stack: {stdout}");
+    assert!(stdout.contains("limited by the fleet") && stdout.contains("bigger fleet"), "{stdout}");
+    let load = &summary(&out)["load"];
+    assert!(load["knee"].is_null(), "no stack knee: {}", load["knee"]);
+    assert_eq!(load["stopped_by"]["limit"], "fleet", "{}", load["stopped_by"]);
+    let last = load["steps"].as_array().and_then(|steps| steps.last()).expect("a step");
+    assert_eq!(last["limited_by"], "fleet", "{last}");
 }

@@ -182,6 +182,20 @@ impl LoadSection {
         self.database_ceiling = Some(ceiling);
     }
 
+    /// A load run's verdict: a broken invariant fails; a knee that was
+    /// sought (`--find-knee`, a `knee>` threshold) but that posim's own
+    /// limit (its generator, its fleet) stopped is harness-limited: posim
+    /// measured itself, not the stack; otherwise the thresholds decide.
+    pub fn verdict(&self, invariants_held: bool, knee_sought: bool) -> super::Verdict {
+        if !invariants_held {
+            super::Verdict::Fail
+        } else if knee_sought && self.stopped_by.is_some() {
+            super::Verdict::HarnessLimited
+        } else {
+            super::Verdict::of(self.breached().next().is_none())
+        }
+    }
+
     pub fn breached(&self) -> impl Iterator<Item = &ThresholdResult> {
         self.thresholds.iter().filter(|t| !t.met)
     }

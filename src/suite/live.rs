@@ -176,12 +176,22 @@ fn simulator_only_faults(scenario: &Scenario) -> Vec<String> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    if inside.is_empty() {
-        return Vec::new();
+    let mut notes = Vec::new();
+    if !inside.is_empty() {
+        notes.push(format!(
+            "{} faults (inside a replica, between two of its effects) are played by the simulator only: \
+             posim live pauses and kills replicas and stops the database at planned times with [[stack_faults]]",
+            inside.join(", ")
+        ));
     }
-    vec![format!(
-        "{} faults (inside a replica, between two of its effects) are played by the simulator only: \
-         posim live pauses and kills replicas and stops the database at planned times with [[stack_faults]]",
-        inside.join(", ")
-    )]
+    let per_endpoint = |phase: &&crate::scenario::phases::Phase| phase.bad_build != Default::default();
+    let phases: Vec<&str> = scenario.phases.iter().filter(per_endpoint).map(|phase| phase.name.as_str()).collect();
+    if !phases.is_empty() {
+        notes.push(format!(
+            "the bad builds of phase(s) {} (bad_build_confirm_failure_rate, bad_build_execute_failure_rate, \
+             bad_build_duplicate_rate) are played by the simulator only (posim calibrate); bad_build_error_rate is played live",
+            phases.join(", ")
+        ));
+    }
+    notes
 }
