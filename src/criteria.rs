@@ -164,8 +164,9 @@ pub fn judge(window: &WindowRates, criteria: &Criteria) -> Vec<CriterionResult> 
 
 /// A rate judged with the part posim lagged on set apart: a failing rate
 /// that would not fail without the lagged requests is `HarnessLimited`, and
-/// so is a rate short of samples in a window where posim lagged (its lag may
-/// be why: a terminal that never heard its authorize never confirms).
+/// so is a rate short of samples in a window where posim lagged on enough
+/// requests to fill the gap (its lag may be why: a terminal that never heard
+/// its authorize never confirms).
 fn judge_lagged_rate(
     names: (&'static str, &str),
     (rate, lagged, lagged_requests): (Rate, Rate, u64),
@@ -175,7 +176,9 @@ fn judge_lagged_rate(
 ) -> CriterionResult {
     debug_assert!(lagged.attempts <= rate.attempts && lagged.failures <= rate.failures, "lagged is a part");
     let judged = judge_rate(names, rate, limits, before, min_samples);
-    if judged.judgement == Judgement::Inconclusive && lagged_requests > 0 {
+    // Only when the lagged requests could have filled the missing samples.
+    let could_have_judged = rate.attempts.saturating_add(lagged_requests) >= min_samples;
+    if judged.judgement == Judgement::Inconclusive && lagged_requests > 0 && could_have_judged {
         let detail = format!(
             "{}, and posim itself lagged beyond its bound on {lagged_requests} request(s) in this window: \
              posim could not judge the stack here (harness-limited)",
@@ -330,10 +333,12 @@ mod tests {
         let short = WindowRates {
             confirm: Rate { attempts: 3, failures: 0 },
             lagged: (Rate::default(), Rate::default()),
-            lagged_requests: 1,
+            lagged_requests: 27,
             ..window(0)
         };
         assert_eq!(judge(&short, &criteria())[0].judgement, Judgement::HarnessLimited);
+        let few = WindowRates { lagged_requests: 26, ..short.clone() };
+        assert_eq!(judge(&few, &criteria())[0].judgement, Judgement::Inconclusive, "too few lagged to matter");
         let unlagged = WindowRates { lagged_requests: 0, ..short };
         assert_eq!(judge(&unlagged, &criteria())[0].judgement, Judgement::Inconclusive);
     }
