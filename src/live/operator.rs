@@ -40,16 +40,20 @@ impl Shared {
         tokio::spawn(async move {
             let mut every = tokio::time::interval(crate::progress::LINE_EVERY);
             every.tick().await;
+            // Each line reads only the records added since the last one.
+            let (mut read, mut done) = (from, 0usize);
             loop {
                 every.tick().await;
-                let done = shared.recorder.with(|history| {
+                done += shared.recorder.with(|history| {
                     let audited = |r: &&crate::history::Record| {
                         matches!(
                             r.event,
                             crate::history::Event::Audited { .. } | crate::history::Event::AuditedCharge { .. }
                         )
                     };
-                    history.records.get(from..).map_or(0, |records| records.iter().filter(audited).count())
+                    let new = history.records.get(read..).map_or(0, |records| records.iter().filter(audited).count());
+                    read = history.records.len();
+                    new
                 });
                 eprintln!("{}: final audit, {done} of {total} payments and charges read back", shared.scenario.name);
             }
